@@ -1,0 +1,86 @@
+"""Settings (pydantic): built-in defaults < ``/etc/mailwarden/mailwarden.toml`` < command line.
+
+The file is ``$MAILWARDEN_CONFIG`` if set, else ``<etc>/mailwarden.toml`` (see
+:func:`mailwarden.tables.etc_dir`). Every option and its default is documented in
+``docs/configuration.md``; keep the two in step. Each stage owns one section.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mailwarden.errors import ConfigError
+from mailwarden.tables import etc_dir, read_toml
+
+DEFAULT_LOG_CANDIDATES = (
+    "/var/log/mail.log",
+    "/var/log/maillog",
+    "/var/log/postfix.log",
+    "/var/log/mail/mail.log",
+)
+
+
+def default_state_dir() -> Path:
+    """``/var/lib/mailwarden`` as root, ``$XDG_STATE_HOME/mailwarden`` for a user."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/mailwarden")
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "mailwarden"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreSettings(Section):
+    """``[store]``: where records live and how long."""
+
+    url: str = ""  # SQLAlchemy URL; "" = sqlite:///<state_dir>/mailwarden.db
+    attempts_days: int = Field(90, ge=1)  # delivery attempts kept this many days
+    rollup_days: int = Field(730, ge=1)  # daily rollups kept this many days
+
+
+class LogSettings(Section):
+    """``[log]``: which mail log to read when none is named on the command line."""
+
+    files: list[str] = Field(default_factory=list)  # [] = the first of DEFAULT_LOG_CANDIDATES
+    journal: bool = False  # read the systemd journal instead of files
+    host: str = ""  # override the host name used as key when the log has none
+
+
+class Settings(Section):
+    """The whole configuration."""
+
+    state_dir: Path = Field(default_factory=default_state_dir)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    def db_url(self) -> str:
+        if self.store.url:
+            return self.store.url
+        return f"sqlite:///{self.state_dir / 'mailwarden.db'}"
+
+
+def config_path() -> Path:
+    env = os.environ.get("MAILWARDEN_CONFIG")
+    return Path(env) if env else etc_dir() / "mailwarden.toml"
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the config file (if it exists) and apply keyword overrides on top."""
+    p = path or config_path()
+    data: dict[str, Any] = {}
+    if p.is_file():
+        try:
+            data = read_toml(p)
+        except Exception as exc:  # TableError carries the path already
+            raise ConfigError(str(exc)) from exc
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc

@@ -1,0 +1,2 @@
+"""Report: the analyze/bounce/daily reports (rich text and JSON), alerts and Prometheus collectors
+over the store."""

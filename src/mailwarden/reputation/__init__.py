@@ -1,0 +1,2 @@
+"""Reputation: PTR/FCrDNS/HELO, DNS blocklists, SPF/DKIM/DMARC, open-relay test and the Postfix
+configuration audit behind ``mailwarden doctor``."""

@@ -1,0 +1,1 @@
+"""Web: the FastAPI dashboard (server-rendered templates, local static assets) and /metrics."""
