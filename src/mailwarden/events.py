@@ -118,7 +118,7 @@ class Classification:
     issuer: str = ""  # blocklist / reputation issuer named in the reply ("spamhaus", "cloudmark")
     url: str = ""  # lookup / delisting URL named in the reply (or the issuer's default)
     cited_ip: str = ""  # the IP the receiver cites (usually ours)
-    rule: str = ""  # id of the pattern that decided, e.g. "swisscom/not-allowed" or "reason/blocked#3"
+    rule: str = ""  # id of the deciding pattern, e.g. "swisscom/not-allowed"
     internal: bool = False  # Postfix's or mailwarden's own deferral: never a provider rejection
 
 

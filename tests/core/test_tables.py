@@ -20,7 +20,7 @@ def test_merge_replaces_adds_and_disables_items_by_id() -> None:
 def test_bad_toml_names_the_file(tmp_path: Path) -> None:
     p = tmp_path / "broken.toml"
     p.write_text("x = [1,\n")
-    with pytest.raises(TableError, match="broken.toml"):
+    with pytest.raises(TableError, match=r"broken\.toml"):
         read_toml(p)
 
 
