@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+# Fixture modules (real servers). Add yours here: one line per module in tests/fixtures/.
+pytest_plugins = [
+    "fixtures.dns",
+]
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 DATA = TESTS / "data"
