@@ -52,12 +52,32 @@ class LogSettings(Section):
     host: str = ""  # override the host name used as key when the log has none
 
 
+class DnsSettings(Section):
+    """``[dns]``: the resolver used by live checks, the breaker's MX lookups and trace --live."""
+
+    nameservers: list[str] = Field(default_factory=list)  # [] = /etc/resolv.conf
+    port: int = Field(53, ge=1, le=65535)
+    timeout: float = Field(2.0, gt=0)  # seconds per query (lifetime)
+
+
+class IdentitySettings(Section):
+    """``[identity]``: who "we" are. Empty lists are filled from ``postconf`` and the interfaces."""
+
+    ips: list[str] = Field(default_factory=list)  # our public sending IPs
+    names: list[str] = Field(default_factory=list)  # our host names (myhostname, PTR names)
+    helo_names: list[str] = Field(default_factory=list)  # what our MTA says in HELO/EHLO
+    domains: list[str] = Field(default_factory=list)  # our mail domains (SPF/DMARC/DBL checks)
+    dkim_selectors: list[str] = Field(default_factory=list)  # "selector._domainkey.domain" or "sel"
+
+
 class Settings(Section):
     """The whole configuration."""
 
     state_dir: Path = Field(default_factory=default_state_dir)
     store: StoreSettings = Field(default_factory=StoreSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    dns: DnsSettings = Field(default_factory=DnsSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
 
     def db_url(self) -> str:
         if self.store.url:
