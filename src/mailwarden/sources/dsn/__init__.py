@@ -1,0 +1,73 @@
+"""Bounce mail (DSN) parser: a bounce, feedback report or auto-reply -> one
+:class:`mailwarden.events.BounceRecipient` per recipient, in the message's order.
+
+Public API::
+
+    report = parse_bounce(raw_bytes)          # BounceReport
+    report = parse_bounce_file(path)          # same, from a file
+    for r in report.recipients: r.recipient, r.reason, r.status, r.replycode, r.rhost ...
+
+Structure (recipient, action, status, reply code, diagnostic, hosts, feedback type, auto-reply)
+is read here; the reason that comes from the diagnostic TEXT is decided by the shared
+classifier (see :mod:`mailwarden.sources.dsn.reason`). Modules: ``mime`` (stdlib email,
+limits), ``rfc3464`` (delivery-status fields), ``text`` (the common human layout),
+``formats`` (MTAs with layouts of their own), ``special`` (ARF, RFC 3834), ``parser``
+(the pipeline), ``reason`` (structural reasons, classifier call site).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailwarden.errors import SourceError
+from mailwarden.events import BounceRecipient
+from mailwarden.sources.dsn.reason import TextClassifier
+
+__all__ = ["BounceReport", "TextClassifier", "parse_bounce", "parse_bounce_file"]
+
+
+@dataclass(frozen=True, slots=True)
+class BounceReport:
+    """What one bounce message says. ``format`` names the layout that was recognised
+    (``rfc3464``, ``arf``, ``rfc3834``, ``postfix``, ``exim`` ...), ``""`` for a mail that
+    is no bounce (then ``recipients`` is empty)."""
+
+    recipients: tuple[BounceRecipient, ...]
+    format: str
+    subject: str = ""
+    defects: int = 0
+
+
+def parse_bounce(data: bytes | str, *, classifier: TextClassifier | None = None) -> BounceReport:
+    """Parse one message. Raises :class:`SourceError` for input that is not a mail at all or
+    is too large; a mail that is not a bounce gives an empty report."""
+    from mailwarden.sources.dsn import mime, parser
+
+    mail = mime.load(data)
+    fmt, recs = parser.extract(mail)
+    clf = classifier or _default_classifier()
+    out = parser.finalize(mail, fmt, recs, clf)
+    return BounceReport(tuple(out), fmt if out else "", mail.subject, mail.defects)
+
+
+def parse_bounce_file(path: str | Path, **kw: TextClassifier | None) -> BounceReport:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"cannot read: {exc.strerror}", source=str(p)) from exc
+    try:
+        return parse_bounce(data, **kw)
+    except SourceError as exc:
+        raise SourceError(str(exc), source=str(p)) from exc
+
+
+_CLF: TextClassifier | None = None
+
+
+def _default_classifier() -> TextClassifier:
+    global _CLF
+    if _CLF is None:
+        _CLF = TextClassifier()
+    return _CLF

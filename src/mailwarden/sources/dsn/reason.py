@@ -1,0 +1,194 @@
+"""Decide the reason of one bounced recipient.
+
+Two sources, in this order:
+
+1. STRUCTURE, decided here: an ARF report is ``feedback``, an auto-reply ``vacation``,
+   ``Action: delivered``/``2.x.x`` is ``delivered``, and the reasons a format parser read
+   from the reporting MTA's own words (``expired`` for "retry timeout exceeded",
+   ``mailererror`` for a failed pipe, ``hostunknown`` for qmail's "couldn't find any host"...).
+2. TEXT, decided by the shared classifier (:mod:`mailwarden.classify`): the remote server's
+   reply, its enhanced status code and the provider. This module holds the single call site.
+
+When neither decides: a delayed action means ``expired``, a local delivery agent
+(``X-Unix``) failure ``mailererror``, any other diagnostic ``onhold``, nothing ``undefined``
+(Sisimai's fallbacks, so that results compare with it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailwarden.events import Classification, Reply, Scope
+from mailwarden.sources.dsn.record import Rcpt
+
+#: Reasons a format may decide that the text classifier should still get a chance to refine
+#: (Sisimai's "retry" set: the MTA's wording is generic).
+REFINABLE = frozenset(
+    {
+        "undefined",
+        "onhold",
+        "systemerror",
+        "securityerror",
+        "networkerror",
+        "hostunknown",
+        "userunknown",
+    }
+)
+
+#: Who is to blame, for the reasons decided here (the classifier returns its own scope).
+STRUCTURAL_SCOPE: dict[str, Scope] = {
+    "feedback": "ours",
+    "vacation": "",
+    "delivered": "",
+    "expired": "transient",
+    "mailererror": "recipient",
+    "hasmoved": "recipient",
+    "onhold": "transient",
+    "systemfull": "transient",
+    "systemerror": "transient",
+    "networkerror": "transient",
+    "hostunknown": "recipient",
+    "userunknown": "recipient",
+    "mailboxfull": "recipient",
+    "suspend": "recipient",
+    "notaccept": "recipient",
+    "syntaxerror": "ours",
+    "contenterror": "ours",
+    "emailtoolarge": "ours",
+    "rejected": "ours",
+    "blocked": "ours",
+    "filtered": "recipient",
+    "securityerror": "ours",
+    "policyviolation": "ours",
+    "spamdetected": "ours",
+    "virusdetected": "ours",
+    "requireptr": "ours",
+    "authfailure": "ours",
+    "badreputation": "ours",
+    "norelaying": "ours",
+    "notcompliantrfc": "ours",
+    "ratelimited": "transient",
+    "undefined": "",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    reason: str
+    scope: Scope
+    provider: str = ""
+    issuer: str = ""
+    url: str = ""
+
+
+class TextClassifier:
+    """The one place that asks the text classifier; falls back to a minimal local reading of
+    the enhanced status code while :mod:`mailwarden.classify` is not available."""
+
+    def __init__(self) -> None:
+        self._impl: object | None = None
+        self._provider_for_host: Callable[[str], str] | None = None
+        try:  # the shared classifier (another engineer's package); optional until it lands
+            from mailwarden.classify import Classifier  # type: ignore[attr-defined]
+
+            impl = Classifier.load()
+            self._impl = impl
+            self._provider_for_host = getattr(impl, "provider_for_host", None)
+        except (ImportError, AttributeError):
+            self._impl = None
+
+    def provider(self, host: str) -> str:
+        if not host or self._provider_for_host is None:
+            return ""
+        try:
+            return str(self._provider_for_host(host) or "")
+        except Exception:
+            return ""
+
+    def classify(self, reply: Reply, *, status: str, provider: str) -> Classification:
+        if self._impl is not None:
+            fn = getattr(self._impl, "classify")  # noqa: B009
+            result = fn(
+                reply, dsn=reply.enhanced, status=status, text=reply.text, provider=provider
+            )
+            if isinstance(result, Classification):
+                return result
+        return _local_classify(reply)
+
+
+# Minimal stand-in for mailwarden.classify (RFC 3463 subject/detail codes only, no phrases).
+_LOCAL_STATUS = {
+    "5.1.1": "userunknown",
+    "5.1.0": "userunknown",
+    "5.1.3": "userunknown",
+    "5.1.2": "hostunknown",
+    "5.4.4": "hostunknown",
+    "5.1.6": "hasmoved",
+    "5.1.7": "rejected",
+    "5.1.8": "rejected",
+    "4.1.8": "rejected",
+    "5.2.1": "filtered",
+    "5.2.2": "mailboxfull",
+    "4.2.2": "mailboxfull",
+    "5.2.3": "emailtoolarge",
+    "5.3.4": "emailtoolarge",
+    "5.3.1": "systemfull",
+    "4.3.1": "systemfull",
+    "4.4.5": "systemfull",
+    "5.4.6": "networkerror",
+    "4.4.6": "networkerror",
+    "5.7.13": "suspend",
+    "5.7.25": "requireptr",
+    "5.7.26": "authfailure",
+    "5.7.27": "notaccept",
+    "5.1.10": "notaccept",
+    "4.4.7": "expired",
+    "4.4.1": "expired",
+    "5.5.3": "ratelimited",
+}
+
+
+def _local_classify(reply: Reply) -> Classification:
+    code = reply.enhanced
+    reason = _LOCAL_STATUS.get(code, "")
+    if not reason and re.match(r"[45]\.6\.", code):
+        reason = "contenterror"
+    if not reason and re.match(r"[45]\.7\.", code):
+        reason = "securityerror"
+    reason = reason or "undefined"
+    return Classification(
+        reason=reason,
+        scope=STRUCTURAL_SCOPE.get(reason, ""),
+        rule=f"local/status/{code}" if code else "",
+    )
+
+
+def decide(rec: Rcpt, reply: Reply, classifier: TextClassifier, provider: str) -> Verdict:
+    """The reason for ``rec`` (see the module docstring for the order)."""
+    if rec.feedback_type or rec.reason == "feedback":
+        return Verdict("feedback", STRUCTURAL_SCOPE["feedback"], provider)
+    if rec.reason == "vacation":
+        return Verdict("vacation", "", provider)
+    if rec.action == "delivered" or rec.status.startswith("2."):
+        return Verdict("delivered", "", provider)
+    if rec.reason and rec.reason not in REFINABLE:
+        return Verdict(rec.reason, STRUCTURAL_SCOPE.get(rec.reason, ""), provider)
+
+    status = "deferred" if rec.action == "delayed" or rec.status.startswith("4.") else "bounced"
+    c = classifier.classify(reply, status=status, provider=provider)
+    reason = c.reason if c.reason and c.reason != "undefined" else ""
+    if rec.reason and (not reason or not c.rule):
+        reason = rec.reason  # the format's own reading beats a bare status-code guess
+    if not reason:
+        if rec.action == "delayed":
+            reason = "expired"
+        elif rec.spec in ("X-UNIX", "X-POSTFIX") and rec.diagnostic:
+            reason = "mailererror"
+        elif rec.diagnostic:
+            reason = "onhold"
+        else:
+            reason = "undefined"
+    scope = c.scope if reason == c.reason else STRUCTURAL_SCOPE.get(reason, "")
+    return Verdict(reason, scope, c.provider or provider, c.issuer, c.url)
