@@ -1,0 +1,5 @@
+"""``python -m mailwarden.cli``."""
+
+from mailwarden.cli import main
+
+main()
