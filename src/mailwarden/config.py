@@ -70,6 +70,26 @@ class IdentitySettings(Section):
     dkim_selectors: list[str] = Field(default_factory=list)  # "selector._domainkey.domain" or "sel"
 
 
+class EgressSettings(Section):
+    """``[egress]``: egress collectors, summaries, alerts and the egress firewall rule."""
+
+    ports: list[int] = Field(default_factory=lambda: [25, 465, 587, 2525])  # watched dports
+    allowed_users: list[str] = Field(default_factory=lambda: ["postfix"])  # the MTA's users
+    collectors: list[str] = Field(default_factory=lambda: ["ebpf", "nflog", "sockdiag"])
+    socket: str = "/run/mailwarden/egress.sock"  # where `egress run` publishes events
+    socket_group: str = ""  # group allowed to read the socket ("" = root only)
+    poll_interval: float = Field(0.2, gt=0)  # sock_diag fallback poll period, seconds
+    verdict_wait: float = Field(0.25, ge=0)  # wait this long for the rule's NFLOG verdict
+    raw_days: int = Field(7, ge=1)  # raw egress events kept this many days
+    alert_window: int = Field(3600, ge=60)  # one alert per (who, port) per window, seconds
+    webhook: str = ""  # optional URL alerts are POSTed to (JSON)
+    firewall_backend: str = "nft"  # nft or iptables
+    firewall_mode: str = "enforce"  # enforce or monitor
+    firewall_table: str = "mailwarden"
+    nflog_allow_group: int = Field(6, ge=0, le=65535)
+    nflog_block_group: int = Field(5, ge=0, le=65535)
+
+
 class Settings(Section):
     """The whole configuration."""
 
@@ -78,6 +98,7 @@ class Settings(Section):
     log: LogSettings = Field(default_factory=LogSettings)
     dns: DnsSettings = Field(default_factory=DnsSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    egress: EgressSettings = Field(default_factory=EgressSettings)
 
     def db_url(self) -> str:
         if self.store.url:

@@ -287,6 +287,7 @@ class Message:
     removed_at: float | None = None
     held: bool = False
     complete: bool = False  # True once "removed" was seen
+    user: str = ""  # local user name of ``uid`` (pwd), "" when not resolvable
 
 
 # --------------------------------------------------------------------------------------
@@ -311,3 +312,48 @@ class BounceRecipient:
     issuer: str = ""
     url: str = ""
     feedback_type: str = ""
+
+
+# --------------------------------------------------------------------------------------
+# Egress (who opens connections to remote SMTP ports); produced by ``egress`` collectors
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EgressConnect:
+    """One TCP connect (attempt) to a watched SMTP port, attributed to a process.
+
+    ``source`` names the collector (``ebpf``, ``nflog``, ``sockdiag``); each fills what it can
+    (NFLOG knows uid/gid and addresses but no pid; sock_diag has no failed attempts).
+    ``verdict`` is ``allowed`` / ``blocked`` when the egress rule's NFLOG said so, ``""`` when
+    unknown. ``mta`` is True when the uid is one of the MTA's users (counted, never alerted on).
+    ``parents`` is the parent chain nearest first as ``(pid, comm)`` pairs.
+    """
+
+    ts: float
+    source: str
+    daddr: str
+    dport: int
+    family: int = 4  # 4 or 6
+    saddr: str = ""
+    sport: int | None = None
+    pid: int | None = None
+    ppid: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    user: str = ""
+    comm: str = ""
+    exe: str = ""
+    cmdline: tuple[str, ...] = ()
+    cwd: str = ""
+    parents: tuple[tuple[int, str], ...] = ()
+    cgroup: str = ""  # cgroup v2 path, "" if unknown
+    unit: str = ""  # systemd unit (from the cgroup), "" if none
+    container: str = ""  # container id (from the cgroup), "" if none
+    script: str = ""  # the script run by an interpreter / CGI / PHP-FPM worker, if found
+    pool: str = ""  # PHP-FPM pool name
+    netns: int | None = None  # network namespace inode
+    verdict: str = ""  # "allowed", "blocked" or "" (unknown)
+    mta: bool = False
+    provider: str = ""  # destination provider (classify tables, PTR fallback)
+    ptr: str = ""

@@ -1,0 +1,182 @@
+"""Turn what a collector saw (eBPF event, NFLOG record, sock_diag socket) into an
+:class:`~mailwarden.events.EgressConnect`, enriched at event time (see :mod:`.enrich`)."""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from mailwarden.egress.enrich import (
+    CgroupIndex,
+    EgressTables,
+    ProcInfo,
+    cgroup2_mount,
+    container_of,
+    find_script,
+    parent_chain,
+    read_proc,
+    unit_of,
+    user_name,
+)
+from mailwarden.events import EgressConnect
+
+
+def boottime_offset() -> float:
+    """Seconds to add to CLOCK_BOOTTIME to get wall-clock (POSIX) time."""
+    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def addr_text(family: int, raw: bytes) -> str:
+    """Printable address from 4 or 16 raw bytes (family is AF_INET=2 / AF_INET6=10 or 4/6)."""
+    if family in (2, 4):
+        return str(ipaddress.IPv4Address(bytes(raw[:4])))
+    a = ipaddress.IPv6Address(bytes(raw[:16]))
+    return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
+
+
+class Attributor:
+    """Builds enriched events. ``mta_uids``: the MTA's users (events marked ``mta=True``)."""
+
+    def __init__(
+        self,
+        tables: EgressTables,
+        mta_uids: Iterable[int],
+        *,
+        proc: Path = Path("/proc"),
+    ) -> None:
+        self.tables = tables
+        self.mta_uids = frozenset(mta_uids)
+        self.proc = proc
+        self.cgroups = CgroupIndex(cgroup2_mount())
+        self.offset = boottime_offset()
+
+    def _who(
+        self,
+        pid: int | None,
+        *,
+        argv: tuple[str, ...] = (),
+        exe: str = "",
+        cwd: str = "",
+        ppid: int | None = None,
+        pcomm: str = "",
+        cgroup_id: int | None = None,
+    ) -> dict[str, object]:
+        info = read_proc(pid, self.proc) if pid else ProcInfo(alive=False)
+        if info.alive:
+            # A live process may have exec'd since the connect: trust /proc only when it agrees.
+            if not argv or (
+                info.cmdline and info.cmdline[: len(argv)] == argv[: len(info.cmdline)]
+            ):
+                argv = argv or info.cmdline
+                exe = info.exe or exe if not exe or exe.startswith("…") else exe
+                cwd = cwd if cwd and not cwd.startswith("…") else (info.cwd or cwd)
+            ppid = ppid or info.ppid
+        cgroup = info.cgroup if info.alive else ""
+        if not cgroup and cgroup_id:
+            cgroup = self.cgroups.path_of(cgroup_id)
+        script, pool = find_script(argv, exe=exe, cwd=cwd, env=info.env, tables=self.tables)
+        return {
+            "cmdline": argv,
+            "exe": exe,
+            "cwd": cwd,
+            "ppid": ppid,
+            "parents": parent_chain(ppid, self.proc, first_comm=pcomm),
+            "cgroup": cgroup,
+            "unit": unit_of(cgroup, self.tables),
+            "container": container_of(cgroup, self.tables),
+            "script": script,
+            "pool": pool,
+        }
+
+    def from_bpf(self, raw: object) -> EgressConnect:
+        """From a :class:`mailwarden.egress.bpf.RawEvent`."""
+        from mailwarden.egress.bpf import RawEvent, join_components, split_args
+
+        assert isinstance(raw, RawEvent)
+        args = split_args(
+            ctypes.string_at(ctypes.addressof(raw) + RawEvent.args.offset, raw.args_len)
+        )
+        exe = join_components(raw.exe, raw.exe_depth) if raw.exe_depth else ""
+        cwd = join_components(raw.cwd, raw.cwd_depth) if raw.cwd_depth else ""
+        who = self._who(
+            raw.pid,
+            argv=args,
+            exe=exe,
+            cwd=cwd,
+            ppid=raw.ppid or None,
+            pcomm=raw.pcomm.decode("utf-8", "replace"),
+            cgroup_id=raw.cgroup_id,
+        )
+        family = 4 if raw.family == 2 else 6
+        return EgressConnect(
+            ts=self.offset + raw.ts_ns / 1e9,
+            source="ebpf",
+            daddr=addr_text(raw.family, bytes(raw.daddr)),
+            dport=raw.dport,
+            family=family,
+            pid=raw.pid,
+            uid=raw.uid,
+            gid=raw.gid,
+            user=user_name(raw.uid),
+            comm=raw.comm.decode("utf-8", "replace"),
+            netns=raw.netns,
+            mta=raw.uid in self.mta_uids,
+            **who,  # type: ignore[arg-type]
+        )
+
+    def from_socket(
+        self,
+        *,
+        ts: float,
+        source: str,
+        family: int,
+        daddr: str,
+        dport: int,
+        saddr: str = "",
+        sport: int | None = None,
+        uid: int | None,
+        gid: int | None = None,
+        pid: int | None = None,
+        verdict: str = "",
+        netns: int | None = None,
+    ) -> EgressConnect:
+        """From an NFLOG record or a sock_diag socket (pid known only when resolved)."""
+        who: dict[str, object] = {}
+        comm = ""
+        if pid:
+            who = self._who(pid)
+            st = read_proc(pid, self.proc)
+            comm = st.comm
+            if gid is None and st.alive:
+                gid = _gid_of(self.proc, pid)
+        return EgressConnect(
+            ts=ts,
+            source=source,
+            daddr=daddr,
+            dport=dport,
+            family=family,
+            saddr=saddr,
+            sport=sport,
+            pid=pid,
+            uid=uid,
+            gid=gid,
+            user=user_name(uid) if uid is not None else "",
+            comm=comm,
+            verdict=verdict,
+            netns=netns,
+            mta=uid in self.mta_uids if uid is not None else False,
+            **who,  # type: ignore[arg-type]
+        )
+
+
+def _gid_of(proc: Path, pid: int) -> int | None:
+    try:
+        for line in (proc / str(pid) / "status").read_text().splitlines():
+            if line.startswith("Gid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
