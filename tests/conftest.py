@@ -11,6 +11,9 @@ import pytest
 # Fixture modules (real servers). Add yours here: one line per module in tests/fixtures/.
 pytest_plugins = [
     "fixtures.dns",
+    "fixtures.slot",
+    "fixtures.postfix",
+    "fixtures.smtp",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
