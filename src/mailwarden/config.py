@@ -90,6 +90,29 @@ class EgressSettings(Section):
     nflog_block_group: int = Field(5, ge=0, le=65535)
 
 
+class BreakerSettings(Section):
+    """``[breaker]``: the per-provider circuit breaker and its Postfix actuator."""
+
+    enabled: bool = True  # False: `mailwarden run` watches and records, never parks
+    postfix_config: str = "/etc/postfix"  # the instance to act on (postconf -c)
+    socketmap_host: str = "127.0.0.1"  # where the transport lookup listens (loopback only)
+    socketmap_port: int = Field(10041, ge=1, le=65535)
+    lookup_timeout: float = Field(0.5, gt=0, le=5)  # past this a lookup answers NOTFOUND
+    accept_then_park: bool = True  # smtpd accepts (250) and parks, instead of a 450 at RCPT
+    reload_on_trip: bool = True  # `postfix reload` on open so the active queue is re-resolved
+    probe_recipients: int = Field(3, ge=1, le=100)  # recipients let through per probe round
+    probe_timeout: float = Field(600, ge=10)  # seconds before a probe round without verdict repeats
+    escalation_memory: float = Field(86400, ge=0)  # a re-trip this soon after a close escalates
+    never_park: list[str] = Field(default_factory=list)  # addresses/domains never parked
+    webhook_url: str = ""  # transitions are POSTed here as JSON
+    admin_mail: str = ""  # transitions are mailed here (never parked)
+    mail_relay: str = ""  # host[:port] for alert mail; "" = the local sendmail
+    hold_margin: float = Field(21600, ge=0)  # move parked mail to hold this long before expiry
+    release_rate: float = Field(0, ge=0)  # recipients/minute on release; 0 = learn from history
+    release_min_rate: float = Field(30, gt=0)  # floor of the learned release rate
+    poll: float = Field(0.2, gt=0)  # log follow / timer period of `mailwarden run`, seconds
+
+
 class Settings(Section):
     """The whole configuration."""
 
@@ -99,6 +122,7 @@ class Settings(Section):
     dns: DnsSettings = Field(default_factory=DnsSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     egress: EgressSettings = Field(default_factory=EgressSettings)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
 
     def db_url(self) -> str:
         if self.store.url:
