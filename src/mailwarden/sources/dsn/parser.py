@@ -81,6 +81,8 @@ def extract(mail: Mail) -> tuple[str, list[Rcpt]]:
     """Find the recipients and what the mail says about each; returns (format, records)."""
     if special.is_arf(mail):
         return "arf", special.parse_arf(mail)
+    if special.is_unsubscribe(mail):
+        return "arf", special.parse_unsubscribe(mail)
 
     lines = cut(mail.text)
     fmt, text_recs = formats.parse(mail, lines)
@@ -96,7 +98,7 @@ def extract(mail: Mail) -> tuple[str, list[Rcpt]]:
     if status_text:
         fields = parse_fields(status_text)
         if fields.recipients:
-            recs = _merge(fields.recipients, text_recs, fields.message)
+            recs = _merge(fields.recipients, text_recs, fields.message, _failed(mail))
             for i, alt in fields.alt_errors.items():
                 if 0 <= i < len(recs) and not recs[i].diagnostic:
                     recs[i].diagnostic = alt
@@ -107,12 +109,17 @@ def extract(mail: Mail) -> tuple[str, list[Rcpt]]:
         return fmt, recs
     if special.is_autoreply(mail):
         return "rfc3834", special.parse_autoreply(mail)
-    failed = [address(a) for a in re.split(r"[,\s]+", mail.header("x-failed-recipients"))]
-    failed = [a for a in failed if a]
+    failed = _failed(mail)
     if failed and _looks_like_bounce(mail):
         diag = sweep(" ".join(x for x in lines if x.strip()))
         return fmt, [Rcpt(recipient=a, diagnostic=diag) for a in dict.fromkeys(failed)]
     return "", []
+
+
+def _failed(mail: Mail) -> list[str]:
+    """The addresses of ``X-Failed-Recipients`` (Exim, Gmail ...)."""
+    out = [address(a) for a in re.split(r"[,\s]+", mail.header("x-failed-recipients"))]
+    return [a for a in dict.fromkeys(out) if a]
 
 
 def _looks_like_bounce(mail: Mail) -> bool:
@@ -126,7 +133,9 @@ def _looks_like_bounce(mail: Mail) -> bool:
     )
 
 
-def _merge(dsn: list[Rcpt], text: list[Rcpt], message: dict[str, str]) -> list[Rcpt]:
+def _merge(
+    dsn: list[Rcpt], text: list[Rcpt], message: dict[str, str], failed: list[str]
+) -> list[Rcpt]:
     """Complete the DSN records with the human text (matched by address, else by position)."""
     by_addr = {r.recipient.lower(): r for r in text if r.recipient}
     by_alias = {r.alias.lower(): r for r in text if r.alias}
@@ -144,8 +153,12 @@ def _merge(dsn: list[Rcpt], text: list[Rcpt], message: dict[str, str]) -> list[R
             t = text[0]
         if "@" not in d.recipient:
             # Final-Recipient is a pipe or a local name: the text or the alias names the address
-            d.recipient = (t.recipient if t is not None else "") or (
-                d.alias if "@" in d.alias else d.recipient
+            if d.recipient.startswith("|") and not d.alias.startswith("|"):
+                d.alias = d.recipient
+            d.recipient = (
+                (t.recipient if t is not None else "")
+                or (d.alias if "@" in d.alias and "|" not in d.alias else "")
+                or (failed[i] if i < len(failed) and len(failed) == len(dsn) else d.recipient)
             )
         if t is not None:
             _complete(d, t)
@@ -218,7 +231,7 @@ def finalize(
         reason_hint = r.reason
         if not reason_hint and r.action != "delivered":
             reason_hint = wording_reason(raw)
-            if not reason_hint and r.alias.startswith("|"):
+            if not reason_hint and (r.alias.startswith("|") or r.recipient.startswith("|")):
                 reason_hint = "mailererror"
         command = r.command or ex.command
         work = Rcpt(

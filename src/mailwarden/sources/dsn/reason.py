@@ -91,9 +91,13 @@ class TextClassifier:
         self._impl: object | None = None
         self._provider_for_host: Callable[[str], str] | None = None
         try:  # the shared classifier (another engineer's package); optional until it lands
-            from mailwarden.classify import Classifier  # type: ignore[attr-defined]
+            import importlib
 
-            impl = Classifier.load()
+            mod = importlib.import_module("mailwarden.classify")
+            cls = getattr(mod, "Classifier", None)
+            if cls is None:
+                cls = importlib.import_module("mailwarden.classify.engine").Classifier
+            impl = cls.load()
             self._impl = impl
             self._provider_for_host = getattr(impl, "provider_for_host", None)
         except (ImportError, AttributeError):
@@ -165,6 +169,14 @@ def _local_classify(reply: Reply) -> Classification:
     )
 
 
+#: Rule-id prefixes of classifications made from the codes alone (no phrase matched).
+_CODE_RULES = frozenset({"", "status", "command", "subject", "code", "fallback", "local"})
+#: Reasons a format decides from the MTA's wording that a matched remote phrase overrides.
+_TEXT_WINS = frozenset({"expired"})
+#: Stages before DATA: a refusal there cannot be a content filter.
+_BEFORE_DATA = frozenset({"CONN", "EHLO", "HELO", "MAIL", "RCPT"})
+
+
 def decide(rec: Rcpt, reply: Reply, classifier: TextClassifier, provider: str) -> Verdict:
     """The reason for ``rec`` (see the module docstring for the order)."""
     if rec.feedback_type or rec.reason == "feedback":
@@ -173,22 +185,39 @@ def decide(rec: Rcpt, reply: Reply, classifier: TextClassifier, provider: str) -
         return Verdict("vacation", "", provider)
     if rec.action == "delivered" or rec.status.startswith("2."):
         return Verdict("delivered", "", provider)
-    if rec.reason and rec.reason not in REFINABLE:
-        return Verdict(rec.reason, STRUCTURAL_SCOPE.get(rec.reason, ""), provider)
+    hint = rec.reason
+    if hint and hint not in REFINABLE and hint not in _TEXT_WINS:
+        return Verdict(hint, STRUCTURAL_SCOPE.get(hint, ""), provider)
 
     status = "deferred" if rec.action == "delayed" or rec.status.startswith("4.") else "bounced"
     c = classifier.classify(reply, status=status, provider=provider)
-    reason = c.reason if c.reason and c.reason != "undefined" else ""
-    if rec.reason and (not reason or not c.rule):
-        reason = rec.reason  # the format's own reading beats a bare status-code guess
-    if not reason:
-        if rec.action == "delayed":
-            reason = "expired"
-        elif rec.spec in ("X-UNIX", "X-POSTFIX") and rec.diagnostic:
-            reason = "mailererror"
-        elif rec.diagnostic:
-            reason = "onhold"
-        else:
-            reason = "undefined"
+    text_based = c.rule.split("/", 1)[0] not in _CODE_RULES
+    if text_based:
+        reason = c.reason
+    elif hint:
+        reason = hint  # the format's own reading beats a bare status-code guess
+    elif c.reason not in ("", "undefined", "onhold"):
+        reason = c.reason
+    elif rec.action == "delayed":
+        reason = "expired"
+    elif rec.spec in ("X-UNIX", "X-POSTFIX") and rec.diagnostic:
+        reason = "mailererror"
+    elif rec.diagnostic:
+        reason = "onhold"
+    else:
+        reason = "undefined"
+    reason = _by_stage(reason, rec, text_based)
     scope = c.scope if reason == c.reason else STRUCTURAL_SCOPE.get(reason, "")
     return Verdict(reason, scope, c.provider or provider, c.issuer, c.url)
+
+
+def _by_stage(reason: str, rec: Rcpt, text_based: bool) -> str:
+    """What the SMTP stage of the refusal says (Sisimai's rules, structure not wording):
+    an unknown-user answer after DATA without an x.1.x address status is a content filter
+    pretending, and a refusal of MAIL FROM that no phrase explains is a rejected sender."""
+    cmd = rec.command.upper()
+    if reason == "userunknown" and cmd == "DATA" and not re.match(r"[45]\.1\.[013]$", rec.status):
+        return "filtered"
+    if cmd == "MAIL" and not text_based and reason in ("securityerror", "onhold", "undefined"):
+        return "rejected"
+    return reason

@@ -112,9 +112,11 @@ def parse_fields(text: str) -> Fields:
             continue
         if name == "final-recipient":
             _, v = _typed(value)
-            addr = address(v)
+            if v.startswith("|"):
+                pending_alias = pending_alias or v  # delivered to a pipe: a program failed
+            addr = address(v) if not v.startswith("|") else ""
             if not addr and "@" not in v and pending_alias:
-                addr = pending_alias if "@" in pending_alias else ""
+                addr = pending_alias if "@" in pending_alias and "|" not in pending_alias else ""
             if not addr:
                 # "rfc822; |/usr/bin/procmail ..." (a pipe) or a local name: keep it
                 # readable, the caller may resolve it through X-Failed-Recipients

@@ -17,6 +17,20 @@ _ARF_INTRO = re.compile(
 )
 
 
+def is_unsubscribe(mail: Mail) -> bool:
+    """A one-click unsubscribe sent by the recipient's mail client (Apple Mail's
+    ``X-Apple-Unsubscribe: true``): a feedback of type opt-out."""
+    return mail.header("x-apple-unsubscribe").strip().lower() == "true"
+
+
+def parse_unsubscribe(mail: Mail) -> list[Rcpt]:
+    who = address(mail.header("from"))
+    if not who:
+        return []
+    diag = sweep(" ".join(x for x in mail.text.split("\n") if x.strip())[:500])
+    return [Rcpt(recipient=who, diagnostic=diag, reason="feedback", feedback_type="opt-out")]
+
+
 def is_arf(mail: Mail) -> bool:
     ct = mail.header("content-type").lower()
     if mail.feedback or re.search(r"report-type\s*=\s*\"?feedback-report", ct):
@@ -39,7 +53,7 @@ def parse_arf(mail: Mail) -> list[Rcpt]:
             continue
         name, value = m.group(1).lower(), m.group(2).strip()
         if name in ("original-rcpt-to", "redacted-address"):
-            a = address(value) or value.strip("<> ")
+            a = address(value)  # a redacted one ("redacted@", "xxx") names nobody
             if a:
                 rcpts.append(a)
         else:

@@ -349,7 +349,9 @@ def transcript(lines: list[str]) -> dict[str, Rcpt]:
             continue
         m = _GOT.match(line)
         if m and (host or cmd):
-            entry = out.setdefault(rcpt.lower(), Rcpt(recipient=rcpt))
+            named = re.search(r"<([^<>\s]+@[^<>\s]+)>", m.group(1))
+            key = address(named.group(1)) if named and cmd in ("RCPT", "DATA") else rcpt
+            entry = out.setdefault(key.lower(), Rcpt(recipient=key))
             entry.rhost = entry.rhost or host
             entry.command = cmd or entry.command
             reply = m.group(1).strip()
