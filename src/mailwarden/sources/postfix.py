@@ -1,0 +1,725 @@
+"""Postfix log messages -> the events of :mod:`mailwarden.events`.
+
+Input is a syslog line already split by :mod:`mailwarden.sources.syslog` (or a journald record):
+time, host, program (``postfix/smtp``, ``postfix-bulk/smtp``, ``postfix/suspended/smtp``) and the
+message. One message yields at most one event:
+
+===========================================================  ===================================
+``QID: uid=33 from=<s>`` (pickup)                             :class:`Arrival` (uid)
+``QID: client=name[ip]:port, sasl_method=, orig_queue_id=``   :class:`Arrival` (client, SASL)
+``QID: message-id=<id>`` / ``resent-message-id=`` (cleanup)   :class:`MessageIdSeen`
+``QID: from=<s>, size=N, nrcpt=N (queue active)`` (qmgr)      :class:`QueueActive`
+``QID: from=<s>, status=expired, returned to sender``         :class:`Expired`
+``QID: removed``                                              :class:`Removed`
+``QID: to=<r>, [orig_to=<o>,] relay=, ... status=x (text)``   :class:`Delivery` (any agent)
+``QID: sender non-delivery notification: NEWQID`` (bounce)    :class:`BounceNotice`
+``QID: placed on hold`` / ``released from hold`` (postsuper)  :class:`Held`
+``NOQUEUE|QID: reject|hold|discard|filter|...: STAGE from``   :class:`InboundReject`
+``warning: name[ip]: SASL LOGIN authentication failed: ...``  :class:`SaslFailure`
+===========================================================  ===================================
+
+Postfix lines that are understood but carry nothing the pipeline needs (connect/disconnect,
+warnings, statistics, TLS chatter, master start/reload) are counted as ``ignored``; other Postfix
+lines as ``unparsed`` (with a bounded sample); lines of other programs as ``foreign``.
+
+The hot path (:func:`parse_lines`) works on bytes: one dict lookup for the stamp, one for the
+program tag, a dispatch on the first bytes after the queue id, and a regex only for the shapes
+that need one. Queue ids: short hex (``394D3162231``) and long base-52 ids, ``[0-9A-Za-z]{6,}``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+from mailwarden.events import (
+    Arrival,
+    BounceNotice,
+    Delivery,
+    Expired,
+    Held,
+    InboundReject,
+    LogLine,
+    MessageIdSeen,
+    PostfixEvent,
+    QueueActive,
+    Removed,
+    Reply,
+    SaslFailure,
+    Unparsed,
+)
+from mailwarden.sources._fast import constructor
+from mailwarden.sources.reply import parse_reply, split_code
+from mailwarden.sources.stats import ParseStats
+from mailwarden.sources.syslog import Envelope, parse_tag
+
+#: Program names Postfix daemons and commands log under (the last part of the syslog tag).
+POSTFIX_PROGRAMS: Final = frozenset(
+    {
+        "anvil",
+        "bounce",
+        "cleanup",
+        "defer",
+        "discard",
+        "dnsblog",
+        "error",
+        "flush",
+        "lmtp",
+        "local",
+        "master",
+        "nqmgr",
+        "oqmgr",
+        "pickup",
+        "pipe",
+        "postalias",
+        "postcat",
+        "postconf",
+        "postdrop",
+        "postfix",
+        "postfix-script",
+        "postkick",
+        "postlock",
+        "postlog",
+        "postlogd",
+        "postmap",
+        "postmulti",
+        "postqueue",
+        "postscreen",
+        "postsuper",
+        "proxymap",
+        "qmgr",
+        "qmqpd",
+        "retry",
+        "scache",
+        "sendmail",
+        "showq",
+        "smtp",
+        "smtpd",
+        "spawn",
+        "tlsmgr",
+        "tlsproxy",
+        "trace",
+        "trivial-rewrite",
+        "verify",
+        "virtual",
+    }
+)
+
+_Q_MIN, _Q_MAX = 6, 32
+
+
+def is_postfix(program: str) -> bool:
+    """``postfix/smtp``, ``postfix-bulk/smtp``, ``postfix/suspended/smtp``: yes. ``dovecot``: no."""
+    if "/" not in program:
+        return program.startswith("postfix")
+    return program.rsplit("/", 1)[1] in POSTFIX_PROGRAMS or program.startswith("postfix")
+
+
+def qid_of(raw: bytes) -> bytes | None:
+    """The queue id of a raw syslog line, cheaply (for sharding lines by message), or None.
+
+    For ``bounce`` notification lines this is the id of the original message.
+    """
+    i = raw.find(b"]: ")
+    if i < 0:
+        return None
+    j = raw.find(b": ", i + 3, i + 3 + _Q_MAX + 1)
+    if j < 0:
+        return None
+    q = raw[i + 3 : j]
+    if len(q) < _Q_MIN or not q.isalnum() or q == b"NOQUEUE":
+        return None
+    return q
+
+
+# ------------------------------------------------------------------------------------------
+# Line shapes (after "QID: ")
+# ------------------------------------------------------------------------------------------
+
+_DELIVERY = re.compile(
+    r"to=<(?P<to>.*?)>, (?:orig_to=<(?P<orig>.*?)>, )?relay=(?P<relay>[^,]*), "
+    r"(?:conn_use=(?P<cu>\d+), )?delay=(?P<delay>[0-9.]+), delays=(?P<delays>[0-9./]+), "
+    r"(?:dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), )?status=(?P<status>[a-z-]+)(?: \((?P<text>.*)\))?$",
+    re.S,
+)
+_KV = re.compile(r"(?:^|, )([a-z_]+)=(<.*?>|[^,]*)")
+_RELAY = re.compile(r"(?P<host>[^\[\]]*)\[(?P<ip>[^\]]*)\](?::(?P<port>\d+))?$")
+_QACTIVE = re.compile(rb"from=<(.*?)>, size=(\d+), nrcpt=(\d+) \(queue active\)$", re.S)
+_EXPIRED = re.compile(rb"from=<(.*?)>, status=(?:force-)?expired, returned to sender$", re.S)
+_PICKUP = re.compile(rb"uid=(\d+) from=<(.*)>$", re.S)
+_CLIENT = re.compile(r"client=(?P<name>[^\[\]\s]*)\[(?P<ip>[^\]]*)\](?::(?P<port>\d+))?(?P<kv>.*)$")
+_CLIENT_KV = re.compile(r", (\w+)=([^,]*)")
+_NOTICE = re.compile(
+    rb"(?:sender|postmaster) (non-delivery|delay|delivery status|success) notification: "
+    rb"([0-9A-Za-z]{6,32})$"
+)
+_ACTION = re.compile(
+    r"(?P<action>reject|defer|hold|discard|filter|redirect|warn|warning|milter-reject|"
+    r"milter-hold|milter-discard|reject_warning|defer_if_permit|defer_if_reject|bcc|prepend): "
+    r"(?P<stage>[A-Z][A-Z-]*|header|body) (?P<rest>.*)$",
+    re.S,
+)
+_FROM_CLIENT = re.compile(r"from (?P<name>[^\[\]\s]*)\[(?P<ip>[^\]]*)\](?::\d+)?(?:: |;|$)")
+_TAIL_KV = re.compile(
+    r"from=<(?P<from>.*?)>(?: to=<(?P<to>.*?)>)?(?: proto=(?P<proto>\S+))?"
+    r"(?: helo=<(?P<helo>.*?)>)?(?:: (?P<text>.*))?$",
+    re.S,
+)
+_SASL = re.compile(
+    r"warning: (?P<name>[^\[\]\s]*)\[(?P<ip>[^\]]*)\](?::\d+)?: SASL (?P<method>\S+) "
+    r"authentication failed: ?(?P<detail>.*?)(?:, sasl_username=(?P<user>.*))?$"
+)
+
+#: Postfix messages that are understood and deliberately not turned into events.
+_IGNORE = re.compile(
+    r"(?:dis)?connect (?:from|to) |lost connection |timeout after |too many errors after |"
+    r"improper command pipelining after |(?:warning|error|fatal|panic|info|debug): |"
+    r"statistics: |daemon started|reload |terminating on signal|(?:starting|refreshing|stopping) "
+    r"the Postfix|table \S+ has changed|(?:Deleted|Placed on hold|Released from hold|Requeued|"
+    r"Expired|Moved|Renamed|Skipped|Held|Released): \d|(?:Anonymous|Trusted|Untrusted|Verified) "
+    r"TLS connection (?:established|reused)|setting up TLS connection|SSL_(?:accept|connect) error|"
+    r"(?:Host|Server) (?:offered|certificate)|TLS|host \S*\[[^\]]*\]|conversation with |"
+    r"enabling PIX workarounds|skipped, still being delivered|requeued|expired|"
+    r"(?:CONNECT|HANGUP|DISCONNECT|PREGREET|COMMAND|BARE NEWLINE|NON-SMTP COMMAND|DNSBL rank|"
+    r"PASS NEW|PASS OLD|WHITELISTED|BLACKLISTED|ALLOWLISTED|DENYLISTED|WHITELIST VETO|"
+    r"COMMAND PIPELINING|COMMAND COUNT LIMIT|COMMAND TIME LIMIT|COMMAND LENGTH LIMIT) |"
+    r"NOQUEUE: (?:lost connection|client=)|client=|replace: |redirect: |"
+    r"(?:sender|postmaster) \S+ notification|SMTPUTF8|XCLIENT|XFORWARD|"
+    r"(?:no|using) (?:configuration|backwards)|mail system|postfix/|"
+    r"(?:removed|requeue|deleted|placed on hold|released from hold|forcibly expired)$|"
+    r"setting up|Untrusted|Trusted|Verified|Anonymous|certificate|subject_CN=|"
+    r"Compiled against|Run-time|connection (?:established|reused)|"
+    r"(?:maximal|minimal|max|min) |\w+ time limit|write queue file|"
+    r"refusing|auth|verify|dict_|open|close|unknown|sent mail|"
+    r"address not listed|hostname \S+ does not resolve|Illegal address syntax|"
+    r"message size|queue file size limit|"
+    r"discard: |filter: |hold: ",
+)
+
+_HEAD_TO, _HEAD_FROM, _HEAD_MID, _HEAD_REMOVED, _HEAD_UID, _HEAD_CLIENT = range(6)
+_HEAD_NOTICE, _HEAD_HOLD, _HEAD_RESENT = 6, 7, 8
+_HEADS: Final = {
+    b"to=<": _HEAD_TO,
+    b"from": _HEAD_FROM,
+    b"mess": _HEAD_MID,
+    b"remo": _HEAD_REMOVED,
+    b"uid=": _HEAD_UID,
+    b"clie": _HEAD_CLIENT,
+    b"send": _HEAD_NOTICE,
+    b"post": _HEAD_NOTICE,
+    b"plac": _HEAD_HOLD,
+    b"rele": _HEAD_HOLD,
+    b"rese": _HEAD_RESENT,
+}
+_NOTICE_KIND: Final = {
+    b"non-delivery": "non-delivery",
+    b"delay": "delay",
+    b"delivery status": "delivery",
+    b"success": "success",
+}
+
+
+def _int(s: str | bytes | None) -> int | None:
+    if not s:
+        return None
+    try:
+        return int(s)
+    except ValueError:
+        return None
+
+
+def _float(s: str | None) -> float | None:
+    if not s:
+        return None
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def _strip_angle(s: str) -> str:
+    s = s.strip()
+    if s.startswith("<") and s.endswith(">"):
+        return s[1:-1]
+    return s
+
+
+# Fast positional constructors (field order guarded by tests/sources/test_fast.py).
+_new_arrival = constructor(Arrival)
+_new_mid = constructor(MessageIdSeen)
+_new_qactive = constructor(QueueActive)
+_new_delivery = constructor(Delivery)
+_new_notice = constructor(BounceNotice)
+_new_expired = constructor(Expired)
+_new_removed = constructor(Removed)
+_new_held = constructor(Held)
+_new_reply = constructor(Reply)
+
+#: Sentinel: understood, nothing to emit.
+IGNORED: Final = "ignored"
+
+
+class PostfixParser:
+    """Turns Postfix messages into events; holds bounded caches of repeated values."""
+
+    __slots__ = ("_relays", "_replies", "_senders", "_tags")
+
+    def __init__(self) -> None:
+        self._replies: dict[str, Reply] = {}
+        self._relays: dict[str, tuple[str, str, int | None]] = {}
+        self._senders: dict[bytes, str] = {}
+        # tag bytes -> (program, is_postfix) or None when not a syslog tag
+        self._tags: dict[bytes, tuple[str, bool] | None] = {}
+
+    # -- small cached helpers ----------------------------------------------------------
+    def reply(self, text: str) -> Reply:
+        r = self._replies.get(text)
+        if r is None:
+            if text[:1] == "2" and text[3:4] == " ":
+                # "250 2.0.0 Ok: queued as X": success replies, unique, parsed cheaply
+                sp = text.find(" ", 4)
+                enh = text[4:sp] if sp > 4 and text[5:6] == "." else ""
+                body = text[sp + 1 :] if enh else text[4:]
+                if text[:3].isdigit() and "  " not in body:
+                    return _new_reply(int(text[:3]), enh, body, "", "", "", True, text)
+            r = parse_reply(text)
+            if len(self._replies) > 20_000:
+                self._replies.clear()
+            if not text.startswith("250 "):  # "queued as <unique id>": no reuse
+                self._replies[text] = r
+        return r
+
+    def relay(self, relay: str) -> tuple[str, str, int | None]:
+        r = self._relays.get(relay)
+        if r is None:
+            m = _RELAY.match(relay)
+            if m is None:
+                r = ("", "", None)
+            else:
+                r = (m.group("host"), m.group("ip"), _int(m.group("port")))
+            if len(self._relays) > 20_000:
+                self._relays.clear()
+            self._relays[relay] = r
+        return r
+
+    def sender(self, b: bytes) -> str:
+        s = self._senders.get(b)
+        if s is None:
+            s = b.decode("utf-8", "replace")
+            if len(self._senders) > 20_000:
+                self._senders.clear()
+            self._senders[b] = s
+        return s
+
+    def tag(self, tag: bytes) -> tuple[str, bool] | None:
+        hit = self._tags.get(tag, False)
+        if hit is not False:
+            return hit  # type: ignore[return-value]
+        t = parse_tag(tag)
+        out = None if t is None else (t[0], is_postfix(t[0]))
+        if len(self._tags) > 100_000:
+            self._tags.clear()
+        self._tags[tag] = out
+        return out
+
+    # -- one message -------------------------------------------------------------------
+    def message(self, ts: float, host: str, program: str, msg: bytes) -> PostfixEvent | str:
+        """Parse one Postfix message. Returns an event, :data:`IGNORED`, or a reason string
+        (``"unknown postfix line"``) when the line is not understood."""
+        c = msg.find(b": ")
+        if _Q_MIN <= c <= _Q_MAX:
+            q = msg[:c]
+            if q.isalnum():
+                rest = msg[c + 2 :]
+                if q == b"NOQUEUE":
+                    return self._action(ts, host, "", program, rest, msg)
+                qid = q.decode("ascii")
+                head = _HEADS.get(rest[:4])
+                ev = self._qid_line(ts, host, qid, program, rest, head)
+                if ev is not None:
+                    return ev
+        return self._other(ts, host, program, msg)
+
+    def _qid_line(
+        self, ts: float, host: str, qid: str, program: str, rest: bytes, head: int | None
+    ) -> PostfixEvent | str | None:
+        if head == _HEAD_TO:
+            return self._delivery(ts, host, qid, program, rest)
+        if head == _HEAD_FROM:
+            m = _QACTIVE.match(rest)
+            if m is not None:
+                return _new_qactive(ts, host, qid, program, self.sender(m[1]), int(m[2]), int(m[3]))
+            m = _EXPIRED.match(rest)
+            if m is not None:
+                return _new_expired(ts, host, qid, program, self.sender(m[1]))
+            return None
+        if head == _HEAD_MID:
+            if rest.startswith(b"message-id="):
+                mid = _strip_angle(rest[11:].decode("utf-8", "replace"))
+                return _new_mid(ts, host, qid, program, mid, False)
+            return None
+        if head == _HEAD_REMOVED:
+            if rest == b"removed":
+                return _new_removed(ts, host, qid, program)
+            return None
+        if head == _HEAD_UID:
+            m = _PICKUP.match(rest)
+            if m is not None:
+                return _new_arrival(ts, host, qid, program, int(m[1]), self.sender(m[2]))
+            return None
+        if head == _HEAD_CLIENT:
+            return self._client(ts, host, qid, program, rest)
+        if head == _HEAD_NOTICE:
+            m = _NOTICE.match(rest)
+            if m is not None:
+                return _new_notice(ts, host, qid, program, _NOTICE_KIND[m[1]], m[2].decode("ascii"))
+            return None
+        if head == _HEAD_HOLD:
+            if rest == b"placed on hold":
+                return _new_held(ts, host, qid, program, False, "")
+            if rest == b"released from hold":
+                return _new_held(ts, host, qid, program, True, "")
+            return None
+        if head == _HEAD_RESENT:
+            if rest.startswith(b"resent-message-id="):
+                mid = _strip_angle(rest[18:].decode("utf-8", "replace"))
+                return _new_mid(ts, host, qid, program, mid, True)
+            return None
+        ev = self._action(ts, host, qid, program, rest, None)
+        if isinstance(ev, InboundReject):
+            return ev
+        return None
+
+    def _delivery(
+        self, ts: float, host: str, qid: str, program: str, rest: bytes
+    ) -> Delivery | None:
+        s = rest.decode("utf-8", "replace")
+        m = _DELIVERY.match(s)
+        if m is not None:
+            to, orig, relay, cu, delay, delays, dsn, status, text = m.group(
+                "to", "orig", "relay", "cu", "delay", "delays", "dsn", "status", "text"
+            )
+        else:
+            f = self._generic_fields(s)
+            if f is None:
+                return None
+            to, orig, relay, cu, delay, delays, dsn, status, text = f
+        rh, ri, rp = self.relay(relay)
+        reply = self.reply(text) if text else None
+        if not rh and reply is not None and reply.host:
+            rh, ri = reply.host, reply.ip
+        return _new_delivery(
+            ts,
+            host,
+            qid,
+            program,
+            to,
+            orig or "",
+            relay,
+            rh,
+            ri,
+            rp,
+            _int(cu),
+            _float(delay),
+            delays or "",
+            dsn or "",
+            status,
+            text or "",
+            reply,
+        )
+
+    @staticmethod
+    def _generic_fields(
+        s: str,
+    ) -> tuple[str, str, str, str, str, str, str, str, str] | None:
+        """Fallback for delivery lines with fields in another order or unknown extra fields."""
+        k = s.find(", status=")
+        if k < 0:
+            if not s.startswith("status="):
+                return None
+            k = -2
+        head, tail = s[:k], s[k + 2 :]
+        fields = {key: val for key, val in _KV.findall(head)}
+        to = fields.get("to", "")
+        if not to.startswith("<"):
+            return None
+        sp = tail.find(" (")
+        if sp < 0:
+            status, text = tail[7:], ""
+        else:
+            status = tail[7:sp]
+            text = tail[sp + 2 : -1] if tail.endswith(")") else tail[sp + 2 :]
+        if not status.replace("-", "").isalpha():
+            return None
+        return (
+            _strip_angle(to),
+            _strip_angle(fields.get("orig_to", "")),
+            fields.get("relay", ""),
+            fields.get("conn_use", ""),
+            fields.get("delay", ""),
+            fields.get("delays", ""),
+            fields.get("dsn", ""),
+            status,
+            text,
+        )
+
+    def _client(self, ts: float, host: str, qid: str, program: str, rest: bytes) -> Arrival | None:
+        m = _CLIENT.match(rest.decode("utf-8", "replace"))
+        if m is None:
+            return None
+        kv = dict(_CLIENT_KV.findall(m.group("kv"))) if m.group("kv") else {}
+        return Arrival(
+            ts,
+            host,
+            qid,
+            program,
+            client_name=m.group("name"),
+            client_ip=m.group("ip"),
+            client_port=_int(m.group("port")),
+            sasl_method=kv.get("sasl_method", ""),
+            sasl_username=kv.get("sasl_username", ""),
+            orig_qid=kv.get("orig_queue_id", ""),
+        )
+
+    def _action(
+        self, ts: float, host: str, qid: str, program: str, rest: bytes, whole: bytes | None
+    ) -> PostfixEvent | str:
+        s = rest.decode("utf-8", "replace")
+        m = _ACTION.match(s)
+        if m is None:
+            if whole is not None:  # NOQUEUE line of another shape
+                return self._other(ts, host, program, whole)
+            return "unknown postfix line"
+        action = m.group("action")
+        if action == "warning":
+            action = "warn"
+        stage, body = m.group("stage"), m.group("rest")
+        cname = cip = ""
+        text = body
+        tail = ""
+        if stage in ("header", "body"):
+            # cleanup: "header Subject: x from name[ip]; from=<a> to=<b> proto=P helo=<h>: text"
+            k = body.rfind("; from=<")
+            if k >= 0:
+                head, tail = body[:k], body[k + 2 :]
+                j = head.rfind(" from ")
+                if j >= 0:
+                    cm = _FROM_CLIENT.match(head, j + 1)
+                    if cm is not None:
+                        cname, cip = cm.group("name"), cm.group("ip")
+                text = ""
+        else:
+            cm = _FROM_CLIENT.match(body)
+            if cm is not None:
+                cname, cip = cm.group("name"), cm.group("ip")
+                body = body[cm.end() :]
+            k = body.rfind("; from=<")
+            if k < 0:
+                k = body.rfind("; proto=")
+            if k >= 0:
+                text, tail = body[:k], body[k + 2 :]
+            else:
+                text = body
+        sender = rcpt = helo = proto = ""
+        if tail:
+            t = _TAIL_KV.match(tail)
+            if t is not None:
+                sender = t.group("from") or ""
+                rcpt = t.group("to") or ""
+                helo = t.group("helo") or ""
+                proto = t.group("proto") or ""
+                if t.group("text"):
+                    text = t.group("text")
+            elif tail.startswith("proto="):
+                proto = tail[6:].split(" ", 1)[0]
+        code, enh, clean = split_code(text)
+        reply = Reply(code, enh, clean, stage, "", "", False, text)
+        return InboundReject(
+            ts,
+            host,
+            qid,
+            program,
+            action=action,
+            stage=stage.upper() if stage in ("header", "body") else stage,
+            client_name=cname,
+            client_ip=cip,
+            reply=reply,
+            sender=sender,
+            recipient=rcpt,
+            helo=helo,
+            proto=proto,
+        )
+
+    def _other(self, ts: float, host: str, program: str, msg: bytes) -> PostfixEvent | str:
+        s = msg.decode("utf-8", "replace")
+        if s.startswith("warning: ") and "SASL" in s:
+            m = _SASL.match(s)
+            if m is not None:
+                return SaslFailure(
+                    ts,
+                    host,
+                    "",
+                    program,
+                    client_name=m.group("name"),
+                    client_ip=m.group("ip"),
+                    method=m.group("method"),
+                    detail=m.group("detail"),
+                    sasl_username=m.group("user") or "",
+                )
+        # "QID: <something we do not need>" (e.g. smtp's non-final "host X said:" lines)
+        if _IGNORE.match(s):
+            return IGNORED
+        c = s.find(": ")
+        if _Q_MIN <= c <= _Q_MAX and s[:c].isalnum() and _IGNORE.match(s, c + 2):
+            return IGNORED
+        return "unknown postfix line"
+
+    # -- public entry points -------------------------------------------------------------
+    def parse_logline(
+        self, line: LogLine, stats: ParseStats | None = None
+    ) -> PostfixEvent | Unparsed | None:
+        """Parse one :class:`LogLine` (e.g. from journald). None for ignored/foreign lines."""
+        if stats is not None:
+            stats.total += 1
+        if not is_postfix(line.program):
+            if stats is not None:
+                stats.foreign += 1
+                stats.programs[line.program] += 1
+            return None
+        out = self.message(line.ts, line.host, line.program, line.message.encode("utf-8"))
+        if isinstance(out, str):
+            if out == IGNORED:
+                if stats is not None:
+                    stats.ignored += 1
+                return None
+            if stats is not None:
+                return stats.unparsed_line(line.source, line.offset, line.message, out)
+            return Unparsed(line.source, line.offset, line.message[:2000], out)
+        if stats is not None:
+            stats.parsed += 1
+        return out
+
+
+def parse_line(line: LogLine, stats: ParseStats | None = None) -> PostfixEvent | Unparsed | None:
+    """Parse one :class:`LogLine` with a fresh parser (convenience; use a
+    :class:`PostfixParser` or :func:`parse_lines` in loops)."""
+    return PostfixParser().parse_logline(line, stats)
+
+
+def parse_lines(
+    lines: Iterable[bytes],
+    *,
+    env: Envelope | None = None,
+    stats: ParseStats | None = None,
+    parser: PostfixParser | None = None,
+    start_offset: int | None = None,
+    yield_unparsed: bool = False,
+) -> Iterator[PostfixEvent | Unparsed]:
+    """The hot loop: raw syslog lines (bytes, with or without ``\\n``) -> Postfix events.
+
+    Counters go to ``stats`` (created if None; pass one to read them). ``start_offset`` is the
+    byte offset of the first line when the lines are consecutive in a source (offsets of
+    unparsed samples are then exact), else offsets are -1. Unparsed lines are counted and
+    sampled in ``stats``; they are also yielded when ``yield_unparsed`` is set. Safe to run on
+    any subset of lines (e.g. one shard by :func:`qid_of` in a worker process).
+    """
+    if env is None:
+        env = Envelope()
+    if stats is None:
+        stats = ParseStats()
+    if parser is None:
+        parser = PostfixParser()
+    source = env.source
+    sec = env.stamps.sec
+    trad = env.stamps.trad
+    ptag = parser.tag
+    phost = env.host
+    pmsg = parser.message
+    offset = -1 if start_offset is None else start_offset
+    track = start_offset is not None
+    total = parsed = ignored = foreign = ooo = 0
+    latest = 0.0
+    info: tuple[str, bool] | None
+    try:
+        for raw in lines:
+            total += 1
+            this_offset = offset
+            if track:
+                offset += len(raw)
+            # -- envelope (inlined fast path of Envelope.split) --------------------------
+            first = raw[:1]
+            ts: float | None
+            if first.isdigit() or len(raw) > 65536 or b"\x00" in raw:
+                out = env.split(raw)
+                if isinstance(out, str):
+                    if out == "syslogd":
+                        foreign += 1
+                        stats.programs["syslogd"] += 1
+                        continue
+                    if out == "bad timestamp" and track and not raw.endswith(b"\n"):
+                        out = "truncated"
+                    u = stats.unparsed_line(source, this_offset, raw, out)
+                    if yield_unparsed:
+                        yield u
+                    continue
+                ts, host, program, _pid, msg = out
+                info = (program, is_postfix(program))
+            else:
+                ts = sec.get(raw[:15])
+                if ts is None:
+                    ts = trad(raw[:15])
+                    if ts is None or raw[15:16] != b" ":
+                        why = "bad timestamp" if raw.strip() else "empty"
+                        u = stats.unparsed_line(source, this_offset, raw, why)
+                        if yield_unparsed:
+                            yield u
+                        continue
+                parts = raw[16:].split(b" ", 2)
+                if len(parts) != 3:
+                    u = stats.unparsed_line(source, this_offset, raw, "not syslog")
+                    if yield_unparsed:
+                        yield u
+                    continue
+                hb, tag, msg = parts
+                info = ptag(tag)
+                if info is None:
+                    if tag in (b"last", b"--", b"message"):
+                        foreign += 1
+                        stats.programs["syslogd"] += 1
+                        continue
+                    u = stats.unparsed_line(source, this_offset, raw, "no program tag")
+                    if yield_unparsed:
+                        yield u
+                    continue
+                host = phost(hb)
+                if msg[-1:] == b"\n":
+                    msg = msg[:-2] if msg[-2:] == b"\r\n" else msg[:-1]
+            if ts < latest - 1.0:
+                ooo += 1
+            elif ts > latest:
+                latest = ts
+            if not info[1]:
+                foreign += 1
+                stats.programs[info[0]] += 1
+                continue
+            ev = pmsg(ts, host, info[0], msg)
+            if ev.__class__ is str:
+                if ev == IGNORED:
+                    ignored += 1
+                    continue
+                why = ev  # type: ignore[assignment]
+                if track and not raw.endswith(b"\n"):
+                    why = "truncated"
+                u = stats.unparsed_line(source, this_offset, raw, why)  # type: ignore[arg-type]
+                if yield_unparsed:
+                    yield u
+                continue
+            parsed += 1
+            yield ev  # type: ignore[misc]
+    finally:
+        stats.total += total
+        stats.parsed += parsed
+        stats.ignored += ignored
+        stats.foreign += foreign
+        stats.out_of_order += ooo

@@ -1,0 +1,323 @@
+"""Syslog envelopes: split one raw log line (bytes) into a :class:`~mailwarden.events.LogLine`.
+
+Two stamp forms are read:
+
+* traditional syslog / postlogd ``Nov 27 17:19:54 mail postfix/smtp[11683]: ...`` (no year, no
+  zone: the time is local time in ``tz`` (default: the host's ``TZ``), the year is inferred from a
+  reference time (file mtime or now) and advanced when the month wraps Dec -> Jan inside a file);
+* RFC 3339 ``2026-11-27T17:31:17.507827+00:00 host postfix/smtp[24296]: ...`` (any offset, ``Z``,
+  any number of fraction digits; a stamp without offset is local time in ``tz``).
+
+Parsed stamps are cached per distinct prefix (one dict lookup per line in the common case).
+Nothing here raises on bad input: a line that cannot be split becomes an
+:class:`~mailwarden.events.Unparsed` with a reason, counted in :class:`ParseStats`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from mailwarden.errors import ConfigError
+from mailwarden.events import LogLine, Unparsed
+from mailwarden.sources.stats import ParseStats
+
+#: Lines longer than this are not parsed ("too long"); syslog daemons cut at 8 KiB by default.
+MAX_LINE = 64 * 1024
+
+_MONTHS = {
+    m: i + 1 for i, m in enumerate(b"Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())
+}
+_PROGRAM_OK = re.compile(rb"[A-Za-z0-9_.@+/-]{1,100}")
+_SYSLOGD_TAGS = frozenset({b"last", b"--", b"message"})  # "last message repeated N times", MARK
+
+#: Allowed slack into the future of the reference time when choosing the year of a stamp.
+_FUTURE_SLACK = 2 * 86400.0
+
+
+def load_tz(name: str | None) -> tzinfo | None:
+    """Return the zone named ``name`` (``"Europe/Zurich"``, ``"UTC"``), or None for the host's."""
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"unknown time zone {name!r}") from exc
+
+
+class Stamps:
+    """Turns syslog time stamps into POSIX seconds, with year inference and caches.
+
+    One instance per source (file): the year inference is stateful. ``reference`` is the time
+    the source was last written (file mtime) or now; the first stamp gets the reference's year,
+    or the year before when that would put it more than two days after the reference.
+    """
+
+    __slots__ = (
+        "_iso",
+        "_last_month",
+        "_min",
+        "_ref",
+        "_tz",
+        "_year",
+        "sec",
+    )
+
+    def __init__(self, tz: tzinfo | None = None, reference: float | None = None) -> None:
+        self._tz = tz
+        self._ref = time.time() if reference is None else reference
+        self._year: int | None = None
+        self._last_month = 0
+        self.sec: dict[bytes, float] = {}  # "Nov 27 17:19:54" -> ts (read directly by hot loops)
+        self._min: dict[bytes, float] = {}  # "Nov 27 17:19" -> ts of second 0
+        self._iso: dict[bytes, float] = {}  # "2026-11-27T17:31:17+00:00" -> ts
+
+    @property
+    def year(self) -> int | None:
+        """The year currently assumed for traditional stamps (None before the first one)."""
+        return self._year
+
+    def _local(self, y: int, mo: int, d: int, h: int, mi: int) -> float:
+        if self._tz is None:
+            return time.mktime((y, mo, d, h, mi, 0, 0, 0, -1))
+        return datetime(y, mo, d, h, mi, tzinfo=self._tz).timestamp()
+
+    def trad(self, prefix: bytes) -> float | None:
+        """``b"Nov 27 17:19:54"`` (exactly 15 bytes) -> POSIX seconds, or None if malformed."""
+        hit = self.sec.get(prefix)
+        if hit is not None:
+            return hit
+        return self._trad_miss(prefix)
+
+    def _trad_miss(self, p: bytes) -> float | None:
+        month = _MONTHS.get(p[:3])
+        if (
+            month is None
+            or len(p) != 15
+            or p[3:4] != b" "
+            or p[6:7] != b" "
+            or p[9:10] != b":"
+            or p[12:13] != b":"
+        ):
+            return None
+        try:
+            day = int(p[4:6])
+            hour = int(p[7:9])
+            minute = int(p[10:12])
+            sec = int(p[13:15])
+        except ValueError:
+            return None
+        if not (1 <= day <= 31 and 0 <= hour <= 23 and 0 <= minute <= 59 and 0 <= sec <= 60):
+            return None
+        year = self._year
+        if year is None:
+            ref = datetime.fromtimestamp(self._ref, self._tz)
+            year = ref.year
+            try:
+                first = self._local(year, month, day, hour, minute)
+            except (ValueError, OverflowError):
+                first = 0.0
+            if first > self._ref + _FUTURE_SLACK:
+                year -= 1
+            self._year = year
+            self._last_month = month
+        elif month < self._last_month - 6:  # Dec -> Jan: a new year inside the file
+            year += 1
+            self._year = year
+            self._last_month = month
+            self.sec.clear()
+            self._min.clear()
+        elif month > self._last_month + 6:  # a late line of December after January
+            year -= 1
+        elif month != self._last_month:
+            self._last_month = month
+            self.sec.clear()
+            self._min.clear()
+        mkey = p[:12]
+        base = self._min.get(mkey)
+        if base is None:
+            try:
+                base = self._local(year, month, day, hour, minute)
+            except (ValueError, OverflowError):  # Feb 30, Feb 29 in a non-leap year
+                return None
+            if month == self._last_month:
+                self._min[mkey] = base
+        ts = base + sec
+        if month == self._last_month:
+            if len(self.sec) > 200_000:
+                self.sec.clear()
+            self.sec[p] = ts
+        return ts
+
+    def iso(self, stamp: bytes) -> float | None:
+        """``b"2026-11-27T17:31:17.507827+00:00"`` -> POSIX seconds, or None if malformed."""
+        if len(stamp) < 19 or stamp[10:11] not in (b"T", b"t"):
+            return None
+        head = stamp[:19]
+        tail = stamp[19:]
+        frac = 0.0
+        if tail[:1] == b".":
+            j = 1
+            n = len(tail)
+            while j < n and 48 <= tail[j] <= 57:
+                j += 1
+            if j == 1 or j > 10:
+                return None
+            frac = int(tail[1:j]) / 10 ** (j - 1)
+            tail = tail[j:]
+        key = head + tail
+        base = self._iso.get(key)
+        if base is None:
+            base = self._iso_miss(head, tail)
+            if base is None:
+                return None
+            if len(self._iso) > 200_000:
+                self._iso.clear()
+            self._iso[key] = base
+        return base + frac
+
+    def _iso_miss(self, head: bytes, tail: bytes) -> float | None:
+        if tail not in (b"", b"Z", b"z") and not re.fullmatch(rb"[+-]\d\d:?\d\d", tail):
+            return None
+        try:
+            text = (head + (b"+00:00" if tail in (b"Z", b"z") else tail)).decode("ascii")
+            dt = datetime.fromisoformat(text)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if dt.tzinfo is None:
+            if self._tz is None:
+                return time.mktime(dt.timetuple())
+            dt = dt.replace(tzinfo=self._tz)
+        if dt.utcoffset() is not None and abs(dt.utcoffset() or timedelta()) > timedelta(hours=18):
+            return None
+        return dt.timestamp()
+
+
+class Envelope:
+    """Splits raw syslog lines; keeps the per-source state (stamps, program and host caches)."""
+
+    __slots__ = ("hosts", "source", "stamps", "tags")
+
+    def __init__(
+        self,
+        *,
+        tz: tzinfo | None = None,
+        reference: float | None = None,
+        source: str = "",
+    ) -> None:
+        self.stamps = Stamps(tz, reference)
+        self.source = source
+        # b"postfix/smtp[11683]:" -> (program, pid), or None when the tag is malformed
+        self.tags: dict[bytes, tuple[str, int | None] | None] = {}
+        self.hosts: dict[bytes, str] = {}
+
+    def tag(self, tag: bytes) -> tuple[str, int | None] | None:
+        """``b"postfix/smtp[11683]:"`` -> ``("postfix/smtp", 11683)``; None if not a tag."""
+        hit = self.tags.get(tag, False)
+        if hit is not False:
+            return hit  # type: ignore[return-value]
+        out = parse_tag(tag)
+        if len(self.tags) > 100_000:
+            self.tags.clear()
+        self.tags[tag] = out
+        return out
+
+    def host(self, h: bytes) -> str:
+        s = self.hosts.get(h)
+        if s is None:
+            s = h.decode("utf-8", "replace")
+            if len(self.hosts) < 10_000:
+                self.hosts[h] = s
+        return s
+
+    def split(self, raw: bytes) -> tuple[float, str, str, int | None, bytes] | str:
+        """Return ``(ts, host, program, pid, message)`` or a reason string when not readable."""
+        n = len(raw)
+        if n > MAX_LINE:
+            return "too long"
+        if b"\x00" in raw:
+            return "binary"
+        if 48 <= (raw[0] if n else 0) <= 57:
+            sp = raw.find(b" ")
+            if sp < 0:
+                return "not syslog"
+            ts = self.stamps.iso(raw[:sp])
+            rest = raw[sp + 1 :]
+        else:
+            ts = self.stamps.trad(raw[:15])
+            rest = raw[16:] if raw[15:16] == b" " else b""
+        if ts is None:
+            return "bad timestamp" if raw.strip() else "empty"
+        parts = rest.split(b" ", 2)
+        if len(parts) < 2:
+            return "not syslog"
+        tag = parts[1]
+        info = self.tag(tag)
+        if info is None:
+            if tag in _SYSLOGD_TAGS:
+                return "syslogd"
+            return "no program tag"
+        msg = parts[2] if len(parts) == 3 else b""
+        if msg.endswith(b"\n"):
+            msg = msg[:-2] if msg.endswith(b"\r\n") else msg[:-1]
+        return ts, self.host(parts[0]), info[0], info[1], msg
+
+
+def parse_tag(tag: bytes) -> tuple[str, int | None] | None:
+    """``b"postfix/smtp[11683]:"`` -> ``("postfix/smtp", 11683)``; ``b"dovecot:"`` -> pid None."""
+    if not tag.endswith(b":"):
+        return None
+    pid: int | None = None
+    if tag.endswith(b"]:"):
+        lb = tag.rfind(b"[")
+        digits = tag[lb + 1 : -2]
+        if lb <= 0 or not digits.isdigit() or len(digits) > 10:
+            return None
+        pid = int(digits)
+        prog = tag[:lb]
+    else:
+        prog = tag[:-1]
+    if not _PROGRAM_OK.fullmatch(prog):
+        return None
+    return prog.decode("ascii"), pid
+
+
+def split_line(
+    raw: bytes,
+    env: Envelope | None = None,
+    *,
+    offset: int = -1,
+    stats: ParseStats | None = None,
+) -> LogLine | Unparsed:
+    """Split one raw line into a :class:`LogLine`, or an :class:`Unparsed` naming why not.
+
+    ``env`` carries the per-source state (year inference, caches, time zone); pass the same one
+    for every line of a source. Never raises.
+    """
+    if env is None:
+        env = Envelope()
+    out = env.split(raw)
+    if isinstance(out, str):
+        if stats is not None:
+            stats.total += 1
+            if out == "syslogd":
+                stats.foreign += 1
+                stats.programs["syslogd"] += 1
+                return Unparsed(env.source, offset, "", out)
+            return stats.unparsed_line(env.source, offset, raw, out)
+        text = raw[:8000].decode("utf-8", "replace")[:2000].rstrip("\r\n")
+        return Unparsed(env.source, offset, text, out)
+    ts, host, program, pid, msg = out
+    if stats is not None:
+        stats.total += 1
+    return LogLine(
+        ts=ts,
+        host=host,
+        program=program,
+        pid=pid,
+        message=msg.decode("utf-8", "replace"),
+        source=env.source,
+        offset=offset,
+    )

@@ -1,0 +1,158 @@
+"""Correlator: messages from the real sample log, queue id reuse, bounce links, bounded memory."""
+
+from __future__ import annotations
+
+import pwd
+
+from mailwarden.events import Arrival, Delivery, Message, MessageIdSeen, QueueActive, Removed
+from mailwarden.sources.correlate import Correlator, link_bounces
+from mailwarden.sources.postfix import parse_lines, qid_of
+from mailwarden.sources.stats import ParseStats
+
+from .conftest import SAMPLE_LOG, utc_env
+
+
+def sample_messages(**kw: object) -> dict[str, Message]:
+    with SAMPLE_LOG.open("rb") as fh:
+        events = list(parse_lines(fh, env=utc_env()))
+    msgs = list(Correlator(**kw).run(events))  # type: ignore[arg-type]
+    by_qid = {m.qid: m for m in msgs}
+    assert len(by_qid) == len(msgs)  # no queue id reused inside the sample
+    return by_qid
+
+
+def test_sendmail_message_that_bounced_at_swisscom() -> None:
+    m = sample_messages()["394D3162231"]
+    assert m.complete and m.removed_at is not None
+    assert (m.origin_kind, m.uid, m.sender, m.size, m.nrcpt) == (
+        "uid",
+        33,
+        "bounces@example.test",
+        419,
+        2,
+    )
+    assert m.message_id == "20261127171954.394D3162231@mail.example.test"
+    assert sorted(a.recipient for a in m.attempts) == ["alice@bluewin.test", "bob@bluemail.test"]
+    assert {a.status for a in m.attempts} == {"bounced"}
+    assert [(n.kind, n.notice_qid) for n in m.notices] == [("non-delivery", "51D53162239")]
+    try:
+        want_user = pwd.getpwuid(33).pw_name
+    except KeyError:
+        want_user = ""
+    assert m.user == want_user
+
+
+def test_bounce_notification_is_linked_to_its_original() -> None:
+    msgs = sample_messages()
+    dsn = msgs["51D53162239"]
+    assert dsn.bounce_of == "394D3162231"
+    assert dsn.sender == "" and dsn.origin_kind == "unknown"
+    originals = {m.bounce_of for m in msgs.values() if m.bounce_of}
+    assert all(msgs[o].notices for o in originals)
+
+
+def test_smtp_submission_origin_and_arrivals_before_log_start() -> None:
+    msgs = sample_messages()
+    m = msgs["1758616223D"]
+    assert (m.origin_kind, m.client_name, m.client_ip) == ("client", "unknown", "127.0.25.1")
+    # lines of messages whose arrival is not in the sample still yield their attempts
+    early = msgs["8684816229A"]
+    assert early.origin_kind == "unknown" and not early.complete
+    assert [a.recipient for a in early.attempts] == ["user29@down.test"]
+
+
+def test_holds_are_recorded() -> None:
+    msgs = sample_messages()
+    assert msgs["2027416228E"].held
+
+
+def _ev(cls: type, ts: float, qid: str, **kw: object) -> object:
+    return cls(ts, "mail", qid, "postfix/x", **kw)
+
+
+def test_queue_id_reuse_starts_a_new_message() -> None:
+    c = Correlator(resolve_users=False)
+    out: list[Message] = []
+    for ev in [
+        _ev(Arrival, 1, "ABCDEF123", uid=0, sender="a@x"),
+        _ev(QueueActive, 2, "ABCDEF123", sender="a@x", size=1, nrcpt=1),
+        _ev(Delivery, 3, "ABCDEF123", recipient="r@y", status="deferred"),
+        # the "removed" line is missing (log gap); the id comes back for another message
+        _ev(
+            Arrival,
+            10,
+            "ABCDEF123",
+            client_name="c",
+            client_ip="192.0.2.1",
+            sasl_method="PLAIN",
+            sasl_username="joe",
+        ),
+        _ev(Delivery, 11, "ABCDEF123", recipient="s@y", status="sent"),
+        _ev(Removed, 12, "ABCDEF123"),
+    ]:
+        out.extend(c.feed(ev))  # type: ignore[arg-type]
+    assert c.reused == 1 and len(c) == 0
+    first, second = out
+    assert (first.arrival, first.origin_kind, first.complete) == (1, "uid", False)
+    assert [a.recipient for a in first.attempts] == ["r@y"]
+    assert (second.arrival, second.origin_kind, second.sasl_username) == (10, "sasl", "joe")
+    assert second.complete and [a.recipient for a in second.attempts] == ["s@y"]
+
+
+def test_message_id_before_arrival_is_merged() -> None:
+    c = Correlator(resolve_users=False)
+    c.feed(_ev(MessageIdSeen, 1, "ABCDEF124", message_id="m@x"))  # type: ignore[arg-type]
+    c.feed(_ev(Arrival, 1, "ABCDEF124", client_ip="192.0.2.1"))  # type: ignore[arg-type]
+    (m,) = c.feed(_ev(Removed, 2, "ABCDEF124"))  # type: ignore[arg-type]
+    assert (m.message_id, m.origin_kind, m.client_ip) == ("m@x", "client", "192.0.2.1")
+    assert c.reused == 0
+
+
+def test_idle_messages_are_evicted_after_the_horizon() -> None:
+    c = Correlator(horizon=3600, resolve_users=False)
+    assert c.feed(_ev(Arrival, 0, "AAAAAA1", uid=1)) == ()  # type: ignore[arg-type]
+    assert c.feed(_ev(Arrival, 1800, "AAAAAA2", uid=1)) == ()  # type: ignore[arg-type]
+    out = c.feed(_ev(Arrival, 3700, "AAAAAA3", uid=1))  # type: ignore[arg-type]
+    assert [m.qid for m in out] == ["AAAAAA1"] and not out[0].complete
+    out = c.feed(_ev(Delivery, 5500, "AAAAAA3", recipient="x"))  # type: ignore[arg-type]
+    assert [m.qid for m in out] == ["AAAAAA2"]
+    assert c.evicted_idle == 2 and len(c) == 1
+
+
+def test_open_messages_are_capped_least_recently_used_first() -> None:
+    c = Correlator(max_open=100, resolve_users=False)
+    emitted: list[Message] = []
+    for i in range(1000):
+        emitted.extend(c.feed(_ev(Arrival, i, f"Q{i:08d}", uid=1)))  # type: ignore[arg-type]
+        # keep touching message 0: it must survive as the most recently used
+        emitted.extend(c.feed(_ev(Delivery, i, "Q00000000", recipient=f"r{i}")))  # type: ignore[arg-type]
+    assert len(c) == 100 and c.evicted_full == 900
+    assert "Q00000000" not in {m.qid for m in emitted}
+    assert [m.qid for m in emitted[:3]] == ["Q00000001", "Q00000002", "Q00000003"]
+    rest = c.flush()
+    assert len(rest) == 100 and len(c) == 0
+    (zero,) = [m for m in rest if m.qid == "Q00000000"]
+    assert len(zero.attempts) == 1000
+
+
+def test_sharded_correlation_gives_the_same_messages(tmp_path: object) -> None:
+    lines = SAMPLE_LOG.read_bytes().splitlines(keepends=True)
+    shards: list[list[bytes]] = [[], [], []]
+    for ln in lines:
+        q = qid_of(ln)
+        shards[hash(q) % 3 if q else 0].append(ln)
+    got: list[Message] = []
+    stats = ParseStats()
+    for sh in shards:
+        got.extend(Correlator().run(parse_lines(sh, env=utc_env(), stats=stats)))
+    link_bounces(got)
+    want = sample_messages()
+    assert stats.total == len(lines)
+    assert {m.qid: (len(m.attempts), m.bounce_of, m.message_id) for m in got} == {
+        m.qid: (len(m.attempts), m.bounce_of, m.message_id) for m in want.values()
+    }
+
+
+def test_user_name_resolution_can_be_turned_off() -> None:
+    m = sample_messages(resolve_users=False)["394D3162231"]
+    assert m.user == "" and m.uid == 33
