@@ -1,0 +1,401 @@
+"""The classifier: compiled tables applied in a fixed order, with a cache on normalised replies.
+
+Order of stages (the first that decides wins):
+
+1. ``reasons.toml [[internal]]``: Postfix's (and mailwarden's) own deferrals. Only for text that
+   did not come from the remote server; the verdict is marked ``internal=True``.
+2. ``providers/<provider>.toml [[pattern]]`` (then those of the providers it ``include``\\ s),
+   when the provider is known.
+3. ``reasons.toml [[rule]]``: generic phrases, in file order (Sisimai's Reason order is the
+   model: specific recipient reasons first, broad ones last).
+4. ``issuers.toml``: a reply that names a blocklist but matched nothing above.
+5. Codes: ``[status]`` (exact enhanced code), ``[command]`` (5xx at connect/HELO), ``[subject]``
+   (class.subject, e.g. ``5.6``), ``[code]`` (basic code), then ``onhold`` when there is text
+   (undecidable) or ``undefined`` when there is none.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, cast
+
+from mailwarden.classify.model import (
+    Issuer,
+    IssuersTable,
+    Pattern,
+    Provider,
+    ReasonsTable,
+    validate,
+)
+from mailwarden.classify.providers import SuffixIndex, normalise_host, org_domain
+from mailwarden.classify.text import cited_ip, fold, normalise, split_reply, urls
+from mailwarden.errors import TableError
+from mailwarden.events import Classification, Reply, Scope
+from mailwarden.tables import iter_dir, load_file, merge
+
+#: Commands at which a 5xx means "we do not talk to you" (Sisimai: rejected at connection).
+_CACHE_SIZE = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A compiled pattern with its verdict and conditions."""
+
+    id: str  # "<table>/<pattern id>"
+    reason: str
+    scope: str | None
+    issuer: str
+    url: str
+    regex: re.Pattern[str]
+    codes: tuple[str, ...]
+    status: tuple[str, ...]
+    commands: frozenset[str]
+    not_commands: frozenset[str]
+    inner: bool
+    cite: bool
+    pattern: Pattern
+
+    @classmethod
+    def of(cls, table: str, p: Pattern) -> Rule:
+        return cls(
+            id=f"{table}/{p.id}",
+            reason=p.reason,
+            scope=p.scope,
+            issuer=p.issuer,
+            url=p.url,
+            regex=p.compiled(),
+            codes=tuple(p.codes),
+            status=tuple(p.status),
+            commands=frozenset(p.commands),
+            not_commands=frozenset(p.not_commands),
+            inner=p.inner,
+            cite=p.cite,
+            pattern=p,
+        )
+
+    def applies(self, code: str, enh: str, command: str) -> bool:
+        if self.codes and not code.startswith(self.codes):
+            return False
+        if self.status and not (enh and enh.startswith(self.status)):
+            return False
+        if self.commands and command not in self.commands:
+            return False
+        return not (self.not_commands and command in self.not_commands)
+
+
+class Stage:
+    """An ordered rule list behind one combined regex: a miss costs a single search."""
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules = tuple(rules)
+        self._any = (
+            re.compile("|".join(f"(?:{r.regex.pattern})" for r in self.rules), re.IGNORECASE)
+            if self.rules
+            else None
+        )
+
+    def first(
+        self, text: str, code: str, enh: str, command: str
+    ) -> tuple[Rule, re.Match[str]] | None:
+        if self._any is None or not self._any.search(text):
+            return None
+        for r in self.rules:
+            m = r.regex.search(text)
+            if m and r.applies(code, enh, command):
+                return r, m
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The cached part of a classification (everything that does not depend on the raw text)."""
+
+    reason: str
+    scope: Scope
+    issuer: str = ""
+    rule: str = ""
+    url: str = ""
+    internal: bool = False
+    cite: bool = True
+
+
+class Classifier:
+    """Reply -> :class:`~mailwarden.events.Classification`; relay host/domain -> provider.
+
+    Build with :meth:`load`. Instances are immutable after loading and safe to share between
+    threads (the caches are ``functools.lru_cache``).
+    """
+
+    def __init__(
+        self,
+        reasons: ReasonsTable,
+        issuers: IssuersTable,
+        providers: Mapping[str, Provider],
+    ) -> None:
+        self.reasons = reasons
+        self.issuers: dict[str, Issuer] = {i.id: i for i in issuers.issuer if i.enabled}
+        self.providers: dict[str, Provider] = dict(providers)
+        self.breaker_marker: str = reasons.meta.breaker_marker
+        self._scope = reasons.scope
+        self._internal = Stage(Rule.of("internal", p) for p in reasons.internal if p.enabled)
+        self._generic = Stage(Rule.of("reasons", p) for p in reasons.rule if p.enabled)
+        self._issuer_re = [(i, i.compiled()) for i in self.issuers.values()]
+        self._mx = SuffixIndex()
+        self._domains = SuffixIndex()
+        self._provider_stage: dict[str, Stage] = {}
+        for name, prov in sorted(self.providers.items()):
+            self._mx.add(prov.mx_suffixes, name)
+            self._domains.add(prov.domains, name)
+        for name, prov in self.providers.items():
+            rules: list[Rule] = []
+            for src in [name, *prov.include]:
+                other = self.providers.get(src)
+                if other is None:
+                    raise TableError(f"provider {name!r} includes unknown provider {src!r}")
+                rules.extend(Rule.of(src, p) for p in other.pattern if p.enabled)
+            self._provider_stage[name] = Stage(rules)
+        self._decide = lru_cache(maxsize=_CACHE_SIZE)(self._decide_uncached)
+        self.provider_for_host = lru_cache(maxsize=_CACHE_SIZE)(self._provider_for_host)  # type: ignore[method-assign]
+        self.provider_for_domain = lru_cache(maxsize=_CACHE_SIZE)(self._provider_for_domain)  # type: ignore[method-assign]
+
+    # -----------------------------------------------------------------------------------------
+    # Loading
+    # -----------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, etc: Path | None = None) -> Classifier:
+        """Load and validate the shipped tables merged with local ones in ``etc``
+        (default: ``$MAILWARDEN_ETC`` or ``/etc/mailwarden``). Raises :class:`TableError`."""
+        reasons = _load_single("reasons", ReasonsTable, etc)
+        issuers = _load_single("issuers", IssuersTable, etc)
+        providers: dict[str, Provider] = {}
+        for tf in iter_dir("providers", etc=etc):
+            prov = validate(Provider, tf.data, tf.path)
+            if prov.name != tf.name:
+                raise TableError(f"{tf.path}: name {prov.name!r} must match the file name")
+            _unique((p.id for p in prov.pattern), tf.path)
+            providers[prov.name] = prov
+        _unique((p.id for p in reasons.rule), "reasons.toml [[rule]]")
+        _unique((p.id for p in reasons.internal), "reasons.toml [[internal]]")
+        _unique((i.id for i in issuers.issuer), "issuers.toml")
+        known = {i.id for i in issuers.issuer}
+        for prov in providers.values():
+            for p in prov.pattern:
+                if p.issuer and p.issuer not in known:
+                    raise TableError(
+                        f"provider {prov.name}: pattern {p.id}: unknown issuer {p.issuer!r}"
+                    )
+                if not p.reason:
+                    raise TableError(f"provider {prov.name}: pattern {p.id}: reason is required")
+        for p in reasons.rule:
+            if not p.reason:
+                raise TableError(f"reasons.toml: rule {p.id}: reason is required")
+        for p in reasons.internal:
+            if not p.reason and not p.inner:
+                raise TableError(f"reasons.toml: internal {p.id}: needs a reason or inner = true")
+        return cls(reasons, issuers, providers)
+
+    # -----------------------------------------------------------------------------------------
+    # Providers
+    # -----------------------------------------------------------------------------------------
+
+    def _provider_for_host(self, host: str, ip: str = "") -> str:
+        """Provider of a relay (MX) host: MX-suffix rules, else its organisational domain,
+        else ``""`` (IP literals, junk). ``ip`` is accepted for callers that only have an
+        address; addresses are not mapped to providers (yet) and give ``""``."""
+        h = normalise_host(host)
+        if not h:
+            return ""
+        return self._mx.lookup(h) or org_domain(h)
+
+    def _provider_for_domain(self, domain: str) -> str:
+        """Provider of a mail domain (recipient or sender) by known hosted domains and MX
+        suffixes, else the domain's organisational domain, else ``""``."""
+        d = normalise_host(domain.rpartition("@")[2])
+        if not d:
+            return ""
+        return self._domains.lookup(d) or self._mx.lookup(d) or org_domain(d)
+
+    def is_known_provider(self, name: str) -> bool:
+        """True when ``name`` is a provider of the tables (not a PSL fallback domain)."""
+        return name in self.providers
+
+    # -----------------------------------------------------------------------------------------
+    # Replies
+    # -----------------------------------------------------------------------------------------
+
+    def classify(
+        self,
+        reply: Reply | None,
+        *,
+        dsn: str = "",
+        status: str = "",
+        text: str = "",
+        provider: str = "",
+    ) -> Classification:
+        """Classify one non-success.
+
+        ``reply`` is the parsed reply (``sources``); without one, ``text`` is parsed (``"550
+        5.1.1 ..."``, a DSN Diagnostic-Code or Postfix's reason). ``dsn`` is the enhanced code
+        logged or reported beside it (used when the reply has none); ``status`` the outcome
+        (``deferred``, ``bounced``, ``expired``); ``provider`` overrides the provider found
+        from ``reply.host``.
+        """
+        if reply is not None:
+            code, enh, body = reply.code, reply.enhanced, reply.text or text
+            if code is None and not enh:
+                code, enh, body = split_reply(body)
+            command, remote, rip, host = reply.command, reply.remote, reply.ip, reply.host
+        else:
+            code, enh, body = split_reply(text)
+            command, remote, rip, host = "", None, "", ""
+        enh = enh or _valid_dsn(dsn)
+        prov = provider or (self.provider_for_host(host) if host else "")
+        norm = normalise(fold(body, code, enh))
+        d = self._decide(
+            prov, command, "" if code is None else str(code), enh, norm, remote is not True, status
+        )
+        cited = "" if d.internal or not d.cite or remote is False else cited_ip(body, exclude=rip)
+        return Classification(
+            reason=d.reason,
+            scope=d.scope,
+            provider=prov,
+            issuer=d.issuer,
+            url=self._url(d, body, cited),
+            cited_ip=cited,
+            rule=d.rule,
+            internal=d.internal,
+        )
+
+    def is_internal(self, text: str) -> bool:
+        """True when ``text`` is one of Postfix's or mailwarden's own deferral reasons."""
+        return self._internal.first(normalise(fold(text)), "", "", "") is not None
+
+    def _url(self, d: Decision, body: str, ip: str) -> str:
+        found = urls(body) if ("http" in body or "www." in body) else []
+        issuer = self.issuers.get(d.issuer)
+        if found and issuer is not None:
+            rx = issuer.compiled()
+            for u in found:
+                if rx.search(u):
+                    return u
+        if found:
+            return found[0]
+        template = issuer.lookup_url if issuer is not None else ""
+        if template and ("{ip}" not in template or ip):
+            return template.replace("{ip}", ip)
+        if d.url:
+            return d.url
+        return template.split("?", 1)[0] if template else ""
+
+    def _scope_of(self, rule: Rule | None, reason: str) -> Scope:
+        if rule is not None and rule.scope:
+            return cast(Scope, rule.scope)
+        return self._scope[reason]
+
+    def _find_issuer(self, text: str) -> Issuer | None:
+        for issuer, rx in self._issuer_re:
+            if rx.search(text):
+                return issuer
+        return None
+
+    def _decide_uncached(
+        self, prov: str, command: str, code: str, enh: str, text: str, local: bool, status: str
+    ) -> Decision:
+        if local:
+            hit = self._internal.first(text, code, enh, command)
+            if hit is not None:
+                rule, m = hit
+                if rule.inner:
+                    icode, ienh, itext = split_reply(text[m.end() :])
+                    inner = self._decide(
+                        prov,
+                        command,
+                        "" if icode is None else str(icode),
+                        ienh or enh,
+                        itext,
+                        True,
+                        status,
+                    )
+                    reason = rule.reason or inner.reason
+                    scope: Scope = (
+                        cast(Scope, rule.scope)
+                        if rule.scope
+                        else (inner.scope if not rule.reason else self._scope[reason])
+                    )
+                    return Decision(reason, scope, inner.issuer, rule.id, inner.url, True)
+                return Decision(
+                    rule.reason,
+                    self._scope_of(rule, rule.reason),
+                    rule.issuer,
+                    rule.id,
+                    rule.url,
+                    True,
+                )
+        issuer = self._find_issuer(text)
+        iid = issuer.id if issuer else ""
+        stages = [self._provider_stage.get(prov), self._generic]
+        for stage in stages:
+            if stage is None:
+                continue
+            hit = stage.first(text, code, enh, command)
+            if hit is not None:
+                rule = hit[0]
+                return Decision(
+                    rule.reason,
+                    self._scope_of(rule, rule.reason),
+                    rule.issuer or iid,
+                    rule.id,
+                    rule.url,
+                    cite=rule.cite,
+                )
+        if issuer is not None:
+            return Decision(issuer.reason, self._scope[issuer.reason], iid, f"issuers/{iid}")
+        reason, rule_id = self._by_code(code, enh, command, text, status)
+        return Decision(reason, self._scope[reason], iid, rule_id)
+
+    def _by_code(
+        self, code: str, enh: str, command: str, text: str, status: str
+    ) -> tuple[str, str]:
+        t = self.reasons
+        if enh and enh in t.status:
+            return t.status[enh], f"status/{enh}"
+        if code.startswith("5") and command in t.command:
+            return t.command[command], f"command/{command}"
+        if enh and enh[:3] in t.subject:
+            return t.subject[enh[:3]], f"subject/{enh[:3]}"
+        if code and code in t.code:
+            return t.code[code], f"code/{code}"
+        if status == "expired":
+            return "expired", "status/expired"
+        if text:
+            return "onhold", "fallback/onhold"
+        return "undefined", "fallback/undefined"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _valid_dsn(dsn: str) -> str:
+    return dsn if re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", dsn or "") else ""
+
+
+def _unique(ids: Iterable[str], where: object) -> None:
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise TableError(f"{where}: duplicate id {i!r}")
+        seen.add(i)
+
+
+def _load_single(kind: str, model: type[Any], etc: Path | None) -> Any:
+    files = load_file(kind, etc=etc)
+    data = files[0].data
+    for f in files[1:]:
+        data = merge(data, f.data)
+        validate(model, data, f.path)  # name the local file when it breaks the merge
+    return validate(model, data, files[0].path)

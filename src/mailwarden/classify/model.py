@@ -1,0 +1,255 @@
+"""Typed, validated form of the classification tables (``reasons.toml``, ``issuers.toml``,
+``providers/*.toml``).
+
+The TOML files are parsed by :mod:`mailwarden.tables`; this module checks them with pydantic and
+compiles every regular expression once, turning any problem into a
+:class:`~mailwarden.errors.TableError` that names the file. Nothing here matches replies: see
+:mod:`mailwarden.classify.engine`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mailwarden.errors import TableError
+from mailwarden.events import REASONS
+
+ScopeName = Literal["ours", "recipient", "transient"]
+
+#: SMTP stages as :class:`mailwarden.events.Reply` names them, for ``commands`` conditions.
+COMMANDS = frozenset(
+    {
+        "CONNECT",
+        "EHLO",
+        "HELO",
+        "STARTTLS",
+        "AUTH",
+        "MAIL FROM",
+        "RCPT TO",
+        "DATA",
+        "end of DATA",
+        "QUIT",
+        "RSET",
+        "BDAT",
+        "XCLIENT",
+        "XFORWARD",
+        "LHLO",
+    }
+)
+
+_ID = r"^[a-z0-9][a-z0-9._-]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_reason(value: str) -> str:
+    if value not in REASONS:
+        raise ValueError(f"unknown reason {value!r} (see events.REASONS)")
+    return value
+
+
+def _compile(patterns: list[str]) -> re.Pattern[str]:
+    """One case-insensitive alternation of ``patterns`` (each is checked on its own first)."""
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as exc:
+            raise ValueError(f"bad regex {p!r}: {exc}") from exc
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+
+
+class Sample(_Model):
+    """A real reply a pattern was written for, and what the whole classifier must say about it.
+
+    Unset expectations default to the owning pattern's own values (its id, reason, scope,
+    issuer). ``host`` is the relay the reply came from (defaults to the provider's first MX
+    suffix for provider patterns); ``remote = false`` marks a Postfix-written text.
+    """
+
+    reply: str = Field(min_length=1)
+    command: str = ""
+    dsn: str = ""
+    host: str = ""
+    remote: bool = True
+    rule: str | None = None
+    reason: str | None = None
+    scope: ScopeName | None = None
+    issuer: str | None = None
+    url: str | None = None
+    cited_ip: str | None = None
+    internal: bool | None = None
+    source: str = ""
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, v: str | None) -> str | None:
+        return None if v is None else _check_reason(v)
+
+
+def _samples(value: Any) -> Any:
+    if isinstance(value, list):
+        return [{"reply": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+class Pattern(_Model):
+    """One rule: a regex over the folded reply text, optional conditions, and its verdict."""
+
+    id: Annotated[str, Field(pattern=_ID)]
+    reason: str = ""  # may be empty only for internal rules that classify their inner text
+    scope: ScopeName | None = None  # None: the reason's default scope
+    issuer: str = ""
+    url: str = ""  # a fixed lookup/delisting URL for this verdict (used when the text has none)
+    match: list[str] = Field(min_length=1)
+    codes: list[str] = Field(default_factory=list)  # basic-code prefixes: "5", "55", "554"
+    status: list[str] = Field(default_factory=list)  # enhanced-code prefixes: "5.7.", "4.7.28"
+    commands: list[str] = Field(default_factory=list)
+    not_commands: list[str] = Field(default_factory=list)
+    inner: bool = False  # internal rules: classify the text after the match too
+    cite: bool = True  # False for Postfix-written texts: an IP in them is the receiver's, not ours
+    source: str = ""
+    note: str = ""
+    enabled: bool = True
+    samples: list[Sample] = Field(default_factory=list)
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("samples", mode="before")
+    @classmethod
+    def _sample_strings(cls, v: Any) -> Any:
+        return _samples(v)
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, v: str) -> str:
+        return v if v == "" else _check_reason(v)
+
+    @field_validator("commands", "not_commands")
+    @classmethod
+    def _commands(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if c not in COMMANDS]
+        if bad:
+            raise ValueError(f"unknown SMTP command(s) {bad}; use one of {sorted(COMMANDS)}")
+        return v
+
+    def compiled(self) -> re.Pattern[str]:
+        return _compile(self.match)
+
+
+class ReasonsMeta(_Model):
+    breaker_marker: str = Field(min_length=4)
+
+
+class ReasonsTable(_Model):
+    """``reasons.toml``: internal deferrals, generic phrases (ordered), code fallbacks."""
+
+    meta: ReasonsMeta
+    scope: dict[str, ScopeName]
+    internal: list[Pattern] = Field(default_factory=list)
+    rule: list[Pattern] = Field(min_length=1)
+    status: dict[str, str] = Field(default_factory=dict)  # "5.1.1" -> reason
+    subject: dict[str, str] = Field(default_factory=dict)  # "5.6" -> reason (class.subject)
+    code: dict[str, str] = Field(default_factory=dict)  # "521" -> reason
+    command: dict[str, str] = Field(default_factory=dict)  # "CONNECT" -> reason (for 5xx)
+
+    @field_validator("scope")
+    @classmethod
+    def _scope_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            _check_reason(k)
+        missing = [r for r in REASONS if r not in v]
+        if missing:
+            raise ValueError(f"no default scope for reason(s) {missing}")
+        return v
+
+    @field_validator("status", "subject", "code", "command")
+    @classmethod
+    def _values(cls, v: dict[str, str]) -> dict[str, str]:
+        for r in v.values():
+            _check_reason(r)
+        return v
+
+
+class Issuer(_Model):
+    """A blocklist or reputation service that replies name (Spamhaus, Cloudmark ...)."""
+
+    id: Annotated[str, Field(pattern=_ID)]
+    name: str
+    match: list[str] = Field(min_length=1)
+    lookup_url: str = ""  # "{ip}" is replaced by the cited IP
+    reason: str = "blocked"  # verdict when the reply names the issuer and nothing else decides
+    historic: bool = False
+    source: str = ""
+    note: str = ""
+    enabled: bool = True
+    samples: list[Sample] = Field(default_factory=list)
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("samples", mode="before")
+    @classmethod
+    def _sample_strings(cls, v: Any) -> Any:
+        return _samples(v)
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, v: str) -> str:
+        return _check_reason(v)
+
+    def compiled(self) -> re.Pattern[str]:
+        return _compile(self.match)
+
+
+class IssuersTable(_Model):
+    issuer: list[Issuer] = Field(min_length=1)
+
+
+def _suffix(value: str) -> str:
+    v = value.strip().lower().strip(".")
+    if not v or not re.fullmatch(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*", v):
+        raise ValueError(f"bad host name suffix {value!r}")
+    return v
+
+
+class Provider(_Model):
+    """``providers/<name>.toml``: who a receiver is, how to recognise it, what it says."""
+
+    name: Annotated[str, Field(pattern=_ID)]
+    display: str
+    mx_suffixes: list[str] = Field(min_length=1)
+    domains: list[str] = Field(default_factory=list)
+    postmaster_url: str = ""
+    delisting_url: str = ""
+    include: list[str] = Field(default_factory=list)  # other providers whose patterns apply too
+    source: str = ""
+    note: str = ""
+    pattern: list[Pattern] = Field(default_factory=list)
+
+    @field_validator("mx_suffixes", "domains")
+    @classmethod
+    def _norm(cls, v: list[str]) -> list[str]:
+        return [_suffix(s) for s in v]
+
+
+def validate(model: type[_Model], data: dict[str, Any], path: Path | str) -> Any:
+    """Validate ``data`` as ``model``; errors become a :class:`TableError` naming ``path``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {loc}: {err['msg']}")
+        raise TableError(f"{path}: invalid table:\n" + "\n".join(lines)) from exc

@@ -1,0 +1,137 @@
+"""Reply text helpers: split a raw reply into code/enhanced/text, fold it for matching, normalise
+it for the cache, and pull out the IP and URL a receiver cites.
+
+Patterns in the tables are matched against :func:`normalise` output: lower case, one space
+between words, multi-line prefixes (``550-5.7.1``) removed, IPv4 addresses written ``0.0.0.0``,
+IPv6 ``0::0``, e-mail local parts ``x``, free-standing numbers of six or more digits ``0`` and
+long machine ids (10+ letters and digits, at least three digits) ``#``. Replies that differ only
+in those parts share one cache entry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+_CODE_HEAD = re.compile(
+    r"""^\s*
+    (?:(?P<code>[245]\d\d)(?:-|\s+|:\s*|$))?                          # "550 " "550-" "501: "
+    (?:(?P<enh>[245]\.\d{1,3}\.\d{1,3})(?:\s+|$|[:;,]\s*|(?=[<\[(])))?  # "5.7.1 "
+    """,
+    re.X,
+)
+_WRAPPER = re.compile(
+    r"^\s*(?:host\s+\S+\s+(?:said|refused to talk to me):\s*|remote protocol error:\s*)",
+    re.I,
+)
+_WS = re.compile(r"\s+")
+_IPV4 = r"(?<![\w.])(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}(?![\w.]*\w)"
+_IPV6 = (
+    r"(?<![\w:.])(?=[0-9a-f:]*:[0-9a-f]*:)(?:[0-9a-f]{0,4}:){2,7}"
+    r"(?:[0-9a-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])"
+)
+_IPV4_RE = re.compile(_IPV4)
+_IPV6_RE = re.compile(_IPV6, re.I)
+_EMAIL_LOCAL = re.compile(r"[\w.+=!#$%&'*/?^`{|}~-]+@(?=[a-z0-9-]+\.[a-z0-9.-]+)", re.I)
+_LONGNUM = re.compile(r"(?<![\w.])\d{6,}(?![\w])")
+_LONGID = re.compile(r"(?<![a-z0-9])(?=(?:[a-z]*\d){3})(?=[0-9]*[a-z])[a-z0-9]{10,}(?![a-z0-9])")
+_ISOTIME = re.compile(r"\d{4}-\d\d-\d\dt\d\d:\d\d:\d\d(?:\.\d+)?z?")
+
+
+def split_reply(raw: str) -> tuple[int | None, str, str]:
+    """``"550 5.7.1 text"`` -> ``(550, "5.7.1", "text")``; tolerant of missing parts.
+
+    Also drops Postfix's ``host X said:`` wrapper and a repeated code (``554 554 5.7.1``).
+    """
+    s = _WRAPPER.sub("", raw, count=1)
+    code: int | None = None
+    enh = ""
+    for _ in range(3):  # "554 554 5.7.1 ..." and "550 5.7.1 ..." alike
+        m = _CODE_HEAD.match(s)
+        if not m or not (m.group("code") or m.group("enh")):
+            break
+        if m.group("code"):
+            if code is not None and int(m.group("code")) != code:
+                break
+            code = int(m.group("code"))
+        if m.group("enh"):
+            enh = enh or m.group("enh")
+        s = s[m.end() :]
+    return code, enh, s.strip()
+
+
+def fold(text: str, code: int | None = None, enhanced: str = "") -> str:
+    """Lower-case, one line, inline multi-line prefixes of this reply's code removed."""
+    t = text
+    if code is not None:
+        c = str(code)
+        e = re.escape(enhanced) if enhanced else r"[245]\.\d{1,3}\.\d{1,3}"
+        t = re.sub(rf"(?:(?<=\s)|^){c}[- ](?:{e}(?:\s|$))?", " ", t)
+        t = re.sub(rf"(?:(?<=\s)|^){c}-", " ", t)
+    return _WS.sub(" ", t).strip().lower()
+
+
+def normalise(folded: str) -> str:
+    """Replace the parts of a folded reply that vary per message (see the module docstring)."""
+    t = _ISOTIME.sub("#", folded)
+    t = _IPV6_RE.sub(_v6, t)
+    t = _IPV4_RE.sub("0.0.0.0", t)
+    t = _EMAIL_LOCAL.sub("x@", t)
+    t = _LONGNUM.sub("0", t)
+    return _LONGID.sub("#", t)
+
+
+def _v6(m: re.Match[str]) -> str:
+    try:
+        ipaddress.IPv6Address(m.group(0))
+    except ValueError:
+        return m.group(0)
+    return "0::0"
+
+
+# ---------------------------------------------------------------------------------------------
+# What the receiver cites
+# ---------------------------------------------------------------------------------------------
+
+_URL = re.compile(r"(?:https?://|(?<![\w@/.-])www\.)[^\s<>\"'\]\[|]+", re.I)
+_CITE_BEFORE = re.compile(
+    r"(?:[?&](?:ip|ipr|i|q|search|searchterm|query|value)="
+    r"|\bip(?:\s*address)?\s*[=:]?\s*\[?|\bfrom\s+\[?|\bclient\s+host\s+\[?"
+    r"|\bhost\s+\[|\bsender\s+\[?|\bserver\s+\[?|\[)$",
+    re.I,
+)
+_ANY_IP = re.compile(rf"{_IPV4}|{_IPV6}", re.I)
+
+
+def _ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return ""
+
+
+def cited_ip(text: str, *, exclude: str = "") -> str:
+    """The IP address a reply cites, preferring one in a lookup URL, after ``IP``/``from``/
+    ``client host`` or in brackets, else the first address in the text. ``exclude`` (the
+    receiver's own address) is never returned."""
+    best: tuple[int, int, str] | None = None
+    for m in _ANY_IP.finditer(text):
+        ip = _ip(m.group(0))
+        if not ip or ip == exclude:
+            continue
+        rank = 0 if _CITE_BEFORE.search(text[max(0, m.start() - 24) : m.start()]) else 1
+        cand = (rank, m.start(), ip)
+        if best is None or cand < best:
+            best = cand
+    return best[2] if best else ""
+
+
+def urls(text: str) -> list[str]:
+    """Every URL in the text, trailing punctuation removed, ``www.`` ones given a scheme."""
+    out = []
+    for m in _URL.finditer(text):
+        u = m.group(0).rstrip(".,;:)>}")
+        if u.lower().startswith("www."):
+            u = "http://" + u
+        out.append(u)
+    return out
