@@ -37,7 +37,7 @@ def test_one_block_reply_opens_then_probe_success_closes() -> None:
         1000 + 7200,
     )
     st = m.get("swisscom")
-    assert st.reply.startswith("554 5.7.1 Swisscom AG") and st.reason.startswith("circuit open")
+    assert st.reply.startswith("554 5.7.1 Swisscom AG") and st.reason == "our IP is blocked"
     # In-flight replies and successes while open change nothing.
     assert feed(m, 1001.0, "swisscom", SWISS) == []
     assert m.observe_success(1002.0, "swisscom") == []

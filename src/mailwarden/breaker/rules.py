@@ -120,7 +120,8 @@ class RuleModel(BaseModel):
     duration: str = "1h"
     escalation: float = Field(2.0, ge=1.0, le=10.0)
     max_duration: str = "1d"
-    reason: str = ""  # the text of our retry: answer; default built from provider and rule id
+    # Short explanation for the retry: answer, after "<marker> <provider>: " (default: the rule id)
+    reason: str = ""
     issuer: str = ""  # fixed issuer when the pattern names one (e.g. a "[BL21]" Spamhaus reply)
     url: str = ""  # delisting / help URL when the reply has none
     # generate an smtp_delivery_status_filter entry (5xx -> 4xx); default: immediate open rules
@@ -227,7 +228,7 @@ class Rule:
     duration: float  # seconds; MANUAL = until a person closes it
     escalation: float
     max_duration: float
-    reason: str  # the retry: text, validated
+    reason: str  # short explanation, part of the retry: text
     pattern: re.Pattern[str] | None = None
     reasons: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
@@ -276,11 +277,7 @@ class Rule:
 def _compile(model: RuleModel, provider: str, path: Path) -> Rule:
     prov = model.provider or provider
     trigger = Trigger.parse(model.trigger)
-    reason = model.reason or (
-        f"circuit open for provider {prov} (rule {model.id})"
-        if prov != "*"
-        else f"circuit open (rule {model.id})"
-    )
+    reason = model.reason or f"rule {model.id}"
     if not REASON_TEXT.match(reason):
         raise TableError(f"{path}: rule {model.id}: reason text must match {REASON_TEXT.pattern}")
     return Rule(
