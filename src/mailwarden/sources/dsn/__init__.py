@@ -42,13 +42,37 @@ class BounceReport:
 def parse_bounce(data: bytes | str, *, classifier: TextClassifier | None = None) -> BounceReport:
     """Parse one message. Raises :class:`SourceError` for input that is not a mail at all or
     is too large; a mail that is not a bounce gives an empty report."""
+    clf = classifier or _default_classifier()
+    return _parse(data, clf, 0)
+
+
+def _parse(data: bytes | str, clf: TextClassifier, depth: int) -> BounceReport:
     from mailwarden.sources.dsn import mime, parser
 
-    mail = mime.load(data)
-    fmt, recs = parser.extract(mail)
-    clf = classifier or _default_classifier()
-    out = parser.finalize(mail, fmt, recs, clf)
-    return BounceReport(tuple(out), fmt if out else "", mail.subject, mail.defects)
+    out: list[BounceRecipient] = []
+    fmt, subject, defects = "", "", 0
+    for i, one in enumerate(mime.split_mbox(data)):
+        try:
+            mail = mime.load(one)
+        except SourceError:
+            if i == 0:
+                raise
+            continue  # a later message of an mbox that is not a mail: skip it
+        f, recs = parser.extract(mail)
+        got = parser.finalize(mail, f, recs, clf)
+        if not got and mail.attached and depth < 3:
+            # a bounce forwarded as an attachment (by a user, a gateway, a list): read it
+            try:
+                inner = _parse(mail.attached, clf, depth + 1)
+                got, f = list(inner.recipients), inner.format
+            except SourceError:
+                pass
+        seen = {(r.recipient, r.reason) for r in out}
+        out.extend(r for r in got if (r.recipient, r.reason) not in seen)
+        fmt = fmt or (f if got else "")
+        subject = subject or mail.subject
+        defects += mail.defects
+    return BounceReport(tuple(out), fmt, subject, defects)
 
 
 def parse_bounce_file(path: str | Path, **kw: TextClassifier | None) -> BounceReport:

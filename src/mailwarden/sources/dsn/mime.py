@@ -61,6 +61,7 @@ class Mail:
     original_text: str = ""
     flat: str = ""
     defects: int = 0
+    attached: bytes = b""  # the returned message (message/rfc822) as bytes, when there is one
 
     def header(self, name: str) -> str:
         return self.headers.get(name.lower(), "")
@@ -227,6 +228,21 @@ def _header_text(msg: Message) -> str:
     return "\n".join(f"{clean(str(k))}: {decode_header(v)}" for k, v in msg.items())
 
 
+_FROM_LINE = re.compile(rb"^From \S+\s+.*\d\d:\d\d(?::\d\d)?\s.*$|^From \S+\s+.*\d{4}\s*$", re.M)
+
+
+def split_mbox(data: bytes | str) -> list[bytes]:
+    """The messages of an mbox (``From `` separator lines); a single message as it is."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    if not data.lstrip().startswith(b"From ") or len(data) > MAX_INPUT:
+        return [data]
+    starts = [m.start() for m in _FROM_LINE.finditer(data)]
+    if len(starts) < 2:
+        return [data]
+    return [data[a:b] for a, b in zip(starts, [*starts[1:], len(data)], strict=True)][:1000]
+
+
 def load(data: bytes | str) -> Mail:
     """Parse raw message bytes into a :class:`Mail`.
 
@@ -285,6 +301,10 @@ def load(data: bytes | str) -> Mail:
             if not mail.original:
                 mail.original, _ = _headers_of(inner)
                 mail.original_text = _header_text(inner)
+                try:
+                    mail.attached = inner.as_bytes()[:MAX_INPUT]
+                except Exception:
+                    mail.attached = b""
             flat.append(f"{MARK_RFC822}\n\n{_header_text(inner)}")
             in_original = True
         elif ctype in ("text/rfc822-headers", "text/global-headers"):

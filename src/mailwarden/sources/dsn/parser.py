@@ -86,6 +86,8 @@ def extract(mail: Mail) -> tuple[str, list[Rcpt]]:
 
     lines = cut(mail.text)
     fmt, text_recs = formats.parse(mail, lines)
+    if not fmt and not mail.status and special.is_autoreply(mail) and not has_fields(mail.text):
+        return "rfc3834", special.parse_autoreply(mail)
     if not fmt:
         fmt, text_recs = "text", scan(lines)
         apply_transcript(text_recs, lines)
@@ -102,6 +104,10 @@ def extract(mail: Mail) -> tuple[str, list[Rcpt]]:
             for i, alt in fields.alt_errors.items():
                 if 0 <= i < len(recs) and not recs[i].diagnostic:
                     recs[i].diagnostic = alt
+            apply_transcript(
+                [r for r in recs if not r.diagnostic.strip() or r.diagnostic.strip().isdigit()],
+                lines,
+            )
             return (fmt if fmt != "text" else "rfc3464"), recs
 
     recs = [r for r in text_recs if r.recipient]
@@ -113,6 +119,20 @@ def extract(mail: Mail) -> tuple[str, list[Rcpt]]:
     if failed and _looks_like_bounce(mail):
         diag = sweep(" ".join(x for x in lines if x.strip()))
         return fmt, [Rcpt(recipient=a, diagnostic=diag) for a in dict.fromkeys(failed)]
+    attached_bounce = re.search(
+        r"report|mailer-daemon|postmaster",
+        mail.original.get("content-type", "") + mail.original.get("from", ""),
+        re.I,
+    )
+    if _looks_like_bounce(mail) and not attached_bounce:
+        # last resort (Sisimai's too): the To: of the returned message, attached or inline
+        to = address(mail.original.get("to", ""))
+        if not to:
+            rest = mail.text.split("\n")[len(lines) :]
+            to = next((address(x[3:]) for x in rest if x[:3].lower() == "to:"), "")
+        if to:
+            diag = sweep(" ".join(x for x in lines if x.strip()))
+            return fmt, [Rcpt(recipient=to, diagnostic=diag)]
     return "", []
 
 
@@ -172,7 +192,7 @@ def _complete(d: Rcpt, t: Rcpt) -> None:
     local = d.spec.startswith("X-UNIX")
     if td and (
         not dd
-        or (re.fullmatch(r"\d+", dd) and not local)
+        or re.fullmatch(r"\d+", dd)  # an exit status ("X-Unix; 77"): the text says more
         or (len(td) > len(dd) and _norm(dd) in _norm(td))
         # the DSN has the local summary, the text the remote reply ("554 5.7.1 ...")
         or (not local and not find_replycode(dd) and find_replycode(explain(td).text))
@@ -222,7 +242,7 @@ def finalize(
         ):
             # the remote reply's own code is more precise than the reporting MTA's summary
             status = found
-        code = find_replycode(raw) if r.reason not in ("feedback", "vacation") else ""
+        code = find_replycode(raw, status[:1]) if r.reason not in ("feedback", "vacation") else ""
         if code and status and code[0] != status[0]:
             code = ""
         if status.startswith("2.") and not code and r.action == "delivered":

@@ -174,7 +174,7 @@ _CODE_RULES = frozenset({"", "status", "command", "subject", "code", "fallback",
 #: Reasons a format decides from the MTA's wording that a matched remote phrase overrides.
 _TEXT_WINS = frozenset({"expired"})
 #: Stages before DATA: a refusal there cannot be a content filter.
-_BEFORE_DATA = frozenset({"CONN", "EHLO", "HELO", "MAIL", "RCPT"})
+_BEFORE_DATA = frozenset({"CONNECT", "EHLO", "HELO", "MAIL FROM", "RCPT TO"})
 
 
 def decide(rec: Rcpt, reply: Reply, classifier: TextClassifier, provider: str) -> Verdict:
@@ -212,12 +212,13 @@ def decide(rec: Rcpt, reply: Reply, classifier: TextClassifier, provider: str) -
 
 
 def _by_stage(reason: str, rec: Rcpt, text_based: bool) -> str:
-    """What the SMTP stage of the refusal says (Sisimai's rules, structure not wording):
-    an unknown-user answer after DATA without an x.1.x address status is a content filter
-    pretending, and a refusal of MAIL FROM that no phrase explains is a rejected sender."""
-    cmd = rec.command.upper()
-    if reason == "userunknown" and cmd == "DATA" and not re.match(r"[45]\.1\.[013]$", rec.status):
-        return "filtered"
-    if cmd == "MAIL" and not text_based and reason in ("securityerror", "onhold", "undefined"):
+    """What the SMTP stage of the refusal says (Sisimai's rule, structure not wording): a
+    refusal of MAIL FROM that no phrase explains is a rejected sender. (An unknown user after
+    DATA being a filter is a remap of the shared classifier.)"""
+    if (
+        rec.command == "MAIL FROM"
+        and not text_based
+        and reason in ("securityerror", "onhold", "undefined")
+    ):
         return "rejected"
     return reason

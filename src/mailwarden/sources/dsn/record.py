@@ -63,6 +63,7 @@ def address(text: str) -> str:
         m2 = _ADDR.search(t)
         cand = m2.group(0) if m2 else ""
     cand = cand.strip(" .'\"`<>").rstrip(".")
+    cand = re.sub(r"^(?:@[^:@\s]+[,:])+", "", cand)  # RFC 821 source route "@relay:user@host"
     if cand.lower().startswith("mailto:"):
         cand = cand[7:]
     if "@" not in cand:
@@ -108,12 +109,17 @@ _REPLY = re.compile(r"(?<![\d.\-])([45][0-5][0-9])(?![\d.]\d|\d)")
 _REPLY_OK = re.compile(r"(?<![\d.\-])(25[0-3])(?![\d.]\d|\d)")
 
 
-def find_replycode(text: str) -> str:
-    """The SMTP reply code (4xx/5xx, else 250-253) in ``text``, ignoring IPv4 addresses."""
+def find_replycode(text: str, klass: str = "") -> str:
+    """The SMTP reply code (4xx/5xx, else 250-253) in ``text``, ignoring IPv4 addresses; with
+    ``klass`` ("4", "5") the first code of that class (a transcript holds several)."""
     if not text or text.upper().startswith("X-UNIX;"):
         return ""
     t = _IPV4.sub(" ", text)
     t = re.sub(r"\b\d+\.\d+\.\d+\b", " ", t)  # enhanced codes and versions
+    if klass:
+        for hit in _REPLY.finditer(t):
+            if hit.group(1).startswith(klass):
+                return hit.group(1)
     m = _REPLY.search(t) or _REPLY_OK.search(t)
     return m.group(1) if m else ""
 
@@ -129,7 +135,7 @@ def sweep(text: str) -> str:
 def clean_host(host: str) -> str:
     """``"dns; mx.example.com. (192.0.2.1)"`` -> ``mx.example.com``; ``[192.0.2.1]`` -> IP."""
     h = (host or "").strip()
-    h = re.sub(r"^(?:dns|x-local-hostname|smtp|internet)\s*;\s*", "", h, flags=re.I)
+    h = re.sub(r"^[A-Za-z][A-Za-z0-9-]{0,20}\s*;\s*", "", h)  # "dns;", "dsn;", "x-local-hostname;"
     h = h.strip().strip("[]()<>")
     if "=" in h.split(" ", 1)[0]:
         h = h.split(" ", 1)[0].rsplit("=", 1)[1]

@@ -115,8 +115,8 @@ def parse_fields(text: str) -> Fields:
             if v.startswith("|"):
                 pending_alias = pending_alias or v  # delivered to a pipe: a program failed
             addr = address(v) if not v.startswith("|") else ""
-            if not addr and "@" not in v and pending_alias:
-                addr = pending_alias if "@" in pending_alias and "|" not in pending_alias else ""
+            if not addr and "@" in pending_alias and "|" not in pending_alias:
+                addr = pending_alias  # a source route or a local name: the original address
             if not addr:
                 # "rfc822; |/usr/bin/procmail ..." (a pipe) or a local name: keep it
                 # readable, the caller may resolve it through X-Failed-Recipients

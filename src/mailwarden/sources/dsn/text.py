@@ -47,7 +47,8 @@ _ADDR = r"[^\s<>\"'(),;:\[\]@]+@[-A-Za-z0-9_]+(?:\.[-A-Za-z0-9_]+)+"
 #: doubled as a mailto: link), then an optional ``: explanation`` or `` on <date>``.
 _ADDR_LINE = re.compile(
     rf"""^\s*
-    (?P<label>(?:to|rcpt\s+to|recipient|recipient\s+address|address|failed\s+recipient|
+    (?:[*\-\u2022]\s+)?
+    (?P<label>(?:rcpt\s+to|recipient|recipient\s+address|address|failed\s+recipient|
                intended\s+recipient|original\s+recipient|final\s+recipient|could\s+not\s+be\s+delivered\s+to|
                unknown\s+user|user\s+unknown|delivery\s+failed|undeliverable\s+to|mailbox\s+is\s+full|
                error-for|your\s+message\s+to|the\s+following\s+message\s+to)\s*:?\s*)?
@@ -55,7 +56,7 @@ _ADDR_LINE = re.compile(
     (?:\s*<mailto:[^>]*>)?
     (?:\s*<(?P<alias>{_ADDR})>)?
     (?P<paren>\s*\((?:expanded|generated)\s+from:?\s*<?(?P<exp>[^)>]*)>?\))?
-    (?:\s*(?P<colon>:)\s*(?P<rest>.*)|\s+on\s+\S.*|\s+\(.*\)|\s*)$""",
+    (?:\s*(?P<colon>:)\s*(?P<rest>.*)|\s*\[(?P<bracket>[^\]]*)\]\s*|\s+on\s+\S.*|\s+\(.*\)|\s*)$""",
     re.I | re.X,
 )
 
@@ -108,7 +109,7 @@ def addr_line(line: str) -> AddrLine | None:
     addr = address(m.group("addr"))
     if not addr:
         return None
-    rest = (m.group("rest") or "").strip()
+    rest = (m.group("rest") or m.group("bracket") or "").strip()
     alias = address(m.group("exp") or "") if m.group("paren") else ""
     if m.group("alias"):
         # "  pipe@host <real@address>: text" (Exim) names the real recipient second
@@ -201,9 +202,9 @@ def _dedupe(recs: list[Rcpt]) -> list[Rcpt]:
 # --------------------------------------------------------------------------------------
 
 _COMMANDS = (
-    (re.compile(r"\b(?:in\s+reply\s+to|after)\s+end\s+of\s+(?:data|message)", re.I), "DATA"),
-    (re.compile(r"\b(?:in\s+reply\s+to|after)\s+(?:the\s+)?(?:RCPT(?:\s+TO)?)\b", re.I), "RCPT"),
-    (re.compile(r"\b(?:in\s+reply\s+to|after)\s+(?:the\s+)?MAIL(?:\s+FROM)?\b", re.I), "MAIL"),
+    (re.compile(r"\b(?:in\s+reply\s+to|after)\s+end\s+of\s+(?:data|message)", re.I), "end of DATA"),
+    (re.compile(r"\b(?:in\s+reply\s+to|after)\s+(?:the\s+)?(?:RCPT(?:\s+TO)?)\b", re.I), "RCPT TO"),
+    (re.compile(r"\b(?:in\s+reply\s+to|after)\s+(?:the\s+)?MAIL(?:\s+FROM)?\b", re.I), "MAIL FROM"),
     (re.compile(r"\b(?:in\s+reply\s+to|after)\s+(?:the\s+)?DATA\b", re.I), "DATA"),
     (re.compile(r"\b(?:in\s+reply\s+to|after)\s+(?:the\s+)?(?:EHLO|HELO|LHLO)\b", re.I), "EHLO"),
     (re.compile(r"\b(?:in\s+reply\s+to|after)\s+(?:the\s+)?STARTTLS\b", re.I), "STARTTLS"),
@@ -213,20 +214,32 @@ _COMMANDS = (
             r"greeting\s+failed",
             re.I,
         ),
-        "CONN",
+        "CONNECT",
     ),
-    (re.compile(r"^\s*>>>\s*(?:RCPT)", re.I | re.M), "RCPT"),
-    (re.compile(r"but\s+sender\s+was\s+rejected", re.I), "MAIL"),
+    (re.compile(r"^\s*>>>\s*(?:RCPT)", re.I | re.M), "RCPT TO"),
+    (re.compile(r"but\s+sender\s+was\s+rejected", re.I), "MAIL FROM"),
     (re.compile(r"but\s+my\s+name\s+was\s+rejected", re.I), "EHLO"),
-    (re.compile(r"does\s+not\s+like\s+recipient", re.I), "RCPT"),
+    (re.compile(r"does\s+not\s+like\s+recipient", re.I), "RCPT TO"),
     (
-        re.compile(r"failed\s+on\s+DATA\s+command|failed\s+after\s+I\s+sent\s+the\s+message", re.I),
+        re.compile(
+            r"failed\s+after\s+I\s+sent\s+the\s+message|did\s+not\s+like\s+our\s+final\s+DATA", re.I
+        ),
+        "end of DATA",
+    ),
+    (
+        re.compile(r"failed\s+on\s+DATA\s+command", re.I),
         "DATA",
     ),
 )
 
 _HOST_IP = re.compile(r"\bhost\s+([A-Za-z0-9][A-Za-z0-9._-]*)\s*\[([0-9A-Fa-f.:]+)\]")
 _HOST_OTHER = (
+    re.compile(
+        r"\b([A-Za-z0-9][-A-Za-z0-9.]*\.[A-Za-z]{2,})\.?\s*\[[0-9A-Fa-f.:]+\]:?\s+"
+        r"(?:did\s+not\s+like|said|refused|returned|failed\s+with)"
+    ),
+    re.compile(r"\bhost:\s*([A-Za-z0-9][-A-Za-z0-9.]*\.[A-Za-z]{2,})\b"),
+    re.compile(r"\bServer\s+([A-Za-z0-9][-A-Za-z0-9.]*\.[A-Za-z]{2,})\[[0-9A-Fa-f.:]+\]"),
     re.compile(r"\b(?:Connected\s+to|Giving\s+up\s+on)\s+([0-9A-Za-z][-0-9A-Za-z.]*[0-9A-Za-z])"),
     re.compile(r"\bremote\s+host\s+([-0-9A-Za-z.]+[0-9A-Za-z])\s+said:"),
     re.compile(r"\bwhile\s+talking\s+to\s+\[?([-0-9A-Za-z.]+[0-9A-Za-z])\]?\.?:", re.I),
@@ -329,14 +342,37 @@ _TALKING = re.compile(r"^\s*\.\.\.\s*while\s+talking\s+to\s+\[?([^\]\s:]+?)\]?\.
 _COURIER_HOST = re.compile(r"^\s*([A-Za-z0-9][-A-Za-z0-9.]*)\s+\[[0-9A-Fa-f.:]+\]:\s*$")
 _SENT = re.compile(r"^\s*>>>\s*([A-Za-z]{4})\b[^<]*<?([^>\s]*)>?", re.I)
 _GOT = re.compile(r"^\s*<<<\s*(.*)$")
+#: Sendmail's own summary lines in the transcript: "550 5.1.1 <a@b>... User unknown"
+_ERR = re.compile(r"^[45]\d\d[ -](?:[45]\.\d{1,3}\.\d{1,3}\s)?.*\S")
+
+
+_SMTP_NAMES = {
+    "RCPT": "RCPT TO",
+    "MAIL": "MAIL FROM",
+    "EHLO": "EHLO",
+    "HELO": "HELO",
+    "DATA": "DATA",
+    "QUIT": "QUIT",
+    "LHLO": "LHLO",
+    "STAR": "STARTTLS",
+    "AUTH": "AUTH",
+}
 
 
 def transcript(lines: list[str]) -> dict[str, Rcpt]:
     """An SMTP session transcript (Sendmail, Courier, ...) per recipient: the host talked to,
     the last command sent, the replies received. Key ``""`` holds replies not tied to a
-    recipient (a MAIL FROM or greeting refused)."""
+    recipient (a MAIL FROM or greeting refused). A reply naming an address belongs to that
+    recipient, even when it arrives after DATA (PIPELINING)."""
     out: dict[str, Rcpt] = {}
+    summary: dict[str, list[str]] = {}
     host, cmd, rcpt = "", "", ""
+
+    def entry(key: str) -> Rcpt:
+        e = out.setdefault(key.lower(), Rcpt(recipient=key))
+        e.rhost = e.rhost or host
+        return e
+
     for line in lines:
         m = _TALKING.match(line) or _COURIER_HOST.match(line)
         if m:
@@ -344,19 +380,33 @@ def transcript(lines: list[str]) -> dict[str, Rcpt]:
             continue
         m = _SENT.match(line)
         if m:
-            cmd = m.group(1).upper()
-            rcpt = address(m.group(2)) if cmd == "RCPT" else ""
+            word = m.group(1).upper()
+            cmd = _SMTP_NAMES.get(word, word)
+            rcpt = address(m.group(2)) if cmd == "RCPT TO" else ""
             continue
         m = _GOT.match(line)
         if m and (host or cmd):
-            named = re.search(r"<([^<>\s]+@[^<>\s]+)>", m.group(1))
-            key = address(named.group(1)) if named and cmd in ("RCPT", "DATA") else rcpt
-            entry = out.setdefault(key.lower(), Rcpt(recipient=key))
-            entry.rhost = entry.rhost or host
-            entry.command = cmd or entry.command
             reply = m.group(1).strip()
-            if reply and reply not in entry.diagnostic:
-                entry.diagnostic = (entry.diagnostic + " " + reply).strip()
+            named = re.search(r"<([^<>\s]+@[^<>\s]+)>", reply)
+            key, this = rcpt, cmd
+            if named and cmd in ("RCPT TO", "DATA"):
+                key = address(named.group(1))
+                this = "RCPT TO" if re.match(r"[45]", reply) and cmd == "DATA" else cmd
+            e = entry(key)
+            e.command = this or e.command
+            if reply and reply not in e.diagnostic:
+                e.diagnostic = (e.diagnostic + " " + reply).strip()
+            continue
+        m = _ERR.match(line)
+        if m:
+            named = re.search(r"<([^<>\s]+@[^<>\s]+)>", line)
+            key = address(named.group(1)) if named else ""
+            entry(key)
+            summary.setdefault(key.lower(), []).append(line.strip())
+    for key, lines_ in summary.items():
+        e = out[key]
+        if not e.diagnostic:  # Sendmail's own summary only where no reply was quoted
+            e.diagnostic = " ".join(dict.fromkeys(lines_))
     return out
 
 
