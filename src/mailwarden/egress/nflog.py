@@ -24,7 +24,7 @@ NFULNL_MSG_PACKET = 0
 NFULNL_MSG_CONFIG = 1
 NLM_F_REQUEST, NLM_F_ACK = 1, 4
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NFULA_CFG_CMD, NFULA_CFG_MODE = 1, 2
+NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_TIMEOUT, NFULA_CFG_QTHRESH = 1, 2, 4, 5
 NFULNL_CFG_CMD_BIND = 1
 NFULNL_COPY_PACKET = 2
 NFULA_PAYLOAD, NFULA_PREFIX, NFULA_UID, NFULA_GID = 9, 10, 11, 14
@@ -151,6 +151,9 @@ class NflogReader:
         self._config(s, _nla(NFULA_CFG_CMD, struct.pack("=B3x", NFULNL_CFG_CMD_BIND)), 1, "bind")
         mode = struct.pack("!IBx", 128, NFULNL_COPY_PACKET) + b"\0\0"
         self._config(s, _nla(NFULA_CFG_MODE, mode), 2, "set copy mode")
+        # The kernel batches up to 100 records or 1 s by default: deliver each one at once.
+        self._config(s, _nla(NFULA_CFG_QTHRESH, struct.pack("!I", 1)), 3, "set queue threshold")
+        self._config(s, _nla(NFULA_CFG_TIMEOUT, struct.pack("!I", 1)), 4, "set flush timeout")
         s.setblocking(False)
         return s
 

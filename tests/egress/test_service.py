@@ -1,0 +1,265 @@
+"""End to end: the privileged collector (eBPF + the rule's NFLOG verdicts) publishing on a unix
+socket, the unprivileged ingester recording summaries and alerts, the CLI views; and the NFLOG /
+sock_diag fallbacks on their own. Clients run as nobody, www-data and postfix in namespace A."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailwarden.config import EgressSettings
+from mailwarden.egress.client import ProviderResolver, ingest
+from mailwarden.egress.firewall import Firewall, Policy
+from mailwarden.egress.service import EgressService
+from mailwarden.egress.summary import Alert, Recorder, alerts, top
+from mailwarden.events import EgressConnect
+from mailwarden.store.db import open_engine
+
+from .conftest import EgressNet, requires_net, why_no_bpf
+
+pytestmark = [pytest.mark.root, requires_net]
+PY = "/usr/bin/python3"
+MW = str(Path(sys.executable).parent / "mailwarden")
+
+
+class Captured:
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+
+    def notify(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+
+class Running:
+    """An EgressService and an ingester, each in a thread."""
+
+    def __init__(self, net: EgressNet, tmp: Path, collectors: list[str]) -> None:
+        self.sock = str(tmp / "egress.sock")
+        self.settings = EgressSettings(socket=self.sock, collectors=collectors, poll_interval=0.1)
+        self.svc = EgressService(self.settings, netns=net.a)
+        self.engine = open_engine(f"sqlite:///{tmp / 'mw.db'}")
+        self.captured = Captured()
+        self.rec = Recorder(self.engine, notifier=self.captured)
+        self.svc_thread = threading.Thread(target=self.svc.run, daemon=True)
+        self.svc_thread.start()
+        assert self.svc.ready.wait(10)
+        deadline = time.monotonic() + 5
+        while not os.path.exists(self.sock) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.recorded = 0
+        self.hello: dict[str, object] = {}
+        self.ing_thread = threading.Thread(target=self._ingest, daemon=True)
+        self.ing_thread.start()
+        deadline = time.monotonic() + 5
+        while not self.hello and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _ingest(self) -> None:
+        res = ProviderResolver(lambda host, ip: "")
+        self.recorded = ingest(
+            self.sock, self.rec, resolver=res, on_hello=lambda m: self.hello.update(m)
+        )
+
+    def stop(self) -> None:
+        self.svc.stop()
+        self.svc_thread.join(10)
+        self.ing_thread.join(10)
+
+
+@pytest.fixture
+def enforced(clean_rules: EgressNet) -> Iterator[EgressNet]:
+    fw = Firewall(
+        Policy.make(ports=[25, 465, 587, 2525], users=["postfix"]), "nft", netns=clean_rules.a
+    )
+    fw.apply()
+    yield clean_rules
+    fw.remove()
+
+
+def rows(engine) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    from sqlalchemy import select
+
+    from mailwarden.store.egress import egress_events
+
+    with engine.connect() as c:
+        return [dict(r) for r in c.execute(select(egress_events)).mappings()]
+
+
+@pytest.mark.skipif(bool(why_no_bpf()), reason=why_no_bpf() or "ok")
+def test_collector_to_store_with_verdicts_alerts_and_views(
+    enforced: EgressNet, tmp_path: Path
+) -> None:
+    net = enforced
+    run = Running(net, tmp_path, ["ebpf", "nflog"])
+    try:
+        assert run.hello["collectors"] == ["ebpf:tp_btf", "nflog"]
+        watch = subprocess.Popen(
+            [MW, "egress", "watch", "--socket", run.sock, "--json", "--count", "4"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.3)
+        c = net.clients
+        r1 = net.run_as("nobody", [PY, "mx_send.py", net.b4, "25"], cwd=c)
+        r2 = net.run_as("www-data", ["/usr/bin/perl", "mx_send.pl", net.b6, "587"], cwd=c)
+        r3 = net.run_as("postfix", ["/bin/bash", "mx_send.sh", net.b4, "465"], cwd=c)
+        r4 = net.run_as("nobody", [PY, "burst.py", net.b4, "2525", "5"], cwd=c)
+        watched, _ = watch.communicate(timeout=15)
+        time.sleep(1.0)
+    finally:
+        run.stop()
+    assert [r1["result"], r2["result"], r3["result"]] == ["refused", "refused", "ok:220"]
+    assert r4["refused"] == 5
+    evs = [e for e in rows(run.engine) if e["netns"] == net.netns_inode()]
+    by_pid: dict[int, list[dict]] = {}  # type: ignore[type-arg]
+    for e in evs:
+        by_pid.setdefault(e["pid"], []).append(e)
+    assert sorted(len(v) for v in by_pid.values()) == [1, 1, 1, 5], [
+        (e["pid"], e["source"], e["verdict"], e["uid"], e["daddr"], e["dport"]) for e in evs
+    ]
+    (e1,), (e2,), (e3,) = by_pid[r1["pid"]], by_pid[r2["pid"]], by_pid[r3["pid"]]
+    assert (e1["source"], e1["verdict"], e1["user"]) == ("ebpf", "blocked", "nobody")
+    assert e1["script"] == str(c / "mx_send.py")
+    assert (e2["verdict"], e2["user"], e2["script"]) == (
+        "blocked",
+        "www-data",
+        str(c / "mx_send.pl"),
+    )
+    assert (e3["verdict"], e3["user"], e3["mta"]) == ("allowed", "postfix", True)
+    assert all(e["verdict"] == "blocked" for e in by_pid[r4["pid"]])
+    # one alert per (who, port): nobody/mx_send.py/25, www-data/mx_send.pl/587, nobody/burst.py/2525
+    got = sorted((a.user, Path(a.script).name, a.port, a.count) for a in run.captured.alerts)
+    assert got == [
+        ("nobody", "burst.py", 2525, 1),
+        ("nobody", "mx_send.py", 25, 1),
+        ("www-data", "mx_send.pl", 587, 1),
+    ]
+    stored = {a["port"]: a for a in alerts(run.engine)}
+    assert stored[2525]["count"] == 5 and stored[2525]["blocked"] == 5
+    assert stored[25]["evidence"]["pid"] == r1["pid"]
+    assert stored[25]["evidence"]["cmdline"] == [PY, "mx_send.py", net.b4, "25"]
+    t = {(r["user"], r["port"]): r for r in top(run.engine)}
+    assert t[("postfix", 465)]["allowed"] is True and t[("nobody", 2525)]["count"] == 5
+    assert t[("nobody", 2525)]["allowed"] is False and t[("nobody", 2525)]["destinations"] == 1
+    assert set(t[("nobody", 25)]) == {
+        "uid",
+        "user",
+        "exe",
+        "unit",
+        "script",
+        "port",
+        "provider",
+        "allowed",
+        "count",
+        "first_seen",
+        "last_seen",
+        "destinations",
+    }
+    lines = [json.loads(x) for x in watched.splitlines()]
+    assert [m["type"] for m in lines][:1] == ["hello"]
+    assert sum(1 for m in lines if m["type"] == "connect") == 4
+
+
+def test_nflog_fallback_alone_attributes_uid_and_verdict(
+    enforced: EgressNet, tmp_path: Path
+) -> None:
+    net = enforced
+    run = Running(net, tmp_path, ["nflog"])
+    try:
+        net.run_as("www-data", [PY, str(net.clients / "mx_send.py"), net.b6, "25"])
+        net.run_as("postfix", [PY, str(net.clients / "mx_send.py"), net.b4, "587"])
+        time.sleep(1.0)
+    finally:
+        run.stop()
+    got = sorted(
+        (e["source"], e["user"], e["daddr"], e["dport"], e["verdict"]) for e in rows(run.engine)
+    )
+    assert got == [
+        ("nflog", "postfix", net.b4, 587, "allowed"),
+        ("nflog", "www-data", net.b6, 25, "blocked"),
+    ]
+
+
+def test_sockdiag_fallback_alone_sees_held_sessions(clean_rules: EgressNet, tmp_path: Path) -> None:
+    net = clean_rules
+    run = Running(net, tmp_path, ["sockdiag"])
+    try:
+        r = net.run_as("www-data", [PY, str(net.clients / "hold.py"), net.b4, "25", "0.3"])
+        time.sleep(0.5)
+    finally:
+        run.stop()
+    (e,) = rows(run.engine)
+    assert (e["source"], e["user"], e["pid"], e["daddr"], e["dport"]) == (
+        "sockdiag",
+        "www-data",
+        r["pid"],
+        net.b4,
+        25,
+    )
+    assert e["sport"] and e["saddr"] == net.a4
+    assert [a.user for a in run.captured.alerts] == ["www-data"]
+
+
+def test_cli_top_json_reads_the_store(tmp_path: Path) -> None:
+    cfg = tmp_path / "mailwarden.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}"\n')
+    eng = open_engine(f"sqlite:///{tmp_path / 'mailwarden.db'}")
+    now = time.time()
+    Recorder(eng, notifier=Captured()).record(
+        [
+            EgressConnect(
+                ts=now,
+                source="ebpf",
+                daddr="192.0.2.7",
+                dport=25,
+                uid=33,
+                user="www-data",
+                exe="/usr/bin/php8.2",
+                script="/var/www/shop/mail.php",
+                pid=7,
+            ),
+            EgressConnect(
+                ts=now + 1,
+                source="ebpf",
+                daddr="192.0.2.8",
+                dport=25,
+                uid=33,
+                user="www-data",
+                exe="/usr/bin/php8.2",
+                script="/var/www/shop/mail.php",
+                pid=8,
+            ),
+        ]
+    )
+    env = dict(os.environ, MAILWARDEN_CONFIG=str(cfg))
+    p = subprocess.run([MW, "egress", "top", "--json"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    (row,) = json.loads(p.stdout)["rows"]
+    assert row["count"] == 2 and row["destinations"] == 2 and row["uid"] == 33
+    assert row["script"] == "/var/www/shop/mail.php" and row["allowed"] is True
+    p = subprocess.run([MW, "egress", "alerts", "--json"], capture_output=True, text=True, env=env)
+    (a,) = json.loads(p.stdout)["alerts"]
+    assert a["count"] == 2 and a["evidence"]["destinations"] == ["192.0.2.7", "192.0.2.8"]
+
+
+def test_doctor_reports_collectors(tmp_path: Path) -> None:
+    cfg = tmp_path / "mailwarden.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}"\n[egress]\nsocket = "{tmp_path}/none.sock"\n')
+    env = dict(os.environ, MAILWARDEN_CONFIG=str(cfg))
+    p = subprocess.run([MW, "egress", "doctor", "--json"], capture_output=True, text=True, env=env)
+    probes = {x["name"]: x for x in json.loads(p.stdout)["probes"]}
+    ebpf_ok = not why_no_bpf()
+    assert probes["ebpf:tp_btf"]["ok"] is ebpf_ok
+    assert p.returncode == (0 if ebpf_ok else 1)
+    assert probes["sockdiag"]["ok"] is True
+    assert probes["socket"]["ok"] is False and "not running" in probes["socket"]["detail"]
+    _ = pwd
