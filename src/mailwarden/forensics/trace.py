@@ -321,9 +321,13 @@ def _chain_matches(upper: Hop, lower: Hop) -> bool:
     if not by or not upper.parsed:
         return True
     names = _names_of(upper)
+    kind = ip_kind(upper.ip)
+    if kind and upper.by:
+        # a loopback sender is the receiving host itself; a private one any host of its network
+        names.add(_norm(upper.by))
     if by in names or parse_ip(by)[0] == upper.ip:
         return True
-    if "." not in by or ip_kind(upper.ip):  # short internal names, internal hops
+    if "." not in by:  # short internal names ("localhost", "exch01") say nothing either way
         return True
     borg = org_domain(by)
     return any(borg and org_domain(n) == borg for n in names if not parse_ip(n)[0])
