@@ -143,6 +143,9 @@ class Classifier:
         self._scope = reasons.scope
         self._internal = Stage(Rule.of("internal", p) for p in reasons.internal if p.enabled)
         self._generic = Stage(Rule.of("reasons", p) for p in reasons.rule if p.enabled)
+        self._remap = {
+            (r.from_, c): (r.to, r.id) for r in reasons.remap if r.enabled for c in r.commands
+        }
         self._issuer_re = [(i, i.compiled()) for i in self.issuers.values()]
         self._mx = SuffixIndex()
         self._domains = SuffixIndex()
@@ -158,7 +161,16 @@ class Classifier:
                     raise TableError(f"provider {name!r} includes unknown provider {src!r}")
                 rules.extend(Rule.of(src, p) for p in other.pattern if p.enabled)
             self._provider_stage[name] = Stage(rules)
+        # Distinctive provider codes ([TSS04], S3150, OFR004_104, BL000001 ...) also decide when
+        # the relay is not (known as) that provider: forwarded bounces, IP-literal relays.
+        self._anywhere = Stage(
+            Rule.of(name, p)
+            for name, prov in sorted(self.providers.items())
+            for p in prov.pattern
+            if p.enabled and p.anywhere
+        )
         self._decide = lru_cache(maxsize=_CACHE_SIZE)(self._decide_uncached)
+        self._internal_decide = lru_cache(maxsize=_CACHE_SIZE)(self._internal_uncached)
         self.provider_for_host = lru_cache(maxsize=_CACHE_SIZE)(self._provider_for_host)  # type: ignore[method-assign]
         self.provider_for_domain = lru_cache(maxsize=_CACHE_SIZE)(self._provider_for_domain)  # type: ignore[method-assign]
 
@@ -250,22 +262,29 @@ class Classifier:
             if code is None and not enh:
                 code, enh, body = split_reply(body)
             command, remote, rip, host = reply.command, reply.remote, reply.ip, reply.host
+            # What Postfix wrote around the reply ("delivery temporarily suspended: host X
+            # said: ..."): the reply parser may have unwrapped it, the raw text still says it.
+            local = reply.raw or text or ("" if reply.remote else reply.text)
         else:
             code, enh, body = split_reply(text)
-            command, remote, rip, host = "", None, "", ""
+            command, remote, rip, host, local = "", None, "", "", text
         enh = enh or _valid_dsn(dsn)
         prov = provider or (self.provider_for_host(host) if host else "")
-        norm = normalise(fold(body, code, enh))
-        d = self._decide(
-            prov, command, "" if code is None else str(code), enh, norm, remote is not True, status
-        )
+        scode = "" if code is None else str(code)
+        d = self._internal_decide(normalise(fold(local)), prov, status) if local else None
+        if d is None:
+            norm = normalise(fold(body, code, enh))
+            d = self._decide(prov, command, scode, enh, norm, status)
+            if command and (d.reason, command) in self._remap:
+                to, rid = self._remap[(d.reason, command)]
+                d = Decision(to, self._scope[to], d.issuer, f"{d.rule}+remap/{rid}", d.url)
         cited = "" if d.internal or not d.cite or remote is False else cited_ip(body, exclude=rip)
         return Classification(
             reason=d.reason,
             scope=d.scope,
             provider=prov,
             issuer=d.issuer,
-            url=self._url(d, body, cited),
+            url="" if d.internal else self._url(d, body, cited),
             cited_ip=cited,
             rule=d.rule,
             internal=d.internal,
@@ -273,7 +292,7 @@ class Classifier:
 
     def is_internal(self, text: str) -> bool:
         """True when ``text`` is one of Postfix's or mailwarden's own deferral reasons."""
-        return self._internal.first(normalise(fold(text)), "", "", "") is not None
+        return self._internal_decide(normalise(fold(text)), "", "") is not None
 
     def _url(self, d: Decision, body: str, ip: str) -> str:
         found = urls(body) if ("http" in body or "www." in body) else []
@@ -303,42 +322,33 @@ class Classifier:
                 return issuer
         return None
 
+    def _internal_uncached(self, text: str, prov: str, status: str) -> Decision | None:
+        hit = self._internal.first(text, "", "", "")
+        if hit is None:
+            return None
+        rule, m = hit
+        if not rule.inner:
+            own = self._scope_of(rule, rule.reason)
+            return Decision(rule.reason, own, rule.issuer, rule.id, rule.url, True)
+        rest = text[m.end() :]
+        command = "CONNECT" if "refused to talk to me" in rest[:200] else ""
+        icode, ienh, itext = split_reply(rest)
+        icode_s = "" if icode is None else str(icode)
+        inner = self._decide(prov, command, icode_s, ienh, fold(itext, icode, ienh), status)
+        reason = rule.reason or inner.reason
+        scope: Scope = (
+            cast(Scope, rule.scope)
+            if rule.scope
+            else (inner.scope if not rule.reason else self._scope[reason])
+        )
+        return Decision(reason, scope, inner.issuer, rule.id, "", True)
+
     def _decide_uncached(
-        self, prov: str, command: str, code: str, enh: str, text: str, local: bool, status: str
+        self, prov: str, command: str, code: str, enh: str, text: str, status: str
     ) -> Decision:
-        if local:
-            hit = self._internal.first(text, code, enh, command)
-            if hit is not None:
-                rule, m = hit
-                if rule.inner:
-                    icode, ienh, itext = split_reply(text[m.end() :])
-                    inner = self._decide(
-                        prov,
-                        command,
-                        "" if icode is None else str(icode),
-                        ienh or enh,
-                        itext,
-                        True,
-                        status,
-                    )
-                    reason = rule.reason or inner.reason
-                    scope: Scope = (
-                        cast(Scope, rule.scope)
-                        if rule.scope
-                        else (inner.scope if not rule.reason else self._scope[reason])
-                    )
-                    return Decision(reason, scope, inner.issuer, rule.id, inner.url, True)
-                return Decision(
-                    rule.reason,
-                    self._scope_of(rule, rule.reason),
-                    rule.issuer,
-                    rule.id,
-                    rule.url,
-                    True,
-                )
         issuer = self._find_issuer(text)
         iid = issuer.id if issuer else ""
-        stages = [self._provider_stage.get(prov), self._generic]
+        stages = [self._provider_stage.get(prov), self._anywhere, self._generic]
         for stage in stages:
             if stage is None:
                 continue

@@ -112,6 +112,7 @@ class Pattern(_Model):
     commands: list[str] = Field(default_factory=list)
     not_commands: list[str] = Field(default_factory=list)
     inner: bool = False  # internal rules: classify the text after the match too
+    anywhere: bool = False  # provider patterns: distinctive enough to try for any relay host
     cite: bool = True  # False for Postfix-written texts: an IP in them is the receiver's, not ours
     source: str = ""
     note: str = ""
@@ -149,6 +150,33 @@ class ReasonsMeta(_Model):
     breaker_marker: str = Field(min_length=4)
 
 
+class Remap(_Model):
+    """Change a decided reason when the reply came at certain SMTP stages."""
+
+    id: Annotated[str, Field(pattern=_ID)]
+    from_: str = Field(alias="from")
+    to: str
+    commands: list[str] = Field(min_length=1)
+    source: str = ""
+    enabled: bool = True
+    samples: list[Sample] = Field(default_factory=list)
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _reason(cls, v: str) -> str:
+        return _check_reason(v)
+
+    @field_validator("commands")
+    @classmethod
+    def _commands(cls, v: list[str]) -> list[str]:
+        return Pattern._commands(v)
+
+    @field_validator("samples", mode="before")
+    @classmethod
+    def _sample_strings(cls, v: Any) -> Any:
+        return _samples(v)
+
+
 class ReasonsTable(_Model):
     """``reasons.toml``: internal deferrals, generic phrases (ordered), code fallbacks."""
 
@@ -156,6 +184,7 @@ class ReasonsTable(_Model):
     scope: dict[str, ScopeName]
     internal: list[Pattern] = Field(default_factory=list)
     rule: list[Pattern] = Field(min_length=1)
+    remap: list[Remap] = Field(default_factory=list)
     status: dict[str, str] = Field(default_factory=dict)  # "5.1.1" -> reason
     subject: dict[str, str] = Field(default_factory=dict)  # "5.6" -> reason (class.subject)
     code: dict[str, str] = Field(default_factory=dict)  # "521" -> reason

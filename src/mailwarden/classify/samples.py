@@ -25,6 +25,7 @@ class Owned:
     issuer: str
     samples: tuple[Sample, ...]
     provider: str = ""  # provider name for provider patterns
+    anywhere: bool = False  # the pattern must also decide when the provider is unknown
 
 
 def owned_patterns(c: Classifier) -> Iterator[Owned]:
@@ -32,7 +33,14 @@ def owned_patterns(c: Classifier) -> Iterator[Owned]:
 
     def of(table: str, p: Pattern, provider: str = "") -> Owned:
         return Owned(
-            table, f"{table}/{p.id}", p.reason, p.scope, p.issuer, tuple(p.samples), provider
+            table,
+            f"{table}/{p.id}",
+            p.reason,
+            p.scope,
+            p.issuer,
+            tuple(p.samples),
+            provider,
+            p.anywhere,
         )
 
     for p in c.reasons.internal:
@@ -42,12 +50,17 @@ def owned_patterns(c: Classifier) -> Iterator[Owned]:
             yield of(name, p, name)
     for p in c.reasons.rule:
         yield of("reasons", p)
+    for r in c.reasons.remap:
+        yield Owned("remap", f"remap/{r.id}", r.to, None, "", tuple(r.samples))
     for i in c.issuers.values():
         yield Owned("issuers", f"issuers/{i.id}", i.reason, None, i.id, tuple(i.samples))
 
 
-def run_sample(c: Classifier, owner: Owned, s: Sample) -> Classification:
-    """Classify a sample the way the pipeline would see it."""
+def run_sample(
+    c: Classifier, owner: Owned, s: Sample, *, unknown_provider: bool = False
+) -> Classification:
+    """Classify a sample the way the pipeline would see it (``unknown_provider``: as if the
+    relay were not a known provider, for ``anywhere`` patterns)."""
     code, enh, text = split_reply(s.reply)
     reply = Reply(
         code=code,
@@ -58,15 +71,21 @@ def run_sample(c: Classifier, owner: Owned, s: Sample) -> Classification:
         remote=s.remote,
         raw=s.reply,
     )
+    if unknown_provider:
+        return c.classify(reply.__class__(**{**_fields(reply), "host": ""}), dsn=s.dsn)
     provider = "" if s.host else owner.provider
     return c.classify(reply, dsn=s.dsn, provider=provider)
+
+
+def _fields(reply: Reply) -> dict[str, object]:
+    return {k: getattr(reply, k) for k in reply.__slots__}
 
 
 def expected(c: Classifier, owner: Owned, s: Sample) -> dict[str, object]:
     """What the sample must produce (fields the sample sets, else the owner's own values)."""
     reason = s.reason or owner.reason
     exp: dict[str, object] = {
-        "rule": s.rule or owner.id,
+        "rule": s.rule or (None if owner.table == "remap" else owner.id),
         "reason": reason,
         "scope": s.scope or owner.scope or c.reasons.scope.get(reason, ""),
         "issuer": s.issuer if s.issuer is not None else owner.issuer,
@@ -79,9 +98,16 @@ def expected(c: Classifier, owner: Owned, s: Sample) -> dict[str, object]:
     return exp
 
 
-def check(c: Classifier, owner: Owned, s: Sample) -> dict[str, tuple[object, object]]:
+def check(
+    c: Classifier, owner: Owned, s: Sample, *, unknown_provider: bool = False
+) -> dict[str, tuple[object, object]]:
     """Differences ``{field: (expected, got)}``; empty when the sample passes."""
-    got = run_sample(c, owner, s)
-    return {
-        k: (v, getattr(got, k)) for k, v in expected(c, owner, s).items() if getattr(got, k) != v
+    got = run_sample(c, owner, s, unknown_provider=unknown_provider)
+    diff = {
+        k: (v, getattr(got, k))
+        for k, v in expected(c, owner, s).items()
+        if v is not None and getattr(got, k) != v
     }
+    if owner.table == "remap" and not got.rule.endswith("+" + owner.id):
+        diff["rule"] = (f"...+{owner.id}", got.rule)
+    return diff
