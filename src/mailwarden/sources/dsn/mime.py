@@ -62,6 +62,7 @@ class Mail:
     flat: str = ""
     defects: int = 0
     attached: bytes = b""  # the returned message (message/rfc822) as bytes, when there is one
+    long_text: str = ""  # ``text`` without the line-length cap (for JSON bodies)
 
     def header(self, name: str) -> str:
         return self.headers.get(name.lower(), "")
@@ -334,6 +335,7 @@ def load(data: bytes | str) -> Mail:
 
     walk(msg, 0)
     mail.text = "\n".join(texts)
+    mail.long_text = mail.text
     mail.status = "\n\n".join(status)
     mail.feedback = "\n\n".join(feedback)
     mail.flat = "\n".join(_cap_lines(t) for t in flat)

@@ -248,12 +248,13 @@ def finalize(
         if status.startswith("2.") and not code and r.action == "delivered":
             code = find_replycode(raw)
         rhost = r.rhost or ex.rhost or r.lhost or fallback_rhost
-        reason_hint = r.reason
+        state_cmd, state_reason = formats.gmail_state(raw)
+        reason_hint = r.reason or state_reason
         if not reason_hint and r.action != "delivered":
             reason_hint = wording_reason(raw)
             if not reason_hint and (r.alias.startswith("|") or r.recipient.startswith("|")):
                 reason_hint = "mailererror"
-        command = r.command or ex.command
+        command = r.command or state_cmd or ex.command
         work = Rcpt(
             recipient=rcpt,
             alias=r.alias,

@@ -124,7 +124,7 @@ _AUTO_HEADERS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 _AUTO_EXCLUDE = (
     ("subject", re.compile(r"(?:security\s+information\s+for|mail\s+failure\s+-)", re.I)),
-    ("from", re.compile(r"(?:root|postmaster|mailer-daemon)@", re.I)),
+    ("from", re.compile(r"(?:\broot@|\bpostmaster\b|\bmailer-daemon\b)", re.I)),
     ("to", re.compile(r"root@", re.I)),
 )
 

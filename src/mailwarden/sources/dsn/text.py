@@ -47,7 +47,7 @@ _ADDR = r"[^\s<>\"'(),;:\[\]@]+@[-A-Za-z0-9_]+(?:\.[-A-Za-z0-9_]+)+"
 #: doubled as a mailto: link), then an optional ``: explanation`` or `` on <date>``.
 _ADDR_LINE = re.compile(
     rf"""^\s*
-    (?:[*\-\u2022]\s+)?
+    (?:(?:[*\u2022]|-{{1,2}})\s*)?
     (?P<label>(?:rcpt\s+to|recipient|recipient\s+address|address|failed\s+recipient|
                intended\s+recipient|original\s+recipient|final\s+recipient|could\s+not\s+be\s+delivered\s+to|
                unknown\s+user|user\s+unknown|delivery\s+failed|undeliverable\s+to|mailbox\s+is\s+full|
@@ -56,7 +56,8 @@ _ADDR_LINE = re.compile(
     (?:\s*<mailto:[^>]*>)?
     (?:\s*<(?P<alias>{_ADDR})>)?
     (?P<paren>\s*\((?:expanded|generated)\s+from:?\s*<?(?P<exp>[^)>]*)>?\))?
-    (?:\s*(?P<colon>:)\s*(?P<rest>.*)|\s*\[(?P<bracket>[^\]]*)\]\s*|\s+on\s+\S.*|\s+\(.*\)|\s*)$""",
+    (?:\s*(?P<colon>:)\s*(?P<rest>.*)|\s*\[(?P<bracket>[^\]]*)\]\s*|\s+on\s+\S.*|\s+\(.*\)|
+       \s+(?P<after>[A-Z][A-Za-z]+\s.*)|\s*)$""",
     re.I | re.X,
 )
 
@@ -109,7 +110,7 @@ def addr_line(line: str) -> AddrLine | None:
     addr = address(m.group("addr"))
     if not addr:
         return None
-    rest = (m.group("rest") or m.group("bracket") or "").strip()
+    rest = (m.group("rest") or m.group("bracket") or m.group("after") or "").strip()
     alias = address(m.group("exp") or "") if m.group("paren") else ""
     if m.group("alias"):
         # "  pipe@host <real@address>: text" (Exim) names the real recipient second
