@@ -1,0 +1,1 @@
+"""End-to-end tests: real Postfix, DNS and receivers (see scenario.py)."""
