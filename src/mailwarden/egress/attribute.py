@@ -37,6 +37,18 @@ def addr_text(family: int, raw: bytes) -> str:
     return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
 
 
+def is_remote(addr: str) -> bool:
+    """True unless the address is loopback or unspecified (local submission is not egress)."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return True
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
+    return not (ip.is_loopback or ip.is_unspecified)
+
+
 class Attributor:
     """Builds enriched events. ``mta_uids``: the MTA's users (events marked ``mta=True``)."""
 
@@ -52,8 +64,35 @@ class Attributor:
         self.proc = proc
         self.cgroups = CgroupIndex(cgroup2_mount())
         self.offset = boottime_offset()
+        self._cache: dict[tuple[object, ...], tuple[float, dict[str, object]]] = {}
 
     def _who(
+        self,
+        pid: int | None,
+        *,
+        argv: tuple[str, ...] = (),
+        exe: str = "",
+        cwd: str = "",
+        ppid: int | None = None,
+        pcomm: str = "",
+        cgroup_id: int | None = None,
+    ) -> dict[str, object]:
+        # Bursts come from few processes: reuse the enrichment of the same process image for a
+        # second (same pid, argv, exe, cwd, parent, cgroup), so /proc is read once per burst.
+        key = (pid, argv, exe, cwd, ppid, cgroup_id)
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < 1.0:
+            return hit[1]
+        who = self._who_uncached(
+            pid, argv=argv, exe=exe, cwd=cwd, ppid=ppid, pcomm=pcomm, cgroup_id=cgroup_id
+        )
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[key] = (now, who)
+        return who
+
+    def _who_uncached(
         self,
         pid: int | None,
         *,

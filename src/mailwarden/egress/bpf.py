@@ -74,7 +74,11 @@ def object_path() -> Path:
 def join_components(comps: Any, depth: int) -> str:
     """Turn leaf-first dentry components into an absolute path (``…/`` prefix if truncated)."""
     n = min(depth, PATH_DEPTH)
-    parts = [bytes(comps[i].value).decode("utf-8", "replace") for i in range(n)]
+    parts = []
+    for i in range(n):
+        raw = bytes(comps[i].value)
+        # a name that filled its slot was cut by the kernel side: say so rather than mislead
+        parts.append(raw.decode("utf-8", "replace") + ("…" if len(raw) >= NAME_MAX - 1 else ""))
     path = "/" + "/".join(reversed(parts))
     return ("…" + path) if depth > PATH_DEPTH else path
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mailwarden.config import EgressSettings
 from mailwarden.egress import validate as v
-from mailwarden.egress.attribute import Attributor
+from mailwarden.egress.attribute import Attributor, is_remote
 from mailwarden.egress.enrich import load_tables
 from mailwarden.egress.firewall import VERDICT_OF_PREFIX
 from mailwarden.egress.wire import VERSION, encode, encode_msg
@@ -268,7 +268,7 @@ class EgressService:
                     elif key.data == "bpf" and isinstance(bpf, BpfCollector):
                         for raw in bpf.poll(0):
                             ev = self.attr.from_bpf(raw)
-                            if readers and ev.netns == self._rule_netns_ino:
+                            if readers and ev.netns == self._rule_netns_ino and is_remote(ev.daddr):
                                 done = join.add_event(ev, time.monotonic())
                                 if done is not None:
                                     out.append(done)

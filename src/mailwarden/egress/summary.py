@@ -11,7 +11,6 @@ on. New alerts go to a :class:`Notifier` after the transaction commits.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
 import queue
@@ -24,6 +23,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, delete, func, select, update
 
+from mailwarden.egress.attribute import is_remote
 from mailwarden.events import EgressConnect
 from mailwarden.store.db import write_transaction
 from mailwarden.store.egress import (
@@ -35,23 +35,12 @@ from mailwarden.store.egress import (
 
 log = logging.getLogger("mailwarden.egress")
 MAX_EVIDENCE_DESTS = 20
+MAX_EVIDENCE_PIDS = 50
 
 
 def _hash(*parts: object) -> str:
     raw = "\x1f".join(str(p) for p in parts)
     return hashlib.blake2b(raw.encode("utf-8", "replace"), digest_size=20).hexdigest()
-
-
-def is_remote(addr: str) -> bool:
-    """True unless the address is loopback or unspecified (local submission is not egress)."""
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return True
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
-    return not (ip.is_loopback or ip.is_unspecified)
 
 
 def allowed_of(ev: EgressConnect) -> bool:
@@ -191,25 +180,50 @@ class Recorder:
         self._last_prune = 0.0
 
     def record(self, events: Sequence[EgressConnect]) -> list[Alert]:
-        """Store a batch; return the alerts it raised (already handed to the notifier)."""
+        """Store a batch; return the alerts it raised (already handed to the notifier).
+
+        The batch is folded in memory first (one summary update per group, one destination
+        update per distinct address, one alert update per (who, port, window)), so the cost per
+        transaction grows with the variety of the batch, not its size.
+        """
         if not events:
             return []
+        groups: dict[str, _Group] = {}
+        pending: dict[tuple[str, float], _Pending] = {}
+        for e in events:
+            uid = -1 if e.uid is None else e.uid
+            allowed = allowed_of(e)
+            key = _hash(uid, e.exe, e.unit, e.script, e.dport, e.provider, allowed)
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = _Group(e, uid, allowed)
+            g.add(e)
+            if e.mta or not is_remote(e.daddr):
+                continue
+            who = e.script or e.exe or e.unit or e.comm
+            akey = _hash(uid, who, e.unit, e.dport)
+            window = e.ts - (e.ts % self.alert_window)
+            pa = pending.get((akey, window))
+            if pa is None:
+                pa = pending[(akey, window)] = _Pending(e, uid)
+            pa.add(e)
         new_alerts: list[Alert] = []
         with write_transaction(self.engine) as conn:
             conn.execute(egress_events.insert(), [self._raw_row(e) for e in events])
-            for e in events:
-                self._summarise(conn, e)
-                a = self._alert(conn, e)
-                if a is not None:
-                    new_alerts.append(a)
+            for key, g in groups.items():
+                self._summarise(conn, key, g)
+            for (akey, window), pa in pending.items():
+                alert = self._alert(conn, akey, window, pa)
+                if alert is not None:
+                    new_alerts.append(alert)
             now = time.time()
             if now - self._last_prune > 3600:
                 self._last_prune = now
                 conn.execute(
                     delete(egress_events).where(egress_events.c.ts < now - self.raw_days * 86400)
                 )
-        for a in new_alerts:
-            self.notifier.notify(a)
+        for alert in new_alerts:
+            self.notifier.notify(alert)
         return new_alerts
 
     @staticmethod
@@ -244,28 +258,26 @@ class Recorder:
             "ptr": e.ptr,
         }
 
-    def _summarise(self, conn: Any, e: EgressConnect) -> None:
-        uid = -1 if e.uid is None else e.uid
-        allowed = allowed_of(e)
-        key = _hash(uid, e.exe, e.unit, e.script, e.dport, e.provider, allowed)
+    def _summarise(self, conn: Any, key: str, g: _Group) -> None:
+        e = g.first_event
         t = egress_summary
         row = conn.execute(select(t.c.id).where(t.c.key == key)).first()
         if row is None:
             sid = conn.execute(
                 t.insert().values(
                     key=key,
-                    uid=uid,
+                    uid=g.uid,
                     user=e.user,
                     exe=e.exe,
                     unit=e.unit,
                     script=e.script,
                     port=e.dport,
                     provider=e.provider,
-                    allowed=allowed,
+                    allowed=g.allowed,
                     mta=e.mta,
-                    count=1,
-                    first_seen=e.ts,
-                    last_seen=e.ts,
+                    count=g.count,
+                    first_seen=g.first,
+                    last_seen=g.last,
                     destinations=0,
                 )
             ).inserted_primary_key[0]
@@ -275,56 +287,131 @@ class Recorder:
                 update(t)
                 .where(t.c.id == sid)
                 .values(
-                    count=t.c.count + 1,
-                    first_seen=_least(conn, t.c.first_seen, e.ts),
-                    last_seen=_greatest(conn, t.c.last_seen, e.ts),
-                    user=e.user or t.c.user,
+                    count=t.c.count + g.count,
+                    first_seen=_least(conn, t.c.first_seen, g.first),
+                    last_seen=_greatest(conn, t.c.last_seen, g.last),
                 )
             )
         d = egress_summary_dest
-        hit = conn.execute(
-            update(d)
-            .where(d.c.summary_id == sid, d.c.daddr == e.daddr)
-            .values(count=d.c.count + 1, last_seen=_greatest(conn, d.c.last_seen, e.ts))
-        )
-        if hit.rowcount == 0:
-            conn.execute(d.insert().values(summary_id=sid, daddr=e.daddr, count=1, last_seen=e.ts))
-            conn.execute(update(t).where(t.c.id == sid).values(destinations=t.c.destinations + 1))
+        added = 0
+        for daddr, (n, last) in g.dests.items():
+            hit = conn.execute(
+                update(d)
+                .where(d.c.summary_id == sid, d.c.daddr == daddr)
+                .values(count=d.c.count + n, last_seen=_greatest(conn, d.c.last_seen, last))
+            )
+            if hit.rowcount == 0:
+                conn.execute(
+                    d.insert().values(summary_id=sid, daddr=daddr, count=n, last_seen=last)
+                )
+                added += 1
+        if added:
+            conn.execute(
+                update(t).where(t.c.id == sid).values(destinations=t.c.destinations + added)
+            )
 
-    def _alert(self, conn: Any, e: EgressConnect) -> Alert | None:
-        if e.mta or not is_remote(e.daddr):
-            return None
-        uid = -1 if e.uid is None else e.uid
-        who = e.script or e.exe or e.unit or e.comm
-        key = _hash(uid, who, e.unit, e.dport)
-        window = e.ts - (e.ts % self.alert_window)
+    def _alert(self, conn: Any, key: str, window: float, pa: _Pending) -> Alert | None:
         t = egress_alerts
         row = conn.execute(
             select(t.c.id, t.c.evidence).where(t.c.key == key, t.c.window_start == window)
         ).first()
-        blocked = 1 if e.verdict == "blocked" else 0
         if row is not None:
             ev = json.loads(row[1])
-            dests = ev.setdefault("destinations", [])
-            if e.daddr not in dests and len(dests) < MAX_EVIDENCE_DESTS:
-                dests.append(e.daddr)
-            ev["count"] = ev.get("count", 0) + 1
-            if e.pid and e.pid not in ev.setdefault("pids", []) and len(ev["pids"]) < 50:
-                ev["pids"].append(e.pid)
+            pa.merge_into(ev)
             conn.execute(
                 update(t)
                 .where(t.c.id == row[0])
                 .values(
-                    count=t.c.count + 1,
-                    blocked=t.c.blocked + blocked,
-                    last_seen=_greatest(conn, t.c.last_seen, e.ts),
+                    count=t.c.count + pa.count,
+                    blocked=t.c.blocked + pa.blocked,
+                    last_seen=_greatest(conn, t.c.last_seen, pa.last),
                     evidence=json.dumps(ev),
                 )
             )
             return None
-        evidence = {
+        e = pa.first_event
+        evidence = pa.evidence()
+        now = time.time()
+        aid = conn.execute(
+            t.insert().values(
+                key=key,
+                window_start=window,
+                raised_at=now,
+                last_seen=pa.last,
+                uid=pa.uid,
+                user=e.user,
+                exe=e.exe,
+                unit=e.unit,
+                script=e.script,
+                port=e.dport,
+                count=pa.count,
+                blocked=pa.blocked,
+                evidence=json.dumps(evidence),
+                notified=True,
+            )
+        ).inserted_primary_key[0]
+        return Alert(
+            aid,
+            pa.uid,
+            e.user,
+            e.exe,
+            e.unit,
+            e.script,
+            e.dport,
+            window,
+            now,
+            pa.count,
+            pa.blocked,
+            evidence,
+        )
+
+
+class _Group:
+    """One summary row's share of a batch."""
+
+    def __init__(self, e: EgressConnect, uid: int, allowed: bool) -> None:
+        self.first_event = e
+        self.uid = uid
+        self.allowed = allowed
+        self.count = 0
+        self.first = e.ts
+        self.last = e.ts
+        self.dests: dict[str, tuple[int, float]] = {}
+
+    def add(self, e: EgressConnect) -> None:
+        self.count += 1
+        self.first = min(self.first, e.ts)
+        self.last = max(self.last, e.ts)
+        n, last = self.dests.get(e.daddr, (0, e.ts))
+        self.dests[e.daddr] = (n + 1, max(last, e.ts))
+
+
+class _Pending:
+    """One alert's share of a batch: the first event is the evidence, the rest is counted."""
+
+    def __init__(self, e: EgressConnect, uid: int) -> None:
+        self.first_event = e
+        self.uid = uid
+        self.count = 0
+        self.blocked = 0
+        self.last = e.ts
+        self.dests: list[str] = []
+        self.pids: list[int] = []
+
+    def add(self, e: EgressConnect) -> None:
+        self.count += 1
+        self.blocked += e.verdict == "blocked"
+        self.last = max(self.last, e.ts)
+        if e.daddr not in self.dests:
+            self.dests.append(e.daddr)
+        if e.pid and e.pid not in self.pids:
+            self.pids.append(e.pid)
+
+    def evidence(self) -> dict[str, Any]:
+        e = self.first_event
+        return {
             "pid": e.pid,
-            "pids": [e.pid] if e.pid else [],
+            "pids": self.pids[:MAX_EVIDENCE_PIDS],
             "ppid": e.ppid,
             "comm": e.comm,
             "exe": e.exe,
@@ -335,34 +422,23 @@ class Recorder:
             "unit": e.unit,
             "container": e.container,
             "parents": [list(p) for p in e.parents],
-            "destinations": [e.daddr],
-            "count": 1,
+            "destinations": self.dests[:MAX_EVIDENCE_DESTS],
+            "count": self.count,
             "verdict": e.verdict,
             "provider": e.provider,
             "source": e.source,
         }
-        now = time.time()
-        aid = conn.execute(
-            t.insert().values(
-                key=key,
-                window_start=window,
-                raised_at=now,
-                last_seen=e.ts,
-                uid=uid,
-                user=e.user,
-                exe=e.exe,
-                unit=e.unit,
-                script=e.script,
-                port=e.dport,
-                count=1,
-                blocked=blocked,
-                evidence=json.dumps(evidence),
-                notified=True,
-            )
-        ).inserted_primary_key[0]
-        return Alert(
-            aid, uid, e.user, e.exe, e.unit, e.script, e.dport, window, now, 1, blocked, evidence
-        )
+
+    def merge_into(self, ev: dict[str, Any]) -> None:
+        dests = ev.setdefault("destinations", [])
+        for dst in self.dests:
+            if dst not in dests and len(dests) < MAX_EVIDENCE_DESTS:
+                dests.append(dst)
+        pids = ev.setdefault("pids", [])
+        for pid in self.pids:
+            if pid not in pids and len(pids) < MAX_EVIDENCE_PIDS:
+                pids.append(pid)
+        ev["count"] = ev.get("count", 0) + self.count
 
 
 def _least(conn: Any, col: Any, value: float) -> Any:
