@@ -36,6 +36,7 @@ from mailwarden.sources.dsn.record import (
 )
 from mailwarden.sources.dsn.rfc3464 import has_fields, parse_fields
 from mailwarden.sources.dsn.text import apply_transcript, cut, explain, scan, scan_sentences
+from mailwarden.sources.reply import parse_reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +214,28 @@ def _norm(s: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", s.lower())
 
 
+_POSTFIX_OWN = re.compile(
+    r"^(?:host \S+\[|connect to |lost connection with |conversation with |"
+    r"delivery temporarily suspended: |Host or domain name not found)"
+)
+
+
+def _reply(raw: str, text: str, code: str, command: str, host: str, remote: bool) -> Reply:
+    """The diagnostic as a :class:`Reply` for the classifier: Postfix's own wording goes
+    through the shared reply parser whole; other formats after their prefixes are cut."""
+    rp = parse_reply(raw if _POSTFIX_OWN.match(raw) else text)
+    return Reply(
+        code=rp.code if rp.code is not None else (int(code) if code else None),
+        enhanced=rp.enhanced,
+        text=rp.text or text,
+        command=rp.command or command,
+        host=rp.host or host,
+        ip=rp.ip,
+        remote=rp.remote or remote,
+        raw=raw,
+    )
+
+
 def finalize(
     mail: Mail, fmt: str, recs: list[Rcpt], classifier: TextClassifier
 ) -> list[BounceRecipient]:
@@ -269,16 +292,8 @@ def finalize(
             reason=reason_hint,
             feedback_type=r.feedback_type,
         )
-        reply = Reply(
-            code=int(code) if code else None,
-            enhanced=status,
-            text=text,
-            command=command,
-            host=rhost,
-            remote=ex.remote,
-            raw=raw,
-        )
-        provider = classifier.provider(rhost) or classifier.provider(rcpt.rpartition("@")[2])
+        reply = _reply(raw, text, code, command, rhost, ex.remote)
+        provider = classifier.provider(rhost, rcpt)
         v = decide(work, reply, classifier, provider)
         action = r.action or (
             "delayed"

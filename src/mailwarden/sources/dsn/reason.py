@@ -16,12 +16,14 @@ When neither decides: a delayed action means ``expired``, a local delivery agent
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mailwarden.events import Classification, Reply, Scope
 from mailwarden.sources.dsn.record import Rcpt
+
+if TYPE_CHECKING:
+    from mailwarden.classify import Classifier
 
 #: Reasons a format may decide that the text classifier should still get a chance to refine
 #: (Sisimai's "retry" set: the MTA's wording is generic).
@@ -84,89 +86,23 @@ class Verdict:
 
 
 class TextClassifier:
-    """The one place that asks the text classifier; falls back to a minimal local reading of
-    the enhanced status code while :mod:`mailwarden.classify` is not available."""
+    """The one place that asks the shared classifier (:class:`mailwarden.classify.Classifier`)."""
 
-    def __init__(self) -> None:
-        self._impl: object | None = None
-        self._provider_for_host: Callable[[str], str] | None = None
-        try:  # the shared classifier (another engineer's package); optional until it lands
-            import importlib
+    def __init__(self, impl: Classifier | None = None) -> None:
+        from mailwarden.classify import Classifier
 
-            mod = importlib.import_module("mailwarden.classify")
-            cls = getattr(mod, "Classifier", None)
-            if cls is None:
-                cls = importlib.import_module("mailwarden.classify.engine").Classifier
-            impl = cls.load()
-            self._impl = impl
-            self._provider_for_host = getattr(impl, "provider_for_host", None)
-        except (ImportError, AttributeError):
-            self._impl = None
+        self.impl = impl if impl is not None else Classifier.load()
 
-    def provider(self, host: str) -> str:
-        if not host or self._provider_for_host is None:
-            return ""
-        try:
-            return str(self._provider_for_host(host) or "")
-        except Exception:
-            return ""
+    def provider(self, host: str, recipient: str) -> str:
+        """Provider of the refusing host, else of the recipient's domain (``""`` if none)."""
+        if host:
+            p = self.impl.provider_for_host(host)
+            if p:
+                return p
+        return self.impl.provider_for_domain(recipient) if "@" in recipient else ""
 
-    def classify(self, reply: Reply, *, status: str, provider: str) -> Classification:
-        if self._impl is not None:
-            fn = getattr(self._impl, "classify")  # noqa: B009
-            result = fn(
-                reply, dsn=reply.enhanced, status=status, text=reply.text, provider=provider
-            )
-            if isinstance(result, Classification):
-                return result
-        return _local_classify(reply)
-
-
-# Minimal stand-in for mailwarden.classify (RFC 3463 subject/detail codes only, no phrases).
-_LOCAL_STATUS = {
-    "5.1.1": "userunknown",
-    "5.1.0": "userunknown",
-    "5.1.3": "userunknown",
-    "5.1.2": "hostunknown",
-    "5.4.4": "hostunknown",
-    "5.1.6": "hasmoved",
-    "5.1.7": "rejected",
-    "5.1.8": "rejected",
-    "4.1.8": "rejected",
-    "5.2.1": "filtered",
-    "5.2.2": "mailboxfull",
-    "4.2.2": "mailboxfull",
-    "5.2.3": "emailtoolarge",
-    "5.3.4": "emailtoolarge",
-    "5.3.1": "systemfull",
-    "4.3.1": "systemfull",
-    "4.4.5": "systemfull",
-    "5.4.6": "networkerror",
-    "4.4.6": "networkerror",
-    "5.7.13": "suspend",
-    "5.7.25": "requireptr",
-    "5.7.26": "authfailure",
-    "5.7.27": "notaccept",
-    "5.1.10": "notaccept",
-    "4.4.7": "expired",
-    "4.4.1": "expired",
-    "5.5.3": "ratelimited",
-}
-
-
-def _local_classify(reply: Reply) -> Classification:
-    code = reply.enhanced
-    reason = _LOCAL_STATUS.get(code, "")
-    if not reason and re.match(r"[45]\.6\.", code):
-        reason = "contenterror"
-    if not reason and re.match(r"[45]\.7\.", code):
-        reason = "securityerror"
-    reason = reason or "undefined"
-    return Classification(
-        reason=reason,
-        scope=STRUCTURAL_SCOPE.get(reason, ""),
-        rule=f"local/status/{code}" if code else "",
-    )
+    def classify(self, reply: Reply, *, dsn: str, status: str, provider: str) -> Classification:
+        return self.impl.classify(reply, dsn=dsn, status=status, provider=provider)
 
 
 #: Rule-id prefixes of classifications made from the codes alone (no phrase matched).
@@ -190,7 +126,7 @@ def decide(rec: Rcpt, reply: Reply, classifier: TextClassifier, provider: str) -
         return Verdict(hint, STRUCTURAL_SCOPE.get(hint, ""), provider)
 
     status = "deferred" if rec.action == "delayed" or rec.status.startswith("4.") else "bounced"
-    c = classifier.classify(reply, status=status, provider=provider)
+    c = classifier.classify(reply, dsn=rec.status, status=status, provider=provider)
     text_based = c.rule.split("/", 1)[0] not in _CODE_RULES
     if text_based:
         reason = c.reason

@@ -71,7 +71,9 @@ _BOILER = re.compile(
            if\s+your\s+message\s+was\s+also|status\s+is\s+not\s+included|other\s+delivery\s+status|
            the\s+original\s+message\s+follows|sent\s+by\s+microsoft|diagnostic\s+information\s+for|
            generating\s+server|this\s+message\s+was\s+created|a\s+message\s+that\s+you\s+sent|
-           technical\s+details\s+of|delivery\s+has\s+failed\s+to\s+these)
+           technical\s+details\s+of|delivery\s+has\s+failed\s+to\s+these|
+           this\s+is\s+an\s+automatically\s+generated|this\s+is\s+an\s+automated|please\s+do\s+not\s+reply|
+           the\s+original\s+message\s+was\s+received\s+at)
     )""",
     re.I | re.X,
 )
@@ -143,6 +145,14 @@ def scan(lines: list[str]) -> list[Rcpt]:
                 cur = None
             continue
         a = addr_line(line)
+        if (
+            a is not None
+            and cur is not None
+            and a.addr == cur.recipient
+            and cur.diagnostic
+            and line[:1] in (" ", "\t")
+        ):
+            a = None  # "    <a@b>: User unknown": the reply quoting the address, continued
         if a is not None and not (a.label == "" and a.rest == "" and _diag_context(cur_para)):
             if cur_para:
                 paras.append(cur_para)
