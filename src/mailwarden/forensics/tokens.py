@@ -50,66 +50,83 @@ def clean(value: str) -> str:
     return _CTRL.sub(" ", value).strip()
 
 
+_PARENS = re.compile(r"\\.|[()]", re.S)
+_TOKEN = re.compile(r"(\s+)|(;)|(\()|(\))|((?:\\.|[^\s;()\\])+|\\)", re.S)
+
+
 def _match_parens(s: str) -> dict[int, int]:
     """Map each balanced ``(`` position to its ``)``; backslash escapes the next character."""
     stack: list[int] = []
     match: dict[int, int] = {}
-    i, n = 0, len(s)
-    while i < n:
-        c = s[i]
-        if c == "\\":
-            i += 2
-            continue
+    for m in _PARENS.finditer(s):
+        c = m.group()
         if c == "(":
-            stack.append(i)
+            stack.append(m.start())
         elif c == ")" and stack:
-            match[stack.pop()] = i
-        i += 1
+            match[stack.pop()] = m.start()
     return match
 
 
 def tokenize(value: str) -> list[Tok]:
     """Tokenize an (already :func:`clean`-ed) Received value into a comment tree."""
     match = _match_parens(value)
-    return _tokenize(value, 0, len(value), match, 0)
-
-
-def _tokenize(s: str, i: int, end: int, match: dict[int, int], depth: int) -> list[Tok]:
-    out: list[Tok] = []
+    closes = {v: k for k, v in match.items()}
+    top: list[Tok] = []
+    cur = top
+    stack: list[tuple[list[Tok], Tok]] = []  # (parent list, open comment)
+    skipped: list[int] = []  # depth past MAX_DEPTH: these opens are plain text
     glued = False
-    while i < end:
-        c = s[i]
-        if c.isspace():
+    pending = ""  # an unbalanced "(" glued to the next word
+    for m in _TOKEN.finditer(value):
+        ws, semi, op, cl, word = m.groups()
+        pos = m.start()
+        if ws is not None:
             glued = False
-            i += 1
+            if pending:
+                cur.append(Tok("word", pending, False))
+                pending = ""
             continue
-        if c == "(" and i in match and match[i] < end:
-            close = match[i]
-            children = _tokenize(s, i + 1, close, match, depth + 1) if depth < MAX_DEPTH else []
-            out.append(Tok("comment", s[i + 1 : close], glued and bool(out), children))
-            i = close + 1
+        if op is not None:
+            if pos in match and len(stack) < MAX_DEPTH:
+                if pending:
+                    cur.append(Tok("word", pending, glued and bool(cur)))
+                    pending = ""
+                tok = Tok("comment", value[pos + 1 : match[pos]], glued and bool(cur))
+                cur.append(tok)
+                stack.append((cur, tok))
+                cur = tok.children
+                glued = False
+            elif pos in match:
+                skipped.append(match[pos])
+                pending += "("
+            else:
+                pending += "("
+            continue
+        if cl is not None:
+            if pos in closes and skipped and skipped[-1] == pos:
+                skipped.pop()
+                pending += ")"
+            elif pos in closes and stack:
+                if pending:
+                    cur.append(Tok("word", pending, glued and bool(cur)))
+                    pending = ""
+                cur = stack.pop()[0]
+                glued = True
+            continue  # a ")" without its "(": ignored
+        if semi is not None:
+            if pending:
+                cur.append(Tok("word", pending, glued and bool(cur)))
+                pending = ""
+            cur.append(Tok("semi", ";", glued and bool(cur)))
             glued = True
             continue
-        if c == ";":
-            out.append(Tok("semi", ";", glued and bool(out)))
-            i += 1
-            glued = True
-            continue
-        if c == ")":  # a closing parenthesis without its opening one: ignore it
-            i += 1
-            continue
-        j = i
-        while j < end:
-            d = s[j]
-            if d.isspace() or d == ";" or (d == "(" and j in match) or d == ")":
-                break
-            if d == "\\" and j + 1 < end:
-                j += 1
-            j += 1
-        out.append(Tok("word", s[i:j], glued and bool(out)))
+        text = pending + word if pending else word
+        cur.append(Tok("word", text, glued and bool(cur)))
+        pending = ""
         glued = True
-        i = j
-    return out
+    if pending:
+        cur.append(Tok("word", pending, glued and bool(cur)))
+    return top
 
 
 def flat_words(toks: list[Tok]) -> list[str]:
