@@ -115,21 +115,53 @@ class MxCache:
             self.errors += 1
             self.put(domain, (), self.error_ttl)
             return ()
-        ttl = min(max(float(ans.rrset.ttl if ans.rrset else 0), self.min_ttl), self.max_ttl)
-        best: int | None = None
-        hosts: list[str] = []
-        for rr in ans:
-            if rr.rdtype != dns.rdatatype.MX:
-                continue
-            name = rr.exchange.to_text(omit_final_dot=True).lower()
-            try:
-                name = validate.domain(name)
-            except ValidationError:
-                continue  # a null MX (".") or junk: never acted upon
-            if best is None or rr.preference < best:
-                best, hosts = rr.preference, [name]
-            elif rr.preference == best:
-                hosts.append(name)
-        out = tuple(sorted(hosts))
-        self.put(domain, out, ttl)
+        hosts, ttl = primary_hosts(ans)
+        self.put(domain, hosts, min(max(ttl, self.min_ttl), self.max_ttl))
+        return hosts
+
+
+def primary_hosts(ans: dns.resolver.Answer) -> tuple[Hosts, float]:
+    """The validated MX hosts of the lowest preference in an MX answer, and its TTL."""
+    best: int | None = None
+    hosts: list[str] = []
+    for rr in ans:
+        if rr.rdtype != dns.rdatatype.MX:
+            continue
+        name = rr.exchange.to_text(omit_final_dot=True).lower()
+        try:
+            name = validate.domain(name)
+        except ValidationError:
+            continue  # a null MX (".") or junk: never acted upon
+        if best is None or rr.preference < best:
+            best, hosts = rr.preference, [name]
+        elif rr.preference == best:
+            hosts.append(name)
+    return tuple(sorted(hosts)), float(ans.rrset.ttl if ans.rrset else 0)
+
+
+class SyncMx:
+    """The same lookups, blocking, for the queue tools (inventory, release)."""
+
+    def __init__(self, nameservers: Sequence[str] = (), port: int = 53, timeout: float = 2.0):
+        if nameservers:
+            self.resolver = dns.resolver.Resolver(configure=False)
+            self.resolver.nameservers = list(nameservers)
+            self.resolver.port = port
+        else:
+            self.resolver = dns.resolver.Resolver()
+        self.resolver.lifetime = self.resolver.timeout = timeout
+        self._cache: dict[str, tuple[float, Hosts]] = {}
+
+    def hosts(self, domain: str) -> Hosts:
+        hit = self._cache.get(domain)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            out, ttl = primary_hosts(self.resolver.resolve(domain, "MX", search=False))
+        except dns.resolver.NoAnswer:
+            out, ttl = (domain,), 60.0
+        except (dns.exception.DNSException, OSError):
+            out, ttl = (), 15.0
+        self._cache[domain] = (now + max(ttl, 15.0), out)
         return out
