@@ -138,9 +138,9 @@ def qid_of(raw: bytes) -> bytes | None:
 # ------------------------------------------------------------------------------------------
 
 _DELIVERY = re.compile(
-    r"to=<(?P<to>.*?)>, (?:orig_to=<(?P<orig>.*?)>, )?relay=(?P<relay>[^,]*), "
-    r"(?:conn_use=(?P<cu>\d+), )?delay=(?P<delay>[0-9.]+), delays=(?P<delays>[0-9./]+), "
-    r"(?:dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), )?status=(?P<status>[a-z-]+)(?: \((?P<text>.*)\))?$",
+    r"to=<([^>]*)>, (?:orig_to=<([^>]*)>, )?relay=([^,]*), "
+    r"(?:conn_use=(\d+), )?delay=(\d+(?:\.\d+)?), delays=([\d./]+), "
+    r"(?:dsn=(\d\.\d{1,3}\.\d{1,3}), )?status=([a-z-]+)(?: \((.*)\))?$",
     re.S,
 )
 _KV = re.compile(r"(?:^|, )([a-z_]+)=(<.*?>|[^,]*)")
@@ -256,6 +256,8 @@ _new_removed = constructor(Removed)
 _new_held = constructor(Held)
 _new_reply = constructor(Reply)
 
+_SKIP8: Final = frozenset({b"connect ", b"disconne"})
+
 #: Sentinel: understood, nothing to emit.
 IGNORED: Final = "ignored"
 
@@ -263,7 +265,7 @@ IGNORED: Final = "ignored"
 class PostfixParser:
     """Turns Postfix messages into events; holds bounded caches of repeated values."""
 
-    __slots__ = ("_relays", "_replies", "_senders", "_tags")
+    __slots__ = ("_programs", "_relays", "_replies", "_senders", "_tags")
 
     def __init__(self) -> None:
         self._replies: dict[str, Reply] = {}
@@ -271,6 +273,7 @@ class PostfixParser:
         self._senders: dict[bytes, str] = {}
         # tag bytes -> (program, is_postfix) or None when not a syslog tag
         self._tags: dict[bytes, tuple[str, bool] | None] = {}
+        self._programs: dict[str, tuple[str, bool]] = {}
 
     # -- small cached helpers ----------------------------------------------------------
     def reply(self, text: str) -> Reply:
@@ -323,6 +326,15 @@ class PostfixParser:
         self._tags[tag] = out
         return out
 
+    def program(self, program: str) -> tuple[str, bool]:
+        """``(program, is_postfix(program))``, cached."""
+        hit = self._programs.get(program)
+        if hit is None:
+            hit = (program, is_postfix(program))
+            if len(self._programs) < 10_000:
+                self._programs[program] = hit
+        return hit
+
     # -- one message -------------------------------------------------------------------
     def message(self, ts: float, host: str, program: str, msg: bytes) -> PostfixEvent | str:
         """Parse one Postfix message. Returns an event, :data:`IGNORED`, or a reason string
@@ -332,11 +344,28 @@ class PostfixParser:
             q = msg[:c]
             if q.isalnum():
                 rest = msg[c + 2 :]
-                if q == b"NOQUEUE":
+                head = rest[:4]
+                # the most frequent shapes first, inline
+                if head == b"to=<":
+                    ev: PostfixEvent | str | None = self._delivery(
+                        ts, host, q.decode("ascii"), program, rest
+                    )
+                elif head == b"from":
+                    m = _QACTIVE.match(rest)
+                    if m is not None:
+                        return _new_qactive(
+                            ts, host, q.decode("ascii"), program, self.sender(m[1]),
+                            int(m[2]), int(m[3]),
+                        )  # fmt: skip
+                    ev = self._qid_line(ts, host, q.decode("ascii"), program, rest, _HEAD_FROM)
+                elif rest == b"removed":
+                    return _new_removed(ts, host, q.decode("ascii"), program)
+                elif q == b"NOQUEUE":
                     return self._action(ts, host, "", program, rest, msg)
-                qid = q.decode("ascii")
-                head = _HEADS.get(rest[:4])
-                ev = self._qid_line(ts, host, qid, program, rest, head)
+                else:
+                    ev = self._qid_line(
+                        ts, host, q.decode("ascii"), program, rest, _HEADS.get(head)
+                    )
                 if ev is not None:
                     return ev
         return self._other(ts, host, program, msg)
@@ -397,37 +426,30 @@ class PostfixParser:
         s = rest.decode("utf-8", "replace")
         m = _DELIVERY.match(s)
         if m is not None:
-            to, orig, relay, cu, delay, delays, dsn, status, text = m.group(
-                "to", "orig", "relay", "cu", "delay", "delays", "dsn", "status", "text"
-            )
+            to, orig, relay, cu, delay, delays, dsn, status, text = m.groups()
+            delay_f: float | None = float(delay)
+            conn_use = int(cu) if cu else None
         else:
             f = self._generic_fields(s)
             if f is None:
                 return None
             to, orig, relay, cu, delay, delays, dsn, status, text = f
+            delay_f = _float(delay)
+            conn_use = _int(cu)
         rh, ri, rp = self.relay(relay)
-        reply = self.reply(text) if text else None
-        if not rh and reply is not None and reply.host:
-            rh, ri = reply.host, reply.ip
+        if not text:
+            reply = None
+        elif text[:4] == "250 " and text[5:6] == "." and text[9:10] == " ":
+            # "250 2.0.0 Ok: queued as X": unique per line, not worth a cache entry
+            reply = _new_reply(250, text[4:9], text[10:], "", "", "", True, text)
+        else:
+            reply = self.reply(text)
+            if not rh and reply.host:
+                rh, ri = reply.host, reply.ip
         return _new_delivery(
-            ts,
-            host,
-            qid,
-            program,
-            to,
-            orig or "",
-            relay,
-            rh,
-            ri,
-            rp,
-            _int(cu),
-            _float(delay),
-            delays or "",
-            dsn or "",
-            status,
-            text or "",
-            reply,
-        )
+            ts, host, qid, program, to, orig or "", relay, rh, ri, rp, conn_use, delay_f,
+            delays or "", dsn or "", status, text or "", reply,
+        )  # fmt: skip
 
     @staticmethod
     def _generic_fields(
@@ -632,8 +654,10 @@ def parse_lines(
         parser = PostfixParser()
     source = env.source
     sec = env.stamps.sec
-    trad = env.stamps.trad
     ptag = parser.tag
+    tags = parser._tags
+    ptag_of_program = parser.program
+    hosts = env.hosts
     phost = env.host
     pmsg = parser.message
     offset = -1 if start_offset is None else start_offset
@@ -648,53 +672,48 @@ def parse_lines(
             if track:
                 offset += len(raw)
             # -- envelope (inlined fast path of Envelope.split) --------------------------
-            first = raw[:1]
-            ts: float | None
-            if first.isdigit() or len(raw) > 65536 or b"\x00" in raw:
-                out = env.split(raw)
+            hit = sec.get(raw[:15])
+            if hit is None or raw[15:16] != b" " or len(raw) > 65536 or b"\x00" in raw:
+                out = env.split(raw)  # stamp cache miss, RFC 3339, or a bad line
                 if isinstance(out, str):
                     if out == "syslogd":
                         foreign += 1
                         stats.programs["syslogd"] += 1
                         continue
-                    if out == "bad timestamp" and track and not raw.endswith(b"\n"):
+                    if track and not raw.endswith(b"\n") and out != "empty":
                         out = "truncated"
                     u = stats.unparsed_line(source, this_offset, raw, out)
                     if yield_unparsed:
                         yield u
                     continue
                 ts, host, program, _pid, msg = out
-                info = (program, is_postfix(program))
+                info = ptag_of_program(program)
             else:
-                ts = sec.get(raw[:15])
-                if ts is None:
-                    ts = trad(raw[:15])
-                    if ts is None or raw[15:16] != b" ":
-                        why = "bad timestamp" if raw.strip() else "empty"
-                        u = stats.unparsed_line(source, this_offset, raw, why)
-                        if yield_unparsed:
-                            yield u
-                        continue
-                parts = raw[16:].split(b" ", 2)
+                ts = hit
+                if raw[-1] == 10:
+                    parts = raw[16 : -2 if raw[-2] == 13 else -1].split(b" ", 2)
+                else:
+                    parts = raw[16:].split(b" ", 2)
                 if len(parts) != 3:
                     u = stats.unparsed_line(source, this_offset, raw, "not syslog")
                     if yield_unparsed:
                         yield u
                     continue
                 hb, tag, msg = parts
-                info = ptag(tag)
+                info = tags.get(tag)
                 if info is None:
-                    if tag in (b"last", b"--", b"message"):
-                        foreign += 1
-                        stats.programs["syslogd"] += 1
+                    info = ptag(tag)
+                    if info is None:
+                        if tag in (b"last", b"--", b"message"):
+                            foreign += 1
+                            stats.programs["syslogd"] += 1
+                            continue
+                        u = stats.unparsed_line(source, this_offset, raw, "no program tag")
+                        if yield_unparsed:
+                            yield u
                         continue
-                    u = stats.unparsed_line(source, this_offset, raw, "no program tag")
-                    if yield_unparsed:
-                        yield u
-                    continue
-                host = phost(hb)
-                if msg[-1:] == b"\n":
-                    msg = msg[:-2] if msg[-2:] == b"\r\n" else msg[:-1]
+                hs = hosts.get(hb)
+                host = phost(hb) if hs is None else hs
             if ts < latest - 1.0:
                 ooo += 1
             elif ts > latest:
@@ -702,6 +721,9 @@ def parse_lines(
             if not info[1]:
                 foreign += 1
                 stats.programs[info[0]] += 1
+                continue
+            if msg[:8] in _SKIP8:  # smtpd connect/disconnect: most frequent, never needed
+                ignored += 1
                 continue
             ev = pmsg(ts, host, info[0], msg)
             if ev.__class__ is str:

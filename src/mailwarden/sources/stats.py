@@ -30,6 +30,14 @@ class ParseStats:
     programs: Counter[str] = field(default_factory=Counter)  # foreign program -> count
     samples: list[Unparsed] = field(default_factory=list)  # first unparsed lines, bounded
     max_samples: int = 50
+    errors: list[str] = field(default_factory=list)  # source errors ("file at offset N: ...")
+    errors_total: int = 0
+
+    def error(self, message: str) -> None:
+        """Record a source error (unreadable file, corrupt archive); the first 100 are kept."""
+        self.errors_total += 1
+        if len(self.errors) < 100:
+            self.errors.append(message)
 
     def unparsed_line(self, source: str, offset: int, line: bytes | str, why: str) -> Unparsed:
         """Count one unreadable line and keep it as a sample while there is room."""
@@ -55,6 +63,8 @@ class ParseStats:
         self.out_of_order += other.out_of_order
         self.why.update(other.why)
         self.programs.update(other.programs)
+        self.errors_total += other.errors_total
+        self.errors.extend(other.errors[: max(0, 100 - len(self.errors))])
         room = self.max_samples - len(self.samples)
         if room > 0:
             self.samples.extend(other.samples[:room])
@@ -68,6 +78,8 @@ class ParseStats:
             "unparsed": self.unparsed,
             "foreign": self.foreign,
             "out_of_order": self.out_of_order,
+            "errors": list(self.errors),
+            "errors_total": self.errors_total,
             "why": dict(self.why),
             "programs": dict(self.programs),
             "samples": [
