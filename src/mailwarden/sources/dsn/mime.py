@@ -30,6 +30,7 @@ MAX_DEPTH = 24  # MIME nesting levels walked
 MAX_PARTS = 500  # leaf parts looked at
 MAX_TEXT = 512 * 1024  # characters of decoded text kept per part
 MAX_LINE = 8192  # characters per line given to the format parsers
+MAX_BOUNDARIES = 256  # multipart boundaries declared (the email package is quadratic in them)
 
 #: Marker lines the flattened body uses between parts (Sisimai's convention, so that the
 #: format parsers can find the machine-readable part and the returned message in one text).
@@ -262,6 +263,11 @@ def load(data: bytes | str) -> Mail:
         data = data[data.index(b"\n") + 1 :]
     if not re.match(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:", data.lstrip()[:1000]):
         raise SourceError("not a mail message (no header at the start)")
+    boundaries = len(re.findall(rb"(?i)boundary\s*=", data))
+    if boundaries > MAX_BOUNDARIES:
+        raise SourceError(
+            f"MIME structure too complex ({boundaries} multipart boundaries, limit {MAX_BOUNDARIES})"
+        )
     try:
         msg = BytesParser(policy=policy.compat32).parsebytes(data)
     except RecursionError as exc:
