@@ -266,7 +266,8 @@ def load(data: bytes | str) -> Mail:
     boundaries = len(re.findall(rb"(?i)boundary\s*=", data))
     if boundaries > MAX_BOUNDARIES:
         raise SourceError(
-            f"MIME structure too complex ({boundaries} multipart boundaries, limit {MAX_BOUNDARIES})"
+            f"MIME structure too complex ({boundaries} multipart boundaries, "
+            f"limit {MAX_BOUNDARIES})"
         )
     try:
         msg = BytesParser(policy=policy.compat32).parsebytes(data)
