@@ -1,0 +1,452 @@
+"""Ingestion: compact rows from the analyze workers into the store, idempotently.
+
+Workers (see :mod:`mailwarden.pipeline`) hand over :class:`Batch` objects made of plain tuples
+(cheap to pickle between processes), laid out as the ``*_COLUMNS`` constants below say. One
+:class:`Writer` per import runs inside :func:`mailwarden.store.db.write_transaction`:
+
+* message ids are allocated by the writer (it holds the write lock), so attempts reference new
+  messages without a round trip per row;
+* importing the same lines twice adds nothing: messages already in the store (natural key
+  ``(arrival, host, qid)``) are matched, and only their attempts not yet stored are added; every
+  insert is also an insert-or-ignore on the natural unique keys, as a safety net;
+* rejection kinds are upserted once per kind, and their counts, the daily rollups and the
+  import record are updated from the rows that were really new, so counts never double;
+* attempts older than the retention cut-off are not stored (they would be pruned at once), but
+  still counted in the rollups.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Index, and_, bindparam, func, select, tuple_, update
+
+from mailwarden.store import schema
+from mailwarden.store.bulk import BulkStatement, insert_rows, upsert_add
+from mailwarden.store.rows import (
+    A_KIND,
+    A_MSG,
+    A_PROVIDER,
+    A_RCPT,
+    A_REASON,
+    A_STATUS,
+    A_TS,
+    ATTEMPT_COLUMNS,
+    INBOUND_COLUMNS,
+    KIND_COLUMNS,
+    M_ARRIVAL,
+    M_BOUNCE_OF,
+    M_EXPIRED,
+    M_HOST,
+    M_MSGID,
+    M_NRCPT,
+    M_OIDENT,
+    M_OKIND,
+    M_ONAME,
+    M_QID,
+    M_REMOVED,
+    M_SENDER,
+    M_SIZE,
+    MESSAGE_COLUMNS,
+    Batch,
+)
+
+_DB_ATTEMPT_COLUMNS = (
+    "message_pk",
+    "ts",
+    "recipient",
+    "orig_recipient",
+    "relay_host",
+    "relay_ip",
+    "relay_port",
+    "provider",
+    "delay",
+    "delays",
+    "dsn",
+    "status",
+    "conn_use",
+    "code",
+    "enhanced",
+    "rejection_id",
+)
+_DB_MESSAGE_COLUMNS = (
+    "id",
+    "host",
+    "qid",
+    "arrival",
+    "origin_id",
+    "sender",
+    "message_id",
+    "size",
+    "nrcpt",
+    "bounce_of",
+    "expired_at",
+    "removed_at",
+)
+_CHUNK = 500  # bound parameters per IN (...) query
+
+
+@dataclass(slots=True)
+class ImportStats:
+    """What one import added (duplicates are what was already there)."""
+
+    messages: int = 0
+    messages_known: int = 0
+    attempts: int = 0
+    attempts_known: int = 0
+    attempts_expired: int = 0  # older than the retention cut-off: counted in rollups only
+    inbound: int = 0
+    kinds: int = 0
+
+
+def day_of(ts: float) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=int(ts // 86400))
+
+
+class Writer:
+    """Writes batches inside one write transaction; call :meth:`finish` before commit."""
+
+    def __init__(self, conn: Connection, *, attempts_cutoff: float | None = None) -> None:
+        self.conn = conn
+        self.cutoff = attempts_cutoff if attempts_cutoff is not None else float("-inf")
+        self.stats = ImportStats()
+        m = schema.messages
+        row = conn.execute(select(func.max(m.c.id), func.min(m.c.arrival), func.max(m.c.arrival)))
+        max_id, self._old_lo, self._old_hi = row.one()
+        self._max_old_id: int = max_id or 0  # messages with a higher id are from this import
+        self._next_id = self._max_old_id + 1
+        self._origins: dict[tuple[str, str], int] = {}
+        self._kinds: dict[tuple[str, str], int] = {}
+        self._kind_new: dict[int, list[float]] = {}  # id -> [count, first, last]
+        self._rollups: dict[tuple[int, str, str, int, str, str], int] = {}
+        self._links: dict[tuple[str, str], str] = {}  # (host, dsn qid) -> original qid
+        self._dsn_candidates: dict[tuple[str, str], int] = {}  # (host, qid) -> id, bounce_of ""
+        self._link_updates: list[tuple[str, int]] = []
+        # Bulk load into an empty store: build the secondary indexes once at the end (a sort)
+        # instead of inserting a million random keys into them one by one.
+        self._deferred: list[Index] = []
+        if self._max_old_id == 0 and _is_empty(conn):
+            self._deferred = [
+                ix
+                for t in (m, schema.attempts, schema.inbound_rejects)
+                for ix in sorted(t.indexes, key=lambda i: str(i.name))
+            ]
+            for ix in self._deferred:
+                ix.drop(conn)
+        self._ins_messages = insert_rows(conn, m, _DB_MESSAGE_COLUMNS, ignore=True)
+        self._ins_attempts = insert_rows(conn, schema.attempts, _DB_ATTEMPT_COLUMNS, ignore=True)
+        self._ins_inbound = insert_rows(conn, schema.inbound_rejects, INBOUND_COLUMNS, ignore=True)
+
+    # ---------------------------------------------------------------------------------------
+    def write(self, batch: Batch) -> None:
+        if batch.links:
+            self._take_links(batch.links)
+        if batch.kinds:
+            self._resolve_kinds(batch.kinds)
+        msg_ids, msg_origin, known = self._write_messages(batch.messages)
+        if batch.attempts:
+            self._write_attempts(batch, msg_ids, msg_origin, known)
+        if batch.inbound:
+            self.stats.inbound += self._ins_inbound.run(self.conn, batch.inbound)
+
+    def finish(self) -> ImportStats:
+        """Apply the accumulated counts: rollups, rejection kinds, late bounce links."""
+        conn = self.conn
+        if self._rollups:
+            stmt = upsert_add(
+                conn,
+                schema.daily_rollups,
+                ("day", "host", "provider", "origin_id", "status", "reason", "count"),
+                key=("day", "host", "provider", "origin_id", "status", "reason"),
+                add=("count",),
+            )
+            epoch = dt.date(1970, 1, 1)
+            stmt.run(
+                conn,
+                [
+                    (epoch + dt.timedelta(days=k[0]), k[1], k[2], k[3], k[4], k[5], n)
+                    for k, n in self._rollups.items()
+                ],
+            )
+            self._rollups.clear()
+        if self._kind_new:
+            r = schema.rejections
+            stmt_k = update(r).where(r.c.id == bindparam("kid"))
+            conn.execute(
+                stmt_k.values(
+                    count=r.c.count + bindparam("n"),
+                    first_seen=_least(conn, r.c.first_seen, bindparam("f")),
+                    last_seen=_greatest(conn, r.c.last_seen, bindparam("l")),
+                ),
+                [
+                    {"kid": kid, "n": int(v[0]), "f": v[1], "l": v[2]}
+                    for kid, v in self._kind_new.items()
+                ],
+            )
+            self._kind_new.clear()
+        if self._link_updates:
+            m = schema.messages
+            conn.execute(
+                update(m)
+                .where(and_(m.c.id == bindparam("mid"), m.c.bounce_of == ""))
+                .values(bounce_of=bindparam("orig")),
+                [{"mid": mid, "orig": orig} for orig, mid in self._link_updates],
+            )
+            self._link_updates.clear()
+        for ix in self._deferred:
+            ix.create(conn)
+        self._deferred = []
+        return self.stats
+
+    # ---------------------------------------------------------------------------------------
+    def _take_links(self, links: Iterable[tuple[str, str, str]]) -> None:
+        for host, dsn_qid, orig in links:
+            mid = self._dsn_candidates.pop((host, dsn_qid), None)
+            if mid is not None:
+                self._link_updates.append((orig, mid))
+            else:
+                self._links[(host, dsn_qid)] = orig
+
+    def _origin_id(self, kind: str, ident: str, name: str) -> int:
+        key = (kind, ident)
+        oid = self._origins.get(key)
+        if oid is None:
+            o = schema.origins
+            q = select(o.c.id).where(o.c.kind == kind, o.c.ident == ident)
+            oid = self.conn.execute(q).scalar()
+            if oid is None:
+                oid = self.conn.execute(
+                    o.insert().values(kind=kind, ident=ident, name=name).returning(o.c.id)
+                ).scalar_one()
+            elif name:
+                self.conn.execute(
+                    update(o).where(o.c.id == oid, o.c.name != name).values(name=name)
+                )
+            self._origins[key] = oid
+        return oid
+
+    def _resolve_kinds(self, kinds: dict[tuple[str, str], tuple[Any, ...]]) -> None:
+        """Learn the rejection ids of the batch's ``(provider, kind)`` keys, inserting new kinds."""
+        r = schema.rejections
+        missing = [k for k in kinds if k not in self._kinds]
+        for i in range(0, len(missing), _CHUNK):
+            part = missing[i : i + _CHUNK]
+            q = select(r.c.id, r.c.provider, r.c.kind).where(
+                tuple_(r.c.provider, r.c.kind).in_(part)
+            )
+            for kid, prov, kind in self.conn.execute(q):
+                self._kinds[(prov, kind)] = kid
+        new = [kinds[k] for k in missing if k not in self._kinds]
+        if new:
+            stmt = insert_rows(self.conn, r, (*KIND_COLUMNS, "count"), ignore=True)
+            self.stats.kinds += stmt.run(
+                self.conn, [(*row[:13], row[13], row[14], 0) for row in new]
+            )
+            keys = [(row[0], row[1]) for row in new]
+            for i in range(0, len(keys), _CHUNK):
+                part = keys[i : i + _CHUNK]
+                q = select(r.c.id, r.c.provider, r.c.kind).where(
+                    tuple_(r.c.provider, r.c.kind).in_(part)
+                )
+                for kid, prov, kind in self.conn.execute(q):
+                    self._kinds[(prov, kind)] = kid
+
+    def _existing(self, rows: Sequence[tuple[Any, ...]]) -> dict[tuple[float, str, str], int]:
+        """Messages of ``rows`` already stored before this import (natural key -> id)."""
+        if self._max_old_id == 0 or not rows:
+            return {}
+        lo = min(r[M_ARRIVAL] for r in rows)
+        hi = max(r[M_ARRIVAL] for r in rows)
+        if self._old_hi is None or hi < self._old_lo or lo > self._old_hi:
+            return {}
+        m = schema.messages
+        q = select(m.c.id, m.c.arrival, m.c.host, m.c.qid).where(
+            m.c.arrival >= lo, m.c.arrival <= hi, m.c.id <= self._max_old_id
+        )
+        return {(a, h, qid): mid for mid, a, h, qid in self.conn.execute(q)}
+
+    def _write_messages(self, rows: list[tuple[Any, ...]]) -> tuple[list[int], list[int], set[int]]:
+        existing = self._existing(rows)
+        ids: list[int] = []
+        origin_of: list[int] = []
+        known: set[int] = set()
+        new_rows: list[tuple[Any, ...]] = []
+        updates: list[dict[str, Any]] = []
+        links = self._links
+        for r in rows:
+            oid = self._origin_id(r[M_OKIND], r[M_OIDENT], r[M_ONAME])
+            origin_of.append(oid)
+            host, qid = r[M_HOST], r[M_QID]
+            bounce_of = r[M_BOUNCE_OF] or links.pop((host, qid), "")
+            mid = existing.get((r[M_ARRIVAL], host, qid))
+            if mid is not None:
+                ids.append(mid)
+                known.add(mid)
+                updates.append(
+                    {
+                        "mid": mid,
+                        "exp": r[M_EXPIRED],
+                        "rem": r[M_REMOVED],
+                        "bo": bounce_of,
+                    }
+                )
+                continue
+            mid = self._next_id
+            self._next_id += 1
+            ids.append(mid)
+            if not bounce_of and not r[M_SENDER]:
+                self._dsn_candidates[(host, qid)] = mid
+            new_rows.append(
+                (
+                    mid,
+                    host,
+                    qid,
+                    r[M_ARRIVAL],
+                    oid,
+                    r[M_SENDER],
+                    r[M_MSGID],
+                    r[M_SIZE],
+                    r[M_NRCPT],
+                    bounce_of,
+                    r[M_EXPIRED],
+                    r[M_REMOVED],
+                )
+            )
+        if new_rows:
+            inserted = self._ins_messages.run(self.conn, new_rows)
+            if inserted != len(new_rows):
+                # Some natural keys were there already (a duplicate within this import or a
+                # concurrent writer): point their attempts at the stored rows instead.
+                self._remap(rows, ids, new_rows)
+            self.stats.messages += inserted
+        if updates:
+            self.stats.messages_known += len(updates)
+            m = schema.messages
+            self.conn.execute(
+                update(m)
+                .where(m.c.id == bindparam("mid"))
+                .values(
+                    expired_at=func.coalesce(bindparam("exp"), m.c.expired_at),
+                    removed_at=func.coalesce(bindparam("rem"), m.c.removed_at),
+                    bounce_of=func.coalesce(func.nullif(bindparam("bo"), ""), m.c.bounce_of),
+                ),
+                updates,
+            )
+        return ids, origin_of, known
+
+    def _remap(
+        self, rows: list[tuple[Any, ...]], ids: list[int], new_rows: list[tuple[Any, ...]]
+    ) -> None:
+        m = schema.messages
+        wanted = {(nr[3], nr[1], nr[2]): nr[0] for nr in new_rows}
+        lo = min(k[0] for k in wanted)
+        hi = max(k[0] for k in wanted)
+        q = select(m.c.id, m.c.arrival, m.c.host, m.c.qid).where(
+            m.c.arrival >= lo, m.c.arrival <= hi
+        )
+        stored = {(a, h, qid): mid for mid, a, h, qid in self.conn.execute(q)}
+        fix = {
+            wanted_id: stored[key]
+            for key, wanted_id in wanted.items()
+            if key in stored and stored[key] != wanted_id
+        }
+        # Within this batch a repeated key got two ids; both must map to the stored one.
+        for i, r in enumerate(rows):
+            key = (r[M_ARRIVAL], r[M_HOST], r[M_QID])
+            if key in stored:
+                ids[i] = stored[key]
+        for i, mid in enumerate(ids):
+            ids[i] = fix.get(mid, mid)
+
+    def _known_attempts(self, known: set[int]) -> set[tuple[int, str, float]]:
+        a = schema.attempts
+        out: set[tuple[int, str, float]] = set()
+        ids = sorted(known)
+        for i in range(0, len(ids), _CHUNK):
+            q = select(a.c.message_pk, a.c.recipient, a.c.ts).where(
+                a.c.message_pk.in_(ids[i : i + _CHUNK])
+            )
+            out.update((mp, rc, ts) for mp, rc, ts in self.conn.execute(q))
+        return out
+
+    def _write_attempts(
+        self,
+        batch: Batch,
+        msg_ids: list[int],
+        msg_origin: list[int],
+        known: set[int],
+    ) -> None:
+        seen = self._known_attempts(known) if known else set()
+        host_of = [r[M_HOST] for r in batch.messages]
+        out: list[tuple[Any, ...]] = []
+        rollups = self._rollups
+        kind_new = self._kind_new
+        kind_ids = self._kinds
+        cutoff = self.cutoff
+        dups = expired = 0
+        for r in batch.attempts:
+            i = r[A_MSG]
+            mid = msg_ids[i]
+            ts = r[A_TS]
+            if seen and (mid, r[A_RCPT], ts) in seen:
+                dups += 1
+                continue
+            kid = kind_ids[(r[A_PROVIDER], r[A_KIND])] if r[A_KIND] else None
+            key = (
+                int(ts // 86400),
+                host_of[i],
+                r[A_PROVIDER],
+                msg_origin[i],
+                r[A_STATUS],
+                r[A_REASON],
+            )
+            rollups[key] = rollups.get(key, 0) + 1
+            if kid is not None:
+                c = kind_new.get(kid)
+                if c is None:
+                    kind_new[kid] = [1, ts, ts]
+                else:
+                    c[0] += 1
+                    if ts < c[1]:
+                        c[1] = ts
+                    if ts > c[2]:
+                        c[2] = ts
+            if ts < cutoff:
+                expired += 1
+                continue
+            out.append((mid, *r[1:15], kid))
+        self.stats.attempts_known += dups
+        self.stats.attempts_expired += expired
+        if out:
+            self.stats.attempts += self._ins_attempts.run(self.conn, out)
+
+
+def _is_empty(conn: Connection) -> bool:
+    return all(
+        conn.execute(select(t.c.id).limit(1)).first() is None
+        for t in (schema.messages, schema.attempts, schema.inbound_rejects)
+    )
+
+
+def _least(conn: Connection, a: Any, b: Any) -> Any:
+    return func.min(a, b) if conn.dialect.name == "sqlite" else func.least(a, b)
+
+
+def _greatest(conn: Connection, a: Any, b: Any) -> Any:
+    return func.max(a, b) if conn.dialect.name == "sqlite" else func.greatest(a, b)
+
+
+__all__ = [
+    "ATTEMPT_COLUMNS",
+    "INBOUND_COLUMNS",
+    "KIND_COLUMNS",
+    "MESSAGE_COLUMNS",
+    "Batch",
+    "BulkStatement",
+    "ImportStats",
+    "Writer",
+    "day_of",
+]

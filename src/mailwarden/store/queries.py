@@ -1,0 +1,278 @@
+"""Read side of the store: look-ups used by ``trace``, the dashboard and the reports.
+
+* :func:`find_messages`: messages by Message-ID, queue id, host and/or a time window, with their
+  origin and delivery attempts (what ``mailwarden trace`` needs to say "this mail went out
+  through us, to these relays, with these results");
+* :func:`find_attempts`: attempts by recipient and/or time window;
+* :func:`provider_rejections`: rejection kinds per provider over a time window (from attempts);
+* :func:`daily_counts`: the long-term rollups.
+
+All functions take an :class:`~sqlalchemy.engine.Engine` or an open ``Connection`` and return
+plain frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Engine, Select, func, select
+
+from mailwarden.store import schema
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAttempt:
+    ts: float
+    recipient: str
+    orig_recipient: str
+    relay_host: str
+    relay_ip: str
+    relay_port: int | None
+    provider: str
+    delay: float | None
+    dsn: str
+    status: str
+    code: int | None
+    enhanced: str
+    reason: str  # "" for a success
+    scope: str
+    text: str  # the stored sample of the rejection kind ("" for a success)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    host: str
+    qid: str
+    arrival: float
+    origin_kind: str
+    origin_ident: str
+    origin_name: str
+    sender: str
+    message_id: str
+    size: int | None
+    nrcpt: int | None
+    bounce_of: str
+    expired_at: float | None
+    removed_at: float | None
+    attempts: tuple[StoredAttempt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionCount:
+    provider: str
+    reason: str
+    scope: str
+    code: int | None
+    enhanced: str
+    issuer: str
+    url: str
+    sample: str
+    internal: bool
+    count: int
+    first_seen: float
+    last_seen: float
+
+
+@contextmanager
+def _conn(bind: Engine | Connection) -> Iterator[Connection]:
+    if isinstance(bind, Connection):
+        yield bind
+    else:
+        with bind.connect() as c:
+            yield c
+
+
+def _strip_angle(message_id: str) -> str:
+    s = message_id.strip()
+    return s[1:-1] if s.startswith("<") and s.endswith(">") else s
+
+
+def find_messages(
+    bind: Engine | Connection,
+    *,
+    message_id: str | None = None,
+    qid: str | None = None,
+    host: str | None = None,
+    around: float | None = None,
+    window: float = 3600.0,
+    limit: int = 100,
+    with_attempts: bool = True,
+) -> list[StoredMessage]:
+    """Messages matching every given criterion, oldest first.
+
+    ``message_id`` matches with or without angle brackets (the log has them without).
+    ``around``/``window``: arrival within ``around ± window`` seconds.
+    At least one of ``message_id``, ``qid`` or ``around`` is required.
+    """
+    if message_id is None and qid is None and around is None:
+        raise ValueError("find_messages needs message_id, qid or around")
+    m, o = schema.messages, schema.origins
+    q = select(
+        m.c.id,
+        m.c.host,
+        m.c.qid,
+        m.c.arrival,
+        o.c.kind,
+        o.c.ident,
+        o.c.name,
+        m.c.sender,
+        m.c.message_id,
+        m.c.size,
+        m.c.nrcpt,
+        m.c.bounce_of,
+        m.c.expired_at,
+        m.c.removed_at,
+    ).join(o, o.c.id == m.c.origin_id)
+    conds: list[ColumnElement[bool]] = []
+    if message_id is not None:
+        bare = _strip_angle(message_id)
+        conds.append(m.c.message_id.in_([bare, f"<{bare}>"]))
+    if qid is not None:
+        conds.append(m.c.qid == qid)
+    if host is not None:
+        conds.append(m.c.host == host)
+    if around is not None:
+        conds.append(m.c.arrival.between(around - window, around + window))
+    q = q.where(*conds).order_by(m.c.arrival, m.c.id).limit(limit)
+    with _conn(bind) as conn:
+        rows = conn.execute(q).all()
+        attempts: dict[int, list[StoredAttempt]] = {}
+        if with_attempts and rows:
+            for pk, att in _attempts_of(conn, [r[0] for r in rows]):
+                attempts.setdefault(pk, []).append(att)
+    return [
+        StoredMessage(*r, attempts=tuple(attempts.get(r[0], ())))  # type: ignore[call-arg]
+        for r in rows
+    ]
+
+
+def _attempt_select() -> Select[Any]:
+    a, r = schema.attempts, schema.rejections
+    return select(
+        a.c.message_pk,
+        a.c.ts,
+        a.c.recipient,
+        a.c.orig_recipient,
+        a.c.relay_host,
+        a.c.relay_ip,
+        a.c.relay_port,
+        a.c.provider,
+        a.c.delay,
+        a.c.dsn,
+        a.c.status,
+        a.c.code,
+        a.c.enhanced,
+        func.coalesce(r.c.reason, ""),
+        func.coalesce(r.c.scope, ""),
+        func.coalesce(r.c.sample, ""),
+    ).outerjoin(r, r.c.id == a.c.rejection_id)
+
+
+def _attempts_of(conn: Connection, ids: Sequence[int]) -> Iterator[tuple[int, StoredAttempt]]:
+    a = schema.attempts
+    for i in range(0, len(ids), 500):
+        q = _attempt_select().where(a.c.message_pk.in_(ids[i : i + 500])).order_by(a.c.ts, a.c.id)
+        for row in conn.execute(q):
+            yield row[0], StoredAttempt(*row[1:])
+
+
+def find_attempts(
+    bind: Engine | Connection,
+    *,
+    recipient: str | None = None,
+    provider: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int = 1000,
+) -> list[tuple[str, StoredAttempt]]:
+    """Attempts (with their message's queue id) by recipient/provider/time, oldest first."""
+    a, m = schema.attempts, schema.messages
+    q = _attempt_select().add_columns(m.c.qid).join(m, m.c.id == a.c.message_pk)
+    conds: list[ColumnElement[bool]] = []
+    if recipient is not None:
+        conds.append(a.c.recipient == recipient)
+    if provider is not None:
+        conds.append(a.c.provider == provider)
+    if since is not None:
+        conds.append(a.c.ts >= since)
+    if until is not None:
+        conds.append(a.c.ts < until)
+    q = q.where(*conds).order_by(a.c.ts, a.c.id).limit(limit)
+    with _conn(bind) as conn:
+        return [(row[-1], StoredAttempt(*row[1:-1])) for row in conn.execute(q)]
+
+
+def provider_rejections(
+    bind: Engine | Connection,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    provider: str | None = None,
+    include_internal: bool = False,
+) -> list[RejectionCount]:
+    """Rejection kinds per provider counted from the stored attempts in ``[since, until)``."""
+    a, r = schema.attempts, schema.rejections
+    n = func.count(a.c.id)
+    q = (
+        select(
+            r.c.provider,
+            r.c.reason,
+            r.c.scope,
+            r.c.code,
+            r.c.enhanced,
+            r.c.issuer,
+            r.c.url,
+            r.c.sample,
+            r.c.internal,
+            n,
+            func.min(a.c.ts),
+            func.max(a.c.ts),
+        )
+        .join(a, a.c.rejection_id == r.c.id)
+        .group_by(r.c.id)
+        .order_by(r.c.provider, n.desc())
+    )
+    if since is not None:
+        q = q.where(a.c.ts >= since)
+    if until is not None:
+        q = q.where(a.c.ts < until)
+    if provider is not None:
+        q = q.where(r.c.provider == provider)
+    if not include_internal:
+        q = q.where(r.c.internal.is_(False))
+    with _conn(bind) as conn:
+        return [RejectionCount(*row) for row in conn.execute(q)]
+
+
+def daily_counts(
+    bind: Engine | Connection,
+    *,
+    since: dt.date | None = None,
+    provider: str | None = None,
+) -> list[tuple[dt.date, str, str, str, str, int]]:
+    """``(day, provider, origin kind:ident, status, reason, count)`` from the rollups."""
+    ru, o = schema.daily_rollups, schema.origins
+    q = (
+        select(
+            ru.c.day,
+            ru.c.provider,
+            (o.c.kind + ":" + o.c.ident).label("origin"),
+            ru.c.status,
+            ru.c.reason,
+            func.sum(ru.c.count),
+        )
+        .join(o, o.c.id == ru.c.origin_id)
+        .group_by(ru.c.day, ru.c.provider, o.c.kind, o.c.ident, ru.c.status, ru.c.reason)
+        .order_by(ru.c.day, ru.c.provider)
+    )
+    if since is not None:
+        q = q.where(ru.c.day >= since)
+    if provider is not None:
+        q = q.where(ru.c.provider == provider)
+    with _conn(bind) as conn:
+        return [(d, p, og, s, rs, int(c)) for d, p, og, s, rs, c in conn.execute(q)]
