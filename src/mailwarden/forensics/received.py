@@ -36,6 +36,7 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_tz
+from functools import lru_cache
 
 from mailwarden.forensics.tokens import Tok, clean, flat_words, iter_comments, tokenize
 
@@ -181,6 +182,7 @@ def host_name(word: str) -> str:
     return w
 
 
+@lru_cache(maxsize=16384)
 def parse_ip(word: str) -> tuple[str, str, int | None, bool]:
     """Find an address in one word: ``(ip, ident, port, bracketed)`` or ``("", "", None, False)``.
 

@@ -140,6 +140,7 @@ _INTERNAL_NETS = tuple(
 )
 
 
+@lru_cache(maxsize=16384)
 def ip_kind(ip: str) -> str:
     """ "loopback", "link-local", "private" (RFC 1918, CGNAT, ULA) or "" for anything else."""
     try:
