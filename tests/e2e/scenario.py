@@ -15,7 +15,7 @@ What each receiver does (see :data:`fixtures.smtp.REPLIES`):
 * Yahoo and AOL (*.yahoodns.net): 421 4.7.0 [TSS04] at RCPT, then the block lifts;
 * T-Online: 554 at the greeting; GMX: multi-line 554 at the greeting (no enhanced codes);
 * Posteo: 554 5.7.1 "blocked using zen.spamhaus.org" with the Spamhaus lookup URL;
-* Microsoft (outlook.com, hotmail.com): accepts; one gone mailbox (550 5.5.0);
+* Microsoft (outlook.com, hotmail.com, provider "outlook"): accepts; one gone mailbox (550 5.5.0);
 * Apple (icloud.com, me.com): accepts;
 * alpenrose-hotel.ch: its MX refuses connections; gmial.com: does not exist (NXDOMAIN);
 * example.test (our own domain): accepts the bounce notifications Postfix sends back.
@@ -66,9 +66,9 @@ MAILBOXES: tuple[Mailbox, ...] = (
     Mailbox("monika.wagner@t-online.de", "t-online", "deferred", "greeting-block"),
     Mailbox("stefan.huber@gmx.net", "gmx", "deferred", "greeting-block"),
     Mailbox("lena.wolf@posteo.de", "posteo", "bounced", "spamhaus"),
-    Mailbox("chris.taylor@outlook.com", "microsoft", "sent", "ok"),
-    Mailbox("emma.wilson@hotmail.com", "microsoft", "sent", "ok"),
-    Mailbox("old.account@hotmail.com", "microsoft", "bounced", "mailbox-unavailable"),
+    Mailbox("chris.taylor@outlook.com", "outlook", "sent", "ok"),
+    Mailbox("emma.wilson@hotmail.com", "outlook", "sent", "ok"),
+    Mailbox("old.account@hotmail.com", "outlook", "bounced", "mailbox-unavailable"),
     Mailbox("julia.schneider@icloud.com", "apple", "sent", "ok"),
     Mailbox("david.chen@me.com", "apple", "sent", "ok"),
     Mailbox("info@alpenrose-hotel.ch", "alpenrose-hotel.ch", "deferred", "refused"),
@@ -76,6 +76,116 @@ MAILBOXES: tuple[Mailbox, ...] = (
 )
 
 BY_ADDRESS = {m.address: m for m in MAILBOXES}
+
+#: The provider mailwarden should name for each receiver of the scenario: by MX suffix
+#: (AOL is run by Yahoo on *.yahoodns.net; a Workspace domain is Google), else the MX host's
+#: organisational domain, else (no DNS at all) the recipient domain.
+PROVIDER_NAME: dict[str, str] = {
+    "google": "google",
+    "google-workspace": "google",
+    "swisscom": "swisscom",
+    "yahoo": "yahoo",
+    "aol": "yahoo",
+    "t-online": "t-online",
+    "gmx": "gmx",
+    "posteo": "posteo.de",
+    "outlook": "outlook",
+    "apple": "apple",
+    "alpenrose-hotel.ch": "alpenrose-hotel.ch",
+    "gmial.com": "gmial.com",
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a case's reply must be explained: reason (any of ``reasons``), who is to blame,
+    the reply's codes and stage, the issuer and URL it names, and whether it cites our IP."""
+
+    reasons: tuple[str, ...]
+    scope: str
+    code: int | None
+    enhanced: str
+    command: str
+    marker: str  # text that identifies the case's log lines
+    issuer: str = ""
+    url: str = ""  # expected URL prefix ("" = none expected)
+    cites_us: bool = False
+
+
+VERDICTS: dict[str, Verdict] = {
+    "no-such-user": Verdict(
+        ("userunknown",),
+        "recipient",
+        550,
+        "5.1.1",
+        "RCPT TO",
+        "550-5.1.1 The email account",
+        url="https://support.google.com/mail/?p=NoSuchUser",
+    ),
+    "over-quota": Verdict(
+        ("mailboxfull",),
+        "recipient",
+        452,
+        "4.2.2",
+        "RCPT TO",
+        "452-4.2.2 The recipient's inbox",
+        url="https://support.google.com/mail/?p=OverQuotaTemp",
+    ),
+    "unsolicited": Verdict(
+        ("spamdetected",),
+        "ours",
+        550,
+        "5.7.1",
+        "end of DATA",
+        "likely unsolicited mail",
+        url="https://support.google.com/mail/?p=UnsolicitedMessageError",
+        cites_us=True,
+    ),
+    "not-allowed": Verdict(
+        ("blocked",),
+        "ours",
+        554,
+        "5.7.1",
+        "RCPT TO",
+        "You are not allowed to send us mail",
+        url="https://postmaster.bluewin.ch",
+        cites_us=True,
+    ),
+    # Yahoo's TSS04 (volume or complaints): a throttle for our IP either way
+    "tss04-lifted": Verdict(
+        ("ratelimited", "badreputation"),
+        "ours",
+        421,
+        "4.7.0",
+        "RCPT TO",
+        "[TSS04]",
+        url="https://postmaster.yahooinc.com/error-codes",
+        cites_us=True,
+    ),
+    "greeting-block": Verdict(
+        ("blocked",), "ours", 554, "", "CONNECT", "refused to talk to me: 554", cites_us=True
+    ),
+    "spamhaus": Verdict(
+        ("blocked",),
+        "ours",
+        554,
+        "5.7.1",
+        "RCPT TO",
+        "blocked using zen.spamhaus.org",
+        issuer="spamhaus",
+        url="https://www.spamhaus.org/query/ip/",
+        cites_us=True,
+    ),
+    "mailbox-unavailable": Verdict(
+        ("userunknown",), "recipient", 550, "5.5.0", "RCPT TO", "mailbox unavailable"
+    ),
+    "refused": Verdict(
+        ("networkerror",), "transient", None, "4.4.1", "CONNECT", "Connection refused"
+    ),
+    "nxdomain": Verdict(
+        ("hostunknown",), "recipient", None, "5.4.4", "", "Host or domain name not found"
+    ),
+}
 
 
 def _exact(*addresses: str) -> str:
@@ -110,9 +220,9 @@ def build_world(fake_mx: FakeMXFactory) -> World:
         data=(Rule(_exact(*_of("unsolicited")), REPLIES["google/unsolicited"]),),
         accepted=REPLIES["google/accepted"],
     )
-    microsoft = Behaviour(
-        rcpt=(Rule(_exact(*_of("mailbox-unavailable")), REPLIES["microsoft/mailbox-unavailable"]),),
-        accepted=REPLIES["microsoft/accepted"],
+    outlook = Behaviour(
+        rcpt=(Rule(_exact(*_of("mailbox-unavailable")), REPLIES["outlook/mailbox-unavailable"]),),
+        accepted=REPLIES["outlook/accepted"],
     )
     plan: dict[str, Behaviour] = {
         "google": google,
@@ -123,7 +233,7 @@ def build_world(fake_mx: FakeMXFactory) -> World:
         "t-online": Behaviour(greeting=REPLIES["t-online/bl"]),
         "gmx": Behaviour(greeting=REPLIES["gmx/blocklisted"]),
         "posteo": Behaviour(rcpt=(Rule(".", REPLIES["spamhaus/zen"]),)),
-        "microsoft": microsoft,
+        "outlook": outlook,
         "apple": ACCEPT,
     }
     for name, behaviour in plan.items():

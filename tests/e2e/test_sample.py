@@ -7,11 +7,12 @@ from collections import Counter
 from importlib import resources
 from pathlib import Path
 
+from fixtures.mail import TEST_USER
 from fixtures.postfix import PostfixInstance
 from fixtures.slot import Slot
 
 from . import scenario as sc
-from .sample import OUR_IP, sanitize
+from .sample import APP_UID, OUR_IP, sanitize
 from .test_spine import STATUS_RX
 
 SYSLOG_RX = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d mail postfix/[\w/-]+\[\d+\]: \S.*$")
@@ -51,9 +52,15 @@ def test_sample_agrees_with_the_scenario() -> None:
     assert all(by_rcpt[a] == {sc.BY_ADDRESS[a].fate} for a in by_rcpt)
     text = "\n".join(_sample())
     origins = Counter(re.findall(r"postfix/pickup\[\d+\]: \w+: uid=(\d+) ", text))
-    assert origins["33"] == sum(1 for s in sc.plan_submissions() if s.user == "www-data")
+    subs = sc.plan_submissions()
+    assert origins == Counter(
+        {
+            "33": sum(1 for s in subs if s.user == "www-data"),
+            str(APP_UID): sum(1 for s in subs if s.user == TEST_USER),
+        }
+    )
     assert len(re.findall(r": client=app1\.example\.test\[192\.0\.2\.\d+\]$", text, re.M)) == sum(
-        1 for s in sc.plan_submissions() if s.via == "smtp"
+        1 for s in subs if s.via == "smtp"
     )
 
 
@@ -70,9 +77,11 @@ def test_sanitize_maps_the_slot_block_to_documentation_space() -> None:
     )
     raw = (
         "a relay=mx[127.77.7.10]:25 IP: 127.77.7.1, client=app[127.77.7.200] "
-        "keep 127.77.70.1 and 127.0.53.1 /etc/postfix-mwtest7 /var/spool/postfix-mwtest7/etc"
+        "keep 127.77.70.1 and 127.0.53.1 /etc/postfix-mwtest7 /var/spool/postfix-mwtest7/etc\n"
+        "mail postfix/pickup[12]: 3F2A: uid=997 from=<x> uid=997 "
     )
-    assert sanitize(raw, pf, slot) == (
+    assert sanitize(raw, pf, slot, {997: 1001}) == (
         "a relay=mx[198.51.100.10]:25 IP: 203.0.113.25, client=app[192.0.2.200] "
-        "keep 127.77.70.1 and 127.0.53.1 /etc/postfix /var/spool/postfix/etc"
+        "keep 127.77.70.1 and 127.0.53.1 /etc/postfix /var/spool/postfix/etc\n"
+        "mail postfix/pickup[12]: 3F2A: uid=1001 from=<x> uid=997 "
     )

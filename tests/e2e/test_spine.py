@@ -9,12 +9,17 @@ scenario's definition, not from a recorded log.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
 import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,9 +84,12 @@ def run(
         log_file = tmp_path_factory.mktemp("spine") / "postfix.log"
         log_file.write_text(text)
         if os.environ.get("MAILWARDEN_WRITE_SAMPLE"):
-            from .sample import sanitize
+            from .sample import APP_UID, sanitize
 
-            Path(os.environ["MAILWARDEN_WRITE_SAMPLE"]).write_text(sanitize(text, pf, mw_slot))
+            uids = {ensure_user(TEST_USER).pw_uid: APP_UID}
+            Path(os.environ["MAILWARDEN_WRITE_SAMPLE"]).write_text(
+                sanitize(text, pf, mw_slot, uids)
+            )
         yield Run(pf, world, subs, app_ip, text.splitlines(), first, queue, log_file)
     finally:
         fake_mx.cleanup()
@@ -279,3 +287,125 @@ def test_only_the_deferred_recipients_stay_queued(run: Run) -> None:
     reasons = {r.address: r.delay_reason for m in run.queue for r in m.recipients}
     assert "452-4.2.2" in reasons["peter.brunner@gmail.com"]
     assert "Connection refused" in reasons["info@alpenrose-hotel.ch"]
+
+
+# ------------------------------------------------------------------------------------------
+# mailwarden analyze --json on that log
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def report(run: Run, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if importlib.util.find_spec("mailwarden.cli.analyze") is None:
+        pytest.skip("mailwarden analyze is not in this tree yet")
+    tmp = tmp_path_factory.mktemp("analyze")
+    env = dict(os.environ, MAILWARDEN_ETC=str(tmp / "etc"), XDG_STATE_HOME=str(tmp / "state"))
+    env.pop("MAILWARDEN_CONFIG", None)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mailwarden.cli",
+            "analyze",
+            "--json",
+            "--db",
+            f"sqlite:///{tmp / 'mailwarden.db'}",
+            str(run.log_file),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert p.returncode in (0, 1), p.stderr
+    out: dict[str, Any] = json.loads(p.stdout)
+    return out
+
+
+def _outcomes(run: Run) -> list[tuple[sc.Submission, sc.Mailbox]]:
+    return [(s, sc.BY_ADDRESS[r]) for s in run.subs for r in s.recipients]
+
+
+def test_analyze_reads_every_line(run: Run, report: dict[str, Any]) -> None:
+    assert report["lines"]["total"] == len(run.lines)
+    assert report["lines"]["unparsed"] == 0
+    assert report["lines"]["parsed"] > 0
+
+
+def test_analyze_counts_per_provider(run: Run, report: dict[str, Any]) -> None:
+    want: dict[str, Counter[str]] = {}
+    for _, box in _outcomes(run):
+        c = want.setdefault(sc.PROVIDER_NAME[box.provider], Counter())
+        c["recipients"] += 1
+        c[{"sent": "delivered"}.get(box.fate, box.fate)] += 1
+    notices = len(re.findall(r"sender non-delivery notification: ", "\n".join(run.lines)))
+    want["example.test"] = Counter(recipients=notices, delivered=notices)  # our bounce notices
+    got = {p["provider"]: p for p in report["providers"]}
+    assert set(got) == set(want)
+    for name, c in want.items():
+        counts = {k: got[name][k] for k in ("recipients", "delivered", "deferred", "bounced")}
+        assert counts == {k: c[k] for k in counts}, name
+
+
+def _case_lines(run: Run, case: str) -> list[re.Match[str]]:
+    v = sc.VERDICTS[case]
+    return [
+        m
+        for m in run.statuses()
+        if m["rcpt"] in sc.BY_ADDRESS
+        and sc.BY_ADDRESS[m["rcpt"]].case == case
+        and v.marker in m["text"]
+        and not m["text"].startswith("delivery temporarily suspended")  # Postfix's own
+    ]
+
+
+@pytest.mark.parametrize("case", sorted(sc.VERDICTS))
+def test_analyze_explains_each_rejection(run: Run, report: dict[str, Any], case: str) -> None:
+    v = sc.VERDICTS[case]
+    names = {sc.PROVIDER_NAME[b.provider] for b in sc.MAILBOXES if b.case == case}
+    lines = _case_lines(run, case)
+    assert lines, f"the scenario produced no {case} line"
+    found = []
+    for p in report["providers"]:
+        if p["provider"] not in names:
+            continue
+        for r in p["rejections"]:
+            if r["code"] == v.code and r["enhanced"] == v.enhanced and r["command"] == v.command:
+                found.append(r)
+    assert found, f"{case}: no rejection {v.code} {v.enhanced} at {v.command!r} under {names}"
+    assert sum(r["count"] for r in found) == len(lines)
+    for r in found:
+        assert r["reason"] in v.reasons and r["scope"] == v.scope, r
+        assert r["issuer"] == v.issuer, r
+        assert r["url"].startswith(v.url) if v.url else True, r
+        assert r["cited_ip"] == (run.postfix.address if v.cites_us else ""), r
+        assert r["sample"] and not re.search(r"\b\d{3}-\d\.\d{1,3}\.\d{1,3} ", r["sample"]), r
+        if v.code is not None:
+            assert r["sample"].startswith(str(v.code)), r
+
+
+def test_analyze_names_each_origin(run: Run, report: dict[str, Any]) -> None:
+    app_uid = ensure_user(TEST_USER).pw_uid
+    want: dict[tuple[str, str, str], Counter[str]] = {}
+    for s in run.subs:
+        if s.via == "smtp":
+            key = ("client", run.app_ip, sc.APP_HOST)
+        elif s.user == "www-data":
+            key = ("uid", "33", "www-data")
+        else:
+            key = ("uid", str(app_uid), TEST_USER)
+        c = want.setdefault(key, Counter())
+        c["messages"] += 1
+        for r in s.recipients:
+            fate = sc.BY_ADDRESS[r].fate
+            c["recipients"] += 1
+            c[{"sent": "delivered"}.get(fate, fate)] += 1
+    got = {(o["kind"], o["id"], o["name"]): o for o in report["origins"] if o["kind"] != "bounce"}
+    assert set(got) == set(want)
+    for key, c in want.items():
+        counts = {
+            k: got[key][k] for k in ("messages", "recipients", "delivered", "deferred", "bounced")
+        }
+        assert counts == {k: c[k] for k in counts}, key
+    notices = len(re.findall(r"sender non-delivery notification: ", "\n".join(run.lines)))
+    assert [o["messages"] for o in report["origins"] if o["kind"] == "bounce"] == [notices]
