@@ -9,18 +9,37 @@ Public API (everything else is internal):
 * :func:`parse_line` ``(LogLine) -> event | Unparsed | None`` and :class:`PostfixParser` (the
   same for already split lines, e.g. from journald).
 * :func:`split_line` ``(raw, env) -> LogLine | Unparsed`` with :class:`Envelope` (per-source
-  state: year inference, time zone) and :class:`Stamps`.
-* :func:`parse_reply` ``(text) -> Reply`` for a status line's reason or a bare DSN diagnostic.
+  state: year inference, time zone) and :class:`Stamps`; :func:`load_tz` ``(name)`` for the
+  configured zone of traditional stamps; :func:`is_postfix` ``(program)``.
+* :func:`parse_reply` ``(text) -> Reply`` for a status line's reason or a bare DSN diagnostic;
+  :func:`split_code` ``(text) -> (code, enhanced, clean text)``.
 * :class:`Correlator`: events in, :class:`~mailwarden.events.Message` out (``feed``, ``run``,
   ``flush``), bounded memory; :func:`link_bounces` for sharded runs.
 * :class:`ParseStats`: total / parsed / ignored / unparsed / foreign counts and samples.
-* Files, journald and follow: :mod:`mailwarden.sources.files` (:func:`read_lines`,
-  :func:`order_files`), :mod:`mailwarden.sources.journal`, :mod:`mailwarden.sources.follow`.
+* Files: :func:`read_lines` ``(paths) -> Iterator[(LogFile, offset, raw)]`` oldest first,
+  :func:`parse_files` ``(paths) -> Iterator[event]``, :func:`order_files`, :class:`LogFile`
+  (plain/gzip/bzip2/xz); errors are :class:`~mailwarden.errors.SourceError` s in
+  ``ParseStats.errors``, never fatal.
+* Follow: :class:`Follower` ``(path, store=...)`` -> ``poll()`` / ``follow()`` :class:`Chunk` s,
+  ``commit()``; :class:`CheckpointStore` protocol (``load(path)``, ``save(checkpoint)``),
+  :class:`JsonCheckpointStore`, :class:`MemoryCheckpointStore`, :class:`Checkpoint`.
+* Journal: :func:`parse_journal` ``(json lines) -> Iterator[event]``, :func:`record_to_logline`,
+  :class:`JournalReader` (live ``journalctl -f -o json`` or python-systemd, cursor checkpoints).
 """
 
 from __future__ import annotations
 
 from mailwarden.sources.correlate import Correlator, link_bounces
+from mailwarden.sources.files import LogFile, order_files, parse_files, read_lines
+from mailwarden.sources.follow import (
+    Checkpoint,
+    CheckpointStore,
+    Chunk,
+    Follower,
+    JsonCheckpointStore,
+    MemoryCheckpointStore,
+)
+from mailwarden.sources.journal import JournalReader, parse_journal, record_to_logline
 from mailwarden.sources.postfix import (
     PostfixParser,
     is_postfix,
@@ -33,18 +52,31 @@ from mailwarden.sources.stats import ParseStats
 from mailwarden.sources.syslog import Envelope, Stamps, load_tz, split_line
 
 __all__ = [
+    "Checkpoint",
+    "CheckpointStore",
+    "Chunk",
     "Correlator",
     "Envelope",
+    "Follower",
+    "JournalReader",
+    "JsonCheckpointStore",
+    "LogFile",
+    "MemoryCheckpointStore",
     "ParseStats",
     "PostfixParser",
     "Stamps",
     "is_postfix",
     "link_bounces",
     "load_tz",
+    "order_files",
+    "parse_files",
+    "parse_journal",
     "parse_line",
     "parse_lines",
     "parse_reply",
     "qid_of",
+    "read_lines",
+    "record_to_logline",
     "split_code",
     "split_line",
 ]

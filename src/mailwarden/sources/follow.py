@@ -55,6 +55,8 @@ class Checkpoint:
     #: files rotated away from ``path`` but not read to their end yet, oldest first:
     #: ``(inode, offset, first_line_hash)``; they are read before the file at ``inode``.
     rotated: tuple[tuple[int, int, str], ...] = ()
+    #: for the journal (``path`` "journal:"): the cursor of the last record processed
+    cursor: str = ""
 
 
 class CheckpointStore(Protocol):
@@ -101,6 +103,7 @@ class JsonCheckpointStore:
                     (int(i), int(o), str(h))
                     for i, o, h in raw.get("rotated", ())  # type: ignore[attr-defined]
                 ),
+                cursor=str(raw.get("cursor", "")),
             )
         except (KeyError, TypeError, ValueError):
             return None
