@@ -261,7 +261,14 @@ def finalize(
         status = r.status
         found = find_status(raw)
         if found and (
-            not status or (re.fullmatch(r"[45]\.[1-9]\.[1-9]\d*", found) and found[0] == status[0])
+            not status
+            or (
+                found[0] == status[0]
+                and (
+                    re.fullmatch(r"[45]\.[1-9]\.[1-9]\d*", found)
+                    or (status.endswith(".0.0") and not found.endswith(".0.0"))
+                )
+            )
         ):
             # the remote reply's own code is more precise than the reporting MTA's summary
             status = found

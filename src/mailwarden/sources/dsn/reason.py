@@ -122,7 +122,9 @@ def decide(rec: Rcpt, reply: Reply, classifier: TextClassifier, provider: str) -
     if rec.action == "delivered" or rec.status.startswith("2."):
         return Verdict("delivered", "", provider)
     hint = rec.reason
-    if hint and hint not in REFINABLE and hint not in _TEXT_WINS:
+    if hint and ((hint not in REFINABLE and hint not in _TEXT_WINS) or not reply.remote):
+        # the format's or the reporting MTA's own words decide; only a remote server's
+        # reply may refine a generic one
         return Verdict(hint, STRUCTURAL_SCOPE.get(hint, ""), provider)
 
     status = "deferred" if rec.action == "delayed" or rec.status.startswith("4.") else "bounced"

@@ -73,7 +73,8 @@ _BOILER = re.compile(
            generating\s+server|this\s+message\s+was\s+created|a\s+message\s+that\s+you\s+sent|
            technical\s+details\s+of|delivery\s+has\s+failed\s+to\s+these|
            this\s+is\s+an\s+automatically\s+generated|this\s+is\s+an\s+automated|please\s+do\s+not\s+reply|
-           the\s+original\s+message\s+was\s+received\s+at)
+           the\s+original\s+message\s+was\s+received\s+at|because:\s*$|was\s+not\s+delivered\s+to:\s*$|
+           your\s+message\s*$|original\s+message\s+headers)
     )""",
     re.I | re.X,
 )
@@ -200,8 +201,13 @@ def _dedupe(recs: list[Rcpt]) -> list[Rcpt]:
     for r in recs:
         key = r.recipient.lower()
         if key in seen:
-            if len(r.diagnostic) > len(seen[key].diagnostic):
-                seen[key].diagnostic = r.diagnostic
+            old = seen[key].diagnostic
+            coded = re.search(r"\b[45]\d\d\b", r.diagnostic)
+            old_coded = re.search(r"\b[45]\d\d\b", old)
+            if (coded and not old_coded) or (
+                bool(coded) == bool(old_coded) and len(r.diagnostic) > len(old)
+            ):
+                seen[key].diagnostic = r.diagnostic  # Exchange: the administrators' section
             continue
         seen[key] = r
         out.append(r)
@@ -250,6 +256,7 @@ _HOST_OTHER = (
         r"(?:did\s+not\s+like|said|refused|returned|failed\s+with)"
     ),
     re.compile(r"\bhost:\s*([A-Za-z0-9][-A-Za-z0-9.]*\.[A-Za-z]{2,})\b"),
+    re.compile(r"\bRemote\s+Server\s+at\s+([A-Za-z0-9][-A-Za-z0-9.]*\.[A-Za-z]{2,})\b"),
     re.compile(r"\bServer\s+([A-Za-z0-9][-A-Za-z0-9.]*\.[A-Za-z]{2,})\[[0-9A-Fa-f.:]+\]"),
     re.compile(r"\b(?:Connected\s+to|Giving\s+up\s+on)\s+([0-9A-Za-z][-0-9A-Za-z.]*[0-9A-Za-z])"),
     re.compile(r"\bremote\s+host\s+([-0-9A-Za-z.]+[0-9A-Za-z])\s+said:"),
@@ -297,6 +304,7 @@ def explain(diag: str) -> Explained:
         r"\bhost\s+\S+\s*\[[^\]]*\]:\s*",
         r"\bThe\s+error\s+that\s+the\s+other\s+server\s+returned\s+was:\s*",
         r"\bLMTP\s+error\s+after\s+[^:]*:\s*",
+        r"\bRemote\s+Server\s+(?:at\s+\S+\s+(?:\([^)]*\)\s+)?)?returned\s*'?",
     )
     for pat in cuts:
         parts = re.split(pat, text, maxsplit=1, flags=re.I)
@@ -307,6 +315,9 @@ def explain(diag: str) -> Explained:
         text, remote = " ".join(dict.fromkeys(r for r in replies if r)), True
     text = re.sub(r"\s*\(in\s+reply\s+to\s+[^)]*command\)\s*$", "", text, flags=re.I)
     text = re.sub(r"\s*Giving\s+up\s+on\s+\S+\s*$", "", text)
+    text = re.sub(
+        r"^#(?=[245]\d\d[ -])|\s*##\s*$|'\s*$", "", text.strip()
+    )  # Exchange "#550 ... ##"
     return Explained(text.strip(), rhost, command, remote)
 
 
