@@ -148,7 +148,7 @@ def test_person_opens_for_a_time_and_success_before_probe_is_ignored() -> None:
     assert (t.new, t.actor, t.until, t.note) == ("open", "person", 600, "maintenance")
     [p] = m.tick(600.0)
     assert p.new == "probing"
-    assert m.observe_success(599.0, "gmx") == []  # delivered before probing began
+    assert m.observe_success(598.0, "gmx") == []  # delivered before probing began
     [c] = m.observe_success(601.0, "gmx")
     assert c.new == "closed"
 

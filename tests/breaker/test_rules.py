@@ -52,7 +52,56 @@ def test_every_rule_has_a_sample_and_the_set_is_not_empty() -> None:
     assert len(SHIPPED.rules) >= 10
     assert all(r.samples for r in SHIPPED.rules)
     providers = {r.provider for r in SHIPPED.rules}
-    assert {"*", "swisscom", "yahoo", "google", "microsoft"} <= providers
+    assert {"*", "swisscom", "yahoo", "google", "outlook"} <= providers
+
+
+def test_every_provider_named_by_a_rule_is_one_the_classifier_knows() -> None:
+    """A rule for a provider name the classifier never returns can never fire (KumoMTA's
+    nameless 'gmail' block, breaker.md 1.6)."""
+    from mailwarden.classify import Classifier
+
+    c = Classifier.load()
+    named = {p for r in SHIPPED.rules for p in r.providers if p != "*"}
+    unknown = sorted(p for p in named if not c.is_known_provider(p))
+    assert unknown == []
+
+
+def test_provider_rules_fire_with_the_real_classifier() -> None:
+    """Each provider rule's sample, classified by the real classifier, still fires the rule
+    (the classifier must not call these replies recipient-level or internal)."""
+    from mailwarden.classify import Classifier
+
+    c = Classifier.load()
+    bad = []
+    for rule in SHIPPED.rules:
+        if "*" in rule.providers:
+            continue
+        for s in rule.samples:
+            if not s.fires:
+                continue
+            reply = reply_from_text(s.reply, s.command)
+            cls = c.classify(reply, provider=rule.provider)
+            m = SHIPPED.match(rule.provider, reply, cls)
+            if m is None or m.rule.id != rule.id:
+                bad.append((rule.id, cls.reason, cls.scope, m.rule.id if m else None))
+    assert bad == []
+
+
+def test_default_rules_fire_with_the_real_classifier() -> None:
+    from mailwarden.classify import Classifier
+
+    c = Classifier.load()
+    bad = []
+    for rule in SHIPPED.rules:
+        if "*" not in rule.providers:
+            continue
+        for s in rule.samples:
+            reply = reply_from_text(s.reply, s.command)
+            prov = s.provider or "unknown-receiver.example"
+            m = SHIPPED.match(prov, reply, c.classify(reply, provider=prov))
+            if (m is not None and m.rule.id == rule.id) != s.fires:
+                bad.append((rule.id, s.reply[:60], m.rule.id if m else None))
+    assert bad == []
 
 
 def test_provider_rules_do_not_apply_to_other_providers() -> None:

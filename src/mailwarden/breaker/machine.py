@@ -132,7 +132,8 @@ class Machine:
     def observe_success(self, ts: float, provider: str, ip: str = "") -> list[Transition]:
         """A delivery to ``provider`` was accepted. Only a probe closes a breaker."""
         st = self.states.get((provider, ip))
-        if st is None or st.state != "probing" or ts < st.since:
+        # Log stamps may have whole seconds only: allow that much before probing began.
+        if st is None or st.state != "probing" or ts < st.since - 1.0:
             return []
         return [self._set(ts, st, "closed", "probe", until=None)]
 

@@ -108,7 +108,8 @@ class RuleModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*$")
-    provider: str = ""
+    provider: str = ""  # default: the file's provider
+    providers: list[str] = Field(default_factory=list)  # several providers share the rule
     description: str = ""
     pattern: str = ""
     reasons: list[str] = Field(default_factory=list)
@@ -222,7 +223,7 @@ class Rule:
     """A compiled rule."""
 
     id: str
-    provider: str  # "*" = any provider
+    provider: str  # "*" = any provider; the first of ``providers``
     action: Literal["open", "slow"]
     trigger: Trigger
     duration: float  # seconds; MANUAL = until a person closes it
@@ -242,6 +243,7 @@ class Rule:
     description: str = ""
     samples: tuple[Sample, ...] = ()
     path: str = ""
+    providers: tuple[str, ...] = ()
 
     @property
     def manual(self) -> bool:
@@ -275,7 +277,8 @@ class Rule:
 
 
 def _compile(model: RuleModel, provider: str, path: Path) -> Rule:
-    prov = model.provider or provider
+    provs = tuple(model.providers) or (model.provider or provider,)
+    prov = provs[0]
     trigger = Trigger.parse(model.trigger)
     reason = model.reason or f"rule {model.id}"
     if not REASON_TEXT.match(reason):
@@ -306,6 +309,7 @@ def _compile(model: RuleModel, provider: str, path: Path) -> Rule:
         description=model.description,
         samples=tuple(model.sample),
         path=str(path),
+        providers=provs,
     )
 
 
@@ -342,10 +346,11 @@ class RuleSet:
             if r.id in seen:
                 raise TableError(f"{r.path}: duplicate rule id {r.id!r} (also in {seen[r.id]})")
             seen[r.id] = r.path
-            if r.provider == "*":
+            if "*" in r.providers:
                 self._any.append(r)
             else:
-                self._by_provider.setdefault(r.provider, []).append(r)
+                for p in r.providers:
+                    self._by_provider.setdefault(p, []).append(r)
 
     @classmethod
     def load(cls, *, etc: Path | None = None) -> RuleSet:
