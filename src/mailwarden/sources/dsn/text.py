@@ -56,7 +56,7 @@ _ADDR_LINE = re.compile(
     (?:\s*<mailto:[^>]*>)?
     (?:\s*<(?P<alias>{_ADDR})>)?
     (?P<paren>\s*\((?:expanded|generated)\s+from:?\s*<?(?P<exp>[^)>]*)>?\))?
-    (?:\s*(?P<colon>:)\s*(?P<rest>.*)|\s*\[(?P<bracket>[^\]]*)\]\s*|\s+on\s+\S.*|\s+\(.*\)|
+    (?:\s*(?P<colon>:)\s*(?P<rest>.*)|\s*\[(?P<bracket>[^\]]*)\]\s*|\s+on\s+\S.*|\s+\((?P<paren_rest>.*)\)|
        \s+(?P<after>[A-Z][A-Za-z]+\s.*)|\s*)$""",
     re.I | re.X,
 )
@@ -113,7 +113,9 @@ def addr_line(line: str) -> AddrLine | None:
     addr = address(m.group("addr"))
     if not addr:
         return None
-    rest = (m.group("rest") or m.group("bracket") or m.group("after") or "").strip()
+    rest = (
+        m.group("rest") or m.group("bracket") or m.group("after") or m.group("paren_rest") or ""
+    ).strip()
     alias = address(m.group("exp") or "") if m.group("paren") else ""
     if m.group("alias"):
         # "  pipe@host <real@address>: text" (Exim) names the real recipient second
@@ -186,7 +188,18 @@ def scan(lines: list[str]) -> list[Rcpt]:
             r.diagnostic = " ".join(after[0])
         elif before and i == 0:
             r.diagnostic = " ".join(before[-1])
+    # an explanation without a reply code, and one paragraph elsewhere that has one (James'
+    # "Error message below:", Mimecast's "Additional information follows"): that is the reply
+    coded = [" ".join(p) for p in paras if any(_CODED.match(x) for x in p)]
+    if len(coded) == 1:
+        for r in recs:
+            if not _ANY_CODE.search(r.diagnostic) and coded[0] not in r.diagnostic:
+                r.diagnostic = (r.diagnostic + " " + coded[0]).strip()
     return _dedupe(recs)
+
+
+_ANY_CODE = re.compile(r"\b[45]\d\d\b|\b[45]\.\d{1,3}\.\d{1,3}\b")
+_CODED = re.compile(r"^(?:[-#*]+\s*)?(?:[45]\d\d[ -]|[45]\.\d{1,3}\.\d{1,3}\s)")
 
 
 def _diag_context(para: list[str]) -> bool:
