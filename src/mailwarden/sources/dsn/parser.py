@@ -78,8 +78,36 @@ def wording_reason(text: str) -> str:
     return ""
 
 
+_DELAY_SUBJECT = re.compile(
+    r"^(?:warning:\s+message\s+\S+\s+delayed|delayed\s+mail|delivery\s+delayed|"
+    r"delivery\s+status\s+notification\s+\(delay\)|.*\bstill\s+being\s+retried|"
+    r"warning:\s+could\s+not\s+send\s+message|warning\s*-+\s*could\s+not\s+send)",
+    re.I,
+)
+_DELAY_BODY = re.compile(
+    r"this\s+is\s+a\s+warning\s+(?:message\s+)?only|has\s+not\s+yet\s+been\s+delivered|"
+    r"delivery\s+attempts\s+will\s+continue|will\s+(?:continue\s+to\s+)?(?:retry|try\s+again)|"
+    r"you\s+do\s+not\s+need\s+to\s+resend",
+    re.I,
+)
+
+
+def is_delay_notice(mail: Mail) -> bool:
+    """A warning that delivery is late, not a failure (Exim, Postfix, Sendmail, Gmail)."""
+    return bool(_DELAY_SUBJECT.search(mail.subject) or _DELAY_BODY.search(mail.text[:5000]))
+
+
 def extract(mail: Mail) -> tuple[str, list[Rcpt]]:
     """Find the recipients and what the mail says about each; returns (format, records)."""
+    fmt, recs = _extract(mail)
+    if recs and is_delay_notice(mail):
+        for r in recs:
+            if not r.action and not r.reason:
+                r.action = "delayed"
+    return fmt, recs
+
+
+def _extract(mail: Mail) -> tuple[str, list[Rcpt]]:
     if special.is_arf(mail):
         return "arf", special.parse_arf(mail)
     if special.is_unsubscribe(mail):
