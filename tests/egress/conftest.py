@@ -26,8 +26,7 @@ import pytest
 from fixtures.slot import Slot
 
 HERE = Path(__file__).resolve().parent
-LISTEN_PORTS = (25, 465, 587)  # 2525 is watched but nothing listens: connects are refused
-REFUSED_PORT = 2525
+LISTEN_PORTS = (25, 465, 587, 2525)  # aiosmtpd on b4/b6; nothing listens on c4/c6 (refused)
 
 
 def _why_no_root_net() -> str:
@@ -67,6 +66,8 @@ class EgressNet:
     b4: str
     a6: str
     b6: str
+    c4: str  # an address of B where nothing listens: connects are refused
+    c6: str
     clients: Path  # client scripts, readable by every user
 
     def run_as(
@@ -132,7 +133,17 @@ def egress_net(mw_slot: Slot) -> Iterator[EgressNet]:
         if f.is_file():
             shutil.copy(f, clients / f.name)
             (clients / f.name).chmod(0o755)
-    net = EgressNet(a, b, f"10.250.{n}.1", f"10.250.{n}.2", f"fd25:{n}::1", f"fd25:{n}::2", clients)
+    net = EgressNet(
+        a,
+        b,
+        f"10.250.{n}.1",
+        f"10.250.{n}.2",
+        f"fd25:{n}::1",
+        f"fd25:{n}::2",
+        f"10.250.{n}.3",
+        f"fd25:{n}::3",
+        clients,
+    )
     listener: subprocess.Popen[bytes] | None = None
     try:
         sh("ip", "netns", "add", a)
@@ -157,6 +168,8 @@ def egress_net(mw_slot: Slot) -> Iterator[EgressNet]:
             sh("ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
             sh("ip", "-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
             sh("ip", "-n", ns, "link", "set", dev, "up")
+        sh("ip", "-n", b, "addr", "add", f"{net.c4}/24", "dev", f"{b}-v")
+        sh("ip", "-n", b, "addr", "add", f"{net.c6}/64", "dev", f"{b}-v", "nodad")
         ready = clients / "listener.ready"
         targets = [f"{net.b4}:{p}" for p in LISTEN_PORTS] + [
             f"[{net.b6}]:{p}" for p in LISTEN_PORTS

@@ -72,7 +72,7 @@ def test_burst_of_1000_connects_all_reported_with_pid_uid_exe(
         assert c.mode == mode
         procs = [
             net.popen_as("nobody", [PY, str(net.clients / "burst.py"), host, str(port), "250"])
-            for host, port in ((net.b4, 25), (net.b6, 25), (net.b4, 2525), (net.b6, 2525))
+            for host, port in ((net.b4, 25), (net.b6, 25), (net.c4, 2525), (net.c6, 2525))
         ]
         results = []
         for p in procs:
@@ -95,8 +95,8 @@ def test_burst_of_1000_connects_all_reported_with_pid_uid_exe(
     assert {(e.daddr, e.dport, e.family) for e in evs} == {
         (net.b4, 25, 4),
         (net.b6, 25, 6),
-        (net.b4, 2525, 4),
-        (net.b6, 2525, 6),
+        (net.c4, 2525, 4),
+        (net.c6, 2525, 6),
     }
     assert not any(e.mta for e in evs)
     assert emitted >= 1000

@@ -56,16 +56,17 @@ def test_enforce_blocks_non_mta_users_and_logs_their_uid(
                 assert send(net, "nobody", host, port) == "refused"
                 assert send(net, "www-data", host, port) == "refused"
                 assert send(net, "postfix", host, port) == "ok:220"
-        blocked = collect(block, 12)
-        allowed = collect(allow, 6)
+        blocked = collect(block, 4 * len(LISTEN_PORTS))
+        allowed = collect(allow, 2 * len(LISTEN_PORTS))
     finally:
         block.close()
         allow.close()
         fw.remove()
     uids = {pwd.getpwnam(u).pw_uid: u for u in ("nobody", "www-data", "postfix")}
     # exactly one NEW-state record per attempt, carrying the sender's uid and the 5-tuple
-    assert sorted(uids[r.uid] for r in blocked) == ["nobody"] * 6 + ["www-data"] * 6
-    assert [uids[r.uid] for r in allowed] == ["postfix"] * 6
+    n = 2 * len(LISTEN_PORTS)  # attempts per user: every port, IPv4 and IPv6
+    assert sorted(uids[r.uid] for r in blocked) == ["nobody"] * n + ["www-data"] * n
+    assert [uids[r.uid] for r in allowed] == ["postfix"] * n
     assert {(r.daddr, r.dport) for r in blocked} == {
         (h, p) for h in (net.b4, net.b6) for p in LISTEN_PORTS
     }

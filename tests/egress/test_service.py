@@ -137,11 +137,11 @@ def test_collector_to_store_with_verdicts_alerts_and_views(
     assert (e3["verdict"], e3["user"], e3["mta"]) == ("allowed", "postfix", True)
     assert all(e["verdict"] == "blocked" for e in by_pid[r4["pid"]])
     # one alert per (who, port): nobody/mx_send.py/25, www-data/mx_send.pl/587, nobody/burst.py/2525
-    got = sorted((a.user, Path(a.script).name, a.port, a.count) for a in run.captured.alerts)
+    got = sorted((a.user, Path(a.script).name, a.port) for a in run.captured.alerts)
     assert got == [
-        ("nobody", "burst.py", 2525, 1),
-        ("nobody", "mx_send.py", 25, 1),
-        ("www-data", "mx_send.pl", 587, 1),
+        ("nobody", "burst.py", 2525),
+        ("nobody", "mx_send.py", 25),
+        ("www-data", "mx_send.pl", 587),
     ]
     stored = {a["port"]: a for a in alerts(run.engine)}
     assert stored[2525]["count"] == 5 and stored[2525]["blocked"] == 5
@@ -263,3 +263,45 @@ def test_doctor_reports_collectors(tmp_path: Path) -> None:
     assert probes["sockdiag"]["ok"] is True
     assert probes["socket"]["ok"] is False and "not running" in probes["socket"]["detail"]
     _ = pwd
+
+
+SENDERS = [
+    ([PY, "mx_send.py"], "mx_send.py"),
+    (["/usr/bin/perl", "mx_send.pl"], "mx_send.pl"),
+    (["/bin/bash", "mx_send.sh"], "mx_send.sh"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(why_no_bpf()), reason=why_no_bpf() or "ok")
+def test_every_attempt_attributed_and_every_non_mta_attempt_refused(
+    enforced: EgressNet, tmp_path: Path
+) -> None:
+    """The namespace scenario across users, ports, families and sender languages."""
+    net = enforced
+    run = Running(net, tmp_path, ["ebpf", "nflog"])
+    attempts = []
+    try:
+        i = 0
+        for user in ("nobody", "www-data", "daemon", "mail", "postfix"):
+            for port in (25, 465, 587, 2525):
+                argv, script = SENDERS[i % len(SENDERS)]
+                host = net.b4 if i % 2 else net.b6
+                r = net.run_as(user, [*argv, host, str(port)], cwd=net.clients)
+                attempts.append((user, port, host, script, r))
+                i += 1
+        time.sleep(1.0)
+    finally:
+        run.stop()
+    evs = {e["pid"]: e for e in rows(run.engine) if e["netns"] == net.netns_inode()}
+    assert len(evs) == len(attempts)
+    for user, port, host, script, r in attempts:
+        e = evs[r["pid"]]
+        mta = user == "postfix"
+        assert r["result"] == ("ok:220" if mta else "refused"), (user, port, r)
+        assert (e["user"], e["dport"], e["daddr"]) == (user, port, host)
+        assert e["uid"] == pwd.getpwnam(user).pw_uid
+        assert e["script"] == str(net.clients / script)
+        assert e["verdict"] == ("allowed" if mta else "blocked")
+        assert bool(e["mta"]) is mta
+    assert len(run.captured.alerts) == 4 * 4  # one per non-MTA (who, port)

@@ -65,6 +65,7 @@ class Attributor:
         self.cgroups = CgroupIndex(cgroup2_mount())
         self.offset = boottime_offset()
         self._cache: dict[tuple[object, ...], tuple[float, dict[str, object]]] = {}
+        self._raw_cache: dict[tuple[object, ...], tuple[float, dict[str, object]]] = {}
 
     def _who(
         self,
@@ -132,23 +133,34 @@ class Attributor:
 
     def from_bpf(self, raw: object) -> EgressConnect:
         """From a :class:`mailwarden.egress.bpf.RawEvent`."""
-        from mailwarden.egress.bpf import RawEvent, join_components, split_args
+        from mailwarden.egress.bpf import EVENT_SIZE, RawEvent, join_components, split_args
 
         assert isinstance(raw, RawEvent)
-        args = split_args(
-            ctypes.string_at(ctypes.addressof(raw) + RawEvent.args.offset, raw.args_len)
-        )
-        exe = join_components(raw.exe, raw.exe_depth) if raw.exe_depth else ""
-        cwd = join_components(raw.cwd, raw.cwd_depth) if raw.cwd_depth else ""
-        who = self._who(
-            raw.pid,
-            argv=args,
-            exe=exe,
-            cwd=cwd,
-            ppid=raw.ppid or None,
-            pcomm=raw.pcomm.decode("utf-8", "replace"),
-            cgroup_id=raw.cgroup_id,
-        )
+        # The process image part of the event (argv, exe, cwd) as one bytes key: bursts from
+        # one process skip decoding and enrichment entirely.
+        base = ctypes.addressof(raw)
+        blob = ctypes.string_at(base + RawEvent.args.offset, EVENT_SIZE - RawEvent.args.offset)
+        key = (raw.pid, raw.ppid, raw.cgroup_id, raw.args_len, raw.exe_depth, raw.cwd_depth, blob)
+        now = time.monotonic()
+        hit = self._raw_cache.get(key)
+        if hit is not None and now - hit[0] < 1.0:
+            who = hit[1]
+        else:
+            args = split_args(ctypes.string_at(base + RawEvent.args.offset, raw.args_len))
+            exe = join_components(raw.exe, raw.exe_depth) if raw.exe_depth else ""
+            cwd = join_components(raw.cwd, raw.cwd_depth) if raw.cwd_depth else ""
+            who = self._who(
+                raw.pid,
+                argv=args,
+                exe=exe,
+                cwd=cwd,
+                ppid=raw.ppid or None,
+                pcomm=raw.pcomm.decode("utf-8", "replace"),
+                cgroup_id=raw.cgroup_id,
+            )
+            if len(self._raw_cache) > 1024:
+                self._raw_cache.clear()
+            self._raw_cache[key] = (now, who)
         family = 4 if raw.family == 2 else 6
         return EgressConnect(
             ts=self.offset + raw.ts_ns / 1e9,

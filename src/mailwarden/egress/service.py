@@ -53,9 +53,14 @@ class Publisher:
             os.unlink(path)
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(path)
-        mode = 0o600
+        # Readers are the socket's group: [egress] socket_group, or the service's own group
+        # when it runs under one (systemd Group=); root-only otherwise.
+        mode = 0o660 if os.getegid() != 0 else 0o600
         if group:
-            os.chown(path, 0, grp.getgrnam(group).gr_gid)
+            try:
+                os.chown(path, -1, grp.getgrnam(group).gr_gid)
+            except (KeyError, OSError) as exc:
+                raise RuntimeError(f"cannot give {path} to group {group!r}: {exc}") from exc
             mode = 0o660
         os.chmod(path, mode)
         self.server.listen(64)
@@ -175,6 +180,7 @@ class EgressService:
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.published = 0
+        self.ebpf_stats = (0, 0)  # (emitted, dropped) when the service stopped
         self._rule_netns_ino = self._netns_inode()
 
     def _netns_inode(self) -> int | None:
@@ -340,6 +346,8 @@ class EgressService:
                         )
                     )
         finally:
+            if isinstance(bpf, BpfCollector):
+                self.ebpf_stats = bpf.stats()
             for ev in join.expired(float("inf")):
                 pub.publish(encode(ev))
             pub.flush()
