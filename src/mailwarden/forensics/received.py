@@ -118,7 +118,7 @@ _TLS_POSTFIX = re.compile(
     r"using\s+(\S+)\s+with\s+cipher\s+(\S+)(?:\s+\((\d+)/\d+\s+bits\))?", re.I
 )
 _TLS_KV = re.compile(r"\b(version|cipher|bits)=([^\s,;)]+)", re.I)
-_TLS_COLON = re.compile(r"^((?:TLS|SSL)[\w.-]*):([\w-]+):(\d+)$", re.I)
+_TLS_COLON = re.compile(r"^((?:TLS|SSL)[\w.-]*):([\w-]+):(\d+)(?::\w+)*$", re.I)
 _TLS_COURIER = re.compile(r"TLS:\s*([\w./-]+),(\d+)bits,([\w-]+)", re.I)
 _ENCRYPTED = re.compile(r"^([\w-]+)\s+encrypted$", re.I)
 
@@ -459,6 +459,12 @@ def parse_received(value: str) -> Hop:
     with_ = " ".join(with_words).strip(",; ")
     protocol = _strip(with_words[0]).upper() if with_words else ""
     ident_ = _addr(_first_word(c.id)) if c.id else ""
+    if not ident_:  # Courier: "...; Fri, 14 Nov 2003 08:05:50 +0000 id 0002843F.3FB48A3E.000"
+        tail_words = [t.text for t in tail if t.kind == "word"]
+        for k, w in enumerate(tail_words[:-1]):
+            if w.lower() == "id":
+                ident_ = _addr(tail_words[k + 1])
+                break
     for_ = _addr(_first_word(c.for_)) if c.for_ else ""
 
     by_comments = [t for t in c.by if t.kind == "comment"]
@@ -477,6 +483,12 @@ def parse_received(value: str) -> Hop:
     envfrom = mk.envfrom
     if not envfrom and c.from2:
         envfrom = _addr(_first_word(c.from2))
+    if not envfrom:  # Haraka: "... id X envelope-from <a@b> ..." outside any comment
+        words = [t.text for t in toks if t.kind == "word"]
+        for k, w in enumerate(words[:-1]):
+            if w.lower() in ("envelope-from", "envelope-sender"):
+                envfrom = _addr(words[k + 1])
+                break
 
     base = Hop(
         raw=raw,
@@ -559,7 +571,12 @@ def parse_received(value: str) -> Hop:
     flags = list(dict.fromkeys(mk.flags + [f for f in tcp_flags if f in ("verified",)]))
 
     name_ip, _, name_port, _ = parse_ip(name) if name else ("", "", None, False)
-    webmail = protocol.startswith("HTTP") or "webmail" in (with_ + via).lower()
+    via_proto = _strip(via.split()[0]).upper() if via else ""
+    webmail = (
+        protocol.startswith("HTTP")
+        or via_proto.startswith("HTTP")
+        or "webmail" in (with_ + via).lower()
+    )
     ip = tcp_ip or top_ip or name_ip
     if not ip:
         why = "no connecting address recorded (from X by Y)"
@@ -598,9 +615,11 @@ def parse_received(value: str) -> Hop:
         if name.lower() == "unknown":
             status = "unknown"
     elif top_ip:
-        rdns = name_host
-        if helo is None:
-            helo = helo_comment or name
+        if helo is not None or helo_comment:  # "from RDNS (HELO) [IP]": Exim 3, GMX
+            rdns = name_host
+            helo = helo if helo is not None else helo_comment
+        else:  # "from NAME [IP]": the name is what the client said
+            helo = name
     elif helo is None:
         helo = "" if webmail else name
     if rdns:
@@ -621,7 +640,9 @@ def parse_received(value: str) -> Hop:
     elif by.lower().startswith("mail.gmx.") and mk.helo is not None and top_ip:
         auth = f"GMX ({protocol} / {by})"
     elif webmail:
-        auth = _strip(with_words[0]) if with_words else "HTTP"
+        auth = (
+            _strip(with_words[0]) if protocol.startswith("HTTP") else (via.split() or ["HTTP"])[0]
+        )
     elif mk.auth == "authenticated-sender":
         auth = "Postfix" if mta == "Postfix" else "authenticated"
     elif mk.auth:
