@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +116,24 @@ def test_dns_failure_is_an_error_never_a_result() -> None:
     assert not {"live-no-ptr", "live-helo-unresolvable", "live-fcrdns-failed"} & {
         f.code for f in hop.findings
     }
+
+
+def test_cli_live_uses_the_configured_nameserver(zone: DnsServer, etc: Path) -> None:
+    (etc / "mailwarden.toml").write_text(
+        f'state_dir = "{etc / "state"}"\n'
+        f'[dns]\nnameservers = ["{zone.address}"]\nport = {zone.port}\ntimeout = 2\n'
+        '[identity]\nips = ["94.130.34.42"]\nhelo_names = ["mail.lotsearch.de"]\n'
+    )
+    eml = _eml(f"from bigmail-live.test ([94.130.34.42]) by smtp-27.iol.local with SMTP; {T}")
+    p = subprocess.run(
+        [sys.executable, "-m", "mailwarden.cli", "trace", "--live", "--json", "-"],
+        input=eml,
+        capture_output=True,
+        env={**os.environ, "MAILWARDEN_ETC": str(etc)},
+        timeout=60,
+    )
+    assert p.returncode == 1, p.stderr
+    hop = json.loads(p.stdout)["hops"][0]
+    assert hop["live"]["ptr"] == ["mail.lotsearch.de"]
+    assert hop["live"]["helo_addresses"] == ["198.51.100.200"]
+    assert "live-helo-elsewhere" in {f["code"] for f in hop["findings"]}
