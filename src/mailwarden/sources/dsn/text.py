@@ -101,11 +101,22 @@ class AddrLine:
     alias: str
 
 
+#: Postfix's local delivery to a program or file: ``<"|/usr/bin/procmail"@host> (expanded
+#: from <a@b>): Command died with status 1 ...``: the recipient is the address it expanded from.
+_QUOTED_LOCAL = re.compile(
+    r'^<"(?P<local>[^"]+)"@[^>\s]+>\s*\(expanded\s+from\s+<(?P<exp>[^>\s]+)>\):\s*(?P<rest>.*)$',
+    re.I,
+)
+
+
 def addr_line(line: str) -> AddrLine | None:
     """Parse a line that names a recipient, or ``None``."""
     if len(line) > 600 or "@" not in line:
         return None
     s = line.strip()
+    q = _QUOTED_LOCAL.match(s)
+    if q and address(q.group("exp")):
+        return AddrLine(address(q.group("exp")), q.group("rest").strip(), "", q.group("local"))
     if re.match(r"^[45]\d\d[ -]", s) or (
         "..." in s.split("@", 1)[1][:80] and not s.startswith("<")
     ):
