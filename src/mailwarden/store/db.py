@@ -105,7 +105,7 @@ def open_engine(url: str, *, create: bool = True, echo: bool = False) -> Engine:
                 schema.metadata.create_all(conn, checkfirst=True)
                 _check_version(conn)
     except SQLAlchemyError as exc:
-        raise StoreError(f"cannot open the store {_safe(url)}: {_first_line(exc)}") from exc
+        raise StoreError(f"cannot open the store {safe_url(url)}: {_first_line(exc)}") from exc
     return engine
 
 
@@ -143,5 +143,5 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)

@@ -21,10 +21,14 @@ from mailwarden.store.ingest import ImportStats
 
 
 class FingerprintLike(Protocol):
-    path: str
-    first_line_hash: str
-    inode: int
-    size: int
+    @property
+    def path(self) -> str: ...
+    @property
+    def first_line_hash(self) -> str: ...
+    @property
+    def inode(self) -> int: ...
+    @property
+    def size(self) -> int: ...
 
 
 def is_imported(conn: Connection, fp: FingerprintLike) -> bool:

@@ -1,0 +1,848 @@
+"""The analyze driver: log files -> parse -> correlate -> classify -> aggregate (+ store) -> report.
+
+Parallel design (2 cores): every worker process reads every file but keeps only the lines whose
+queue id falls in its shard (:func:`shard_of`: the last character of the queue id, so all lines
+of one message meet in one worker; lines without a queue id go to worker 0). Each worker thus
+sees complete message histories and needs no cross-worker merging: it parses
+(:func:`mailwarden.sources.parse_lines`), correlates (:class:`~mailwarden.sources.Correlator`),
+classifies with a cache, folds each finished message into a mergeable
+:class:`~mailwarden.report.analyze.Aggregate` and, when storing, into compact tuples
+(:class:`~mailwarden.store.ingest.Batch`) sent to the parent over a pipe. The parent writes the
+batches as they come (one write transaction, :class:`~mailwarden.store.ingest.Writer`), then
+merges the aggregates into the report document. Small inputs run in-process.
+
+Only the parent touches the database; the classifier is loaded before the workers fork, so
+they share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from mailwarden.events import (
+    Delivery,
+    InboundReject,
+    Message,
+    PostfixEvent,
+    SaslFailure,
+    Unparsed,
+)
+from mailwarden.report.analyze import Aggregate, InboundAgg, KindAgg
+
+if TYPE_CHECKING:
+    from mailwarden.classify.engine import Classifier
+    from mailwarden.errors import SourceError
+    from mailwarden.sources.files import LogFile
+    from mailwarden.sources.stats import ParseStats
+
+#: Inputs smaller than this run in one process (forking costs more than it saves).
+PARALLEL_MIN_BYTES = 16 * 1024 * 1024
+BATCH_MESSAGES = 20_000
+MAX_UNPARSED_SHOWN = 10_000
+_READ_BUFFER = 1 << 20
+_CLASSIFY_CACHE = 50_000
+
+FINAL_STATES = {"sent": "delivered", "bounced": "bounced", "expired": "bounced"}
+
+
+# ------------------------------------------------------------------------------------------
+# Inputs
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """Identity of a log file for the ``imports`` table: first-line hash + inode + size."""
+
+    path: str
+    first_line_hash: str
+    inode: int
+    size: int
+
+
+def fingerprint(lf: LogFile) -> Fingerprint:
+    """The fingerprint of a listed log file (first line read through its decompressor)."""
+    try:
+        with lf.open() as f:
+            first = f.readline(8192)
+    except (OSError, EOFError, ValueError):
+        first = b""
+    return Fingerprint(str(lf.path), hashlib.sha256(first).hexdigest(), lf.inode, lf.size)
+
+
+def shard_of(raw: bytes, nshards: int) -> int:
+    """The worker a raw log line belongs to (see the module docstring)."""
+    i = raw.find(b"]: ")
+    if i < 0:
+        return 0
+    j = raw.find(b": ", i + 9, i + 36)
+    if j < 0 or not raw[i + 3 : j].isalnum() or raw[i + 3 : j] == b"NOQUEUE":
+        return 0
+    return raw[j - 1] % nshards
+
+
+def _shard_lines(f: Iterable[bytes], me: int, n: int, counter: list[int]) -> Iterator[bytes]:
+    """The lines of ``f`` in shard ``me`` of ``n``; ``counter[0]`` counts bytes read."""
+    if n == 1:
+        for raw in f:
+            counter[0] += len(raw)
+            yield raw
+        return
+    got = 0
+    for raw in f:
+        got += len(raw)
+        i = raw.find(b"]: ")
+        j = raw.find(b": ", i + 9, i + 36) if i >= 0 else -1
+        if j < 0:
+            if me == 0:
+                yield raw
+            continue
+        q = raw[i + 3 : j]
+        if q.isalnum() and q != b"NOQUEUE":
+            if raw[j - 1] % n == me:
+                yield raw
+        elif me == 0:
+            yield raw
+        if got > 4_000_000:
+            counter[0] += got
+            got = 0
+    counter[0] += got
+
+
+# ------------------------------------------------------------------------------------------
+# Folding messages into the aggregate and store rows
+# ------------------------------------------------------------------------------------------
+
+
+class Folder:
+    """Turns events into the aggregate (and store batches); one per worker."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        *,
+        store: bool,
+        since: float | None = None,
+        until: float | None = None,
+        send: Callable[[Any], None] | None = None,
+        batch_messages: int = BATCH_MESSAGES,
+    ) -> None:
+        from mailwarden.sources.correlate import Correlator
+
+        self.clf = classifier
+        self.agg = Aggregate()
+        self.correlator = Correlator()
+        self.store = store
+        self.since = since
+        self.until = until
+        self.send = send
+        self.batch_messages = batch_messages
+        self._new_batch()
+        self._prov_cache: dict[tuple[str, str], str] = {}
+        self._cls_cache: dict[tuple[str, str, str, str], tuple[Any, str]] = {}
+        self._norm_cache: dict[tuple[Any, ...], tuple[Any, str]] = {}
+
+    def _new_batch(self) -> None:
+        from mailwarden.store.rows import Batch
+
+        self.batch = Batch()
+
+    def flush_batch(self) -> None:
+        b = self.batch
+        if self.store and self.send is not None and (b.messages or b.inbound or b.links):
+            self.send(("batch", b))
+            self._new_batch()
+
+    # -- events ------------------------------------------------------------------------------
+    def events(self, evs: Iterable[PostfixEvent | Unparsed], unparsed: list[Unparsed]) -> None:
+        feed = self.correlator.feed
+        since, until = self.since, self.until
+        agg = self.agg
+        for ev in evs:
+            cls = ev.__class__
+            if cls is Unparsed:
+                if len(unparsed) < MAX_UNPARSED_SHOWN:
+                    unparsed.append(ev)  # type: ignore[arg-type]
+                continue
+            ts = ev.ts  # type: ignore[union-attr]
+            if (since is not None and ts < since) or (until is not None and ts >= until):
+                agg.outside_period += 1
+                continue
+            if cls is InboundReject:
+                self.inbound(ev)  # type: ignore[arg-type]
+                if not ev.qid:  # type: ignore[union-attr]
+                    continue
+            elif cls is SaslFailure:
+                agg.sasl_failures[ev.client_ip or ev.client_name] += 1  # type: ignore[union-attr]
+                continue
+            done = feed(ev)  # type: ignore[arg-type]
+            if done:
+                for m in done:
+                    self.message(m)
+
+    def finish(self) -> None:
+        for m in self.correlator.flush():
+            self.message(m)
+        self.flush_batch()
+
+    def inbound(self, ev: InboundReject) -> None:
+        from mailwarden.store.kinds import kind_key, normalise_reply
+
+        r = ev.reply
+        code = r.code if r else None
+        enh = r.enhanced if r else ""
+        text = r.text if r else ""
+        raw = r.raw if r else ""
+        key = kind_key(code, enh, f"{ev.action}/{ev.stage}", False, normalise_reply(text))
+        agg = self.agg
+        agg.seen(ev.ts)
+        ib = agg.inbound.get(key)
+        if ib is None:
+            ib = agg.inbound[key] = InboundAgg(ev.action, ev.stage, code, enh, raw or text)
+        ib.add(ev.ts, ev.client_ip or ev.client_name)
+        if self.store:
+            line_key = hashlib.blake2b(
+                f"{ev.stage}|{ev.client_ip}|{ev.sender}|{ev.recipient}|{raw}".encode(
+                    "utf-8", "replace"
+                ),
+                digest_size=10,
+            ).hexdigest()
+            self.batch.inbound.append(
+                (
+                    ev.host,
+                    ev.ts,
+                    line_key,
+                    ev.action,
+                    ev.stage,
+                    ev.client_name,
+                    ev.client_ip,
+                    code,
+                    enh,
+                    text,
+                    ev.sender,
+                    ev.recipient,
+                    ev.helo,
+                )
+            )
+
+    # -- messages ----------------------------------------------------------------------------
+    def provider_of(self, d: Delivery) -> str:
+        key = (d.relay_host, d.relay if not d.relay_host else "")
+        p = self._prov_cache.get(key)
+        if p is None:
+            if d.relay_host:
+                p = self.clf.provider_for_host(d.relay_host, d.relay_ip)
+            elif d.relay and d.relay != "none" and "[" not in d.relay:
+                p = "local"  # local, virtual, pipe, lmtp over a unix socket
+            else:
+                p = ""
+            if len(self._prov_cache) > _CLASSIFY_CACHE:
+                self._prov_cache.clear()
+            self._prov_cache[key] = p
+        if not p:
+            p = self.clf.provider_for_domain(d.recipient) or "unknown"
+        return p
+
+    def classify(self, d: Delivery, provider: str) -> tuple[Any, str]:
+        """(Classification, kind key) of a non-success attempt.
+
+        Two caches: by the exact logged text, then by the normalised reply (addresses, IPs,
+        ids and numbers replaced) with everything else the classifier looks at, so that one
+        "User unknown" per recipient costs one normalisation, not one classification.
+        """
+        key = (d.text, d.dsn, d.status, provider)
+        hit = self._cls_cache.get(key)
+        if hit is not None:
+            return hit
+        from mailwarden.store.kinds import kind_key, normalise_reply
+
+        r = d.reply
+        code = r.code if r else None
+        enh = _enhanced(d)
+        # the whole logged text: Postfix's own prefixes ("delivery temporarily suspended: ")
+        # decide too, so the cache must see them
+        key2 = (normalise_reply(d.text), code, enh, r.command if r else "", *key[1:])
+        hit = self._norm_cache.get(key2)
+        if hit is None:
+            c = self.clf.classify(
+                d.reply, dsn=d.dsn, status=d.status, text=d.text, provider=provider
+            )
+            # the kind: the reply alone (not which MX host of the provider said it)
+            norm = normalise_reply(r.text) if r is not None and r.text else key2[0]
+            hit = (c, kind_key(code, enh, c.reason, c.internal, norm))
+            if len(self._norm_cache) > _CLASSIFY_CACHE:
+                self._norm_cache.clear()
+            self._norm_cache[key2] = hit
+        if len(self._cls_cache) > _CLASSIFY_CACHE:
+            self._cls_cache.clear()
+        self._cls_cache[key] = hit
+        return hit
+
+    def message(self, m: Message) -> None:
+        agg = self.agg
+        agg.messages += 1
+        agg.seen(m.arrival)
+        okind, ident, name = origin_of(m)
+        origin = agg.origin(okind, ident, name)
+        origin.messages += 1
+        store = self.store
+        b = self.batch
+        mi = len(b.messages)
+        if store:
+            b.messages.append(
+                (
+                    m.host,
+                    m.qid,
+                    m.arrival,
+                    okind,
+                    ident,
+                    name,
+                    m.sender,
+                    m.message_id,
+                    m.size,
+                    m.nrcpt,
+                    m.bounce_of,
+                    m.expired_at,
+                    m.removed_at,
+                )
+            )
+            for n in m.notices:
+                b.links.append((m.host, n.notice_qid, m.qid))
+        final: dict[str, tuple[str, str]] = {}
+        for d in m.attempts:
+            status = d.status
+            if status not in ("sent", "deferred", "bounced", "expired"):
+                continue  # address verification probes (deliverable/undeliverable)
+            prov = self.provider_of(d)
+            pa = agg.provider(prov)
+            pa.attempts += 1
+            agg.attempts += 1
+            ts = d.ts
+            reason = kind = ""
+            if status != "sent":
+                c, kind = self.classify(d, prov)
+                reason = c.reason
+                kinds = agg.internal if c.internal else pa.kinds
+                ka = kinds.get(kind)
+                if ka is None:
+                    r = d.reply
+                    sample = _sample(d)
+                    ka = kinds[kind] = KindAgg(
+                        c.reason,
+                        c.scope,
+                        r.code if r else None,
+                        _enhanced(d),
+                        r.command if r else "",
+                        c.issuer,
+                        c.url,
+                        c.cited_ip,
+                        c.rule,
+                        sample,
+                    )
+                    if store:
+                        b.kinds[(prov, kind)] = (
+                            prov,
+                            kind,
+                            c.reason,
+                            c.scope,
+                            ka.code,
+                            ka.enhanced,
+                            ka.command,
+                            c.issuer,
+                            c.url,
+                            c.cited_ip,
+                            c.rule,
+                            c.internal,
+                            sample,
+                            ts,
+                            ts,
+                        )
+                elif store and (prov, kind) not in b.kinds:
+                    b.kinds[(prov, kind)] = (
+                        prov,
+                        kind,
+                        ka.reason,
+                        ka.scope,
+                        ka.code,
+                        ka.enhanced,
+                        ka.command,
+                        ka.issuer,
+                        ka.url,
+                        ka.cited_ip,
+                        ka.rule,
+                        c.internal,
+                        ka.sample,
+                        ts,
+                        ts,
+                    )
+                ka.add(ts)
+            final[d.recipient] = (status, prov)
+            if store:
+                r = d.reply
+                b.attempts.append(
+                    (
+                        mi,
+                        ts,
+                        d.recipient,
+                        d.orig_recipient,
+                        d.relay_host,
+                        d.relay_ip,
+                        d.relay_port,
+                        prov,
+                        d.delay,
+                        d.delays,
+                        d.dsn,
+                        status,
+                        d.conn_use,
+                        r.code if r else None,
+                        r.enhanced if r else "",
+                        kind,
+                        reason,
+                    )
+                )
+            if ts > agg.last_ts:
+                agg.last_ts = ts
+        expired = m.expired_at is not None
+        for status, prov in final.values():
+            pa = agg.provider(prov)
+            pa.recipients += 1
+            state = FINAL_STATES.get(status, "deferred")
+            if state == "deferred" and expired:
+                state = "bounced"
+                pa.expired += 1
+            if state == "delivered":
+                pa.delivered += 1
+                origin.delivered += 1
+            elif state == "bounced":
+                pa.bounced += 1
+                origin.bounced += 1
+            else:
+                pa.deferred += 1
+                origin.deferred += 1
+            origin.providers[prov] += 1
+        origin.recipients += len(final)
+        agg.recipients += len(final)
+        if store and len(b.messages) >= self.batch_messages:
+            self.flush_batch()
+
+
+def _enhanced(d: Delivery) -> str:
+    """The reply's enhanced status code; Postfix's ``dsn=`` only when the reply has no code
+    of its own (a remote ``554`` without one is not shown as Postfix's ``4.0.0``)."""
+    r = d.reply
+    if r is not None and (r.enhanced or r.code is not None):
+        return r.enhanced
+    return d.dsn
+
+
+def _sample(d: Delivery) -> str:
+    """The reply as the receiver gave it (code, enhanced code, text folded to one line), or
+    Postfix's own reason when there is no remote reply."""
+    r = d.reply
+    if r is not None and r.remote and r.text:
+        return " ".join(x for x in (str(r.code) if r.code else "", r.enhanced, r.text) if x)
+    return d.text
+
+
+def origin_of(m: Message) -> tuple[str, str, str]:
+    """``(kind, id, name)`` of who submitted a message (see docs/analyze-json.md)."""
+    k = m.origin_kind
+    if k == "sasl":
+        return "sasl", m.sasl_username, m.client_ip
+    if k == "client":
+        return "client", m.client_ip, m.client_name
+    if k == "uid":
+        return "uid", str(m.uid), m.user
+    if m.bounce_of or (not m.sender and m.nrcpt is not None):
+        return "bounce", "", "MAILER-DAEMON"
+    return "unknown", "", ""
+
+
+# ------------------------------------------------------------------------------------------
+# Running a shard (in a worker process or in-process)
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ShardResult:
+    agg: Aggregate
+    stats: ParseStats
+    unparsed: list[Unparsed] = field(default_factory=list)
+    bytes_read: dict[str, int] = field(default_factory=dict)
+
+
+def run_shard(
+    files: list[LogFile],
+    me: int,
+    nshards: int,
+    classifier: Classifier,
+    *,
+    store: bool,
+    since: float | None,
+    until: float | None,
+    show_unparsed: bool,
+    send: Callable[[Any], None] | None,
+    progress: Callable[[int], None] | None = None,
+    tz: Any = None,
+) -> ShardResult:
+    """Parse, correlate and fold shard ``me`` of ``nshards`` of ``files`` (oldest first)."""
+    from mailwarden.sources.postfix import parse_lines
+    from mailwarden.sources.stats import ParseStats
+
+    stats = ParseStats()
+    folder = Folder(classifier, store=store, since=since, until=until, send=send)
+    unparsed: list[Unparsed] = []
+    read: dict[str, int] = {}
+    done_before = 0
+
+    def on_error(err: SourceError) -> None:
+        if me == 0:  # every worker reads every file: report a read error once
+            stats.error(str(err))
+
+    for lf in files:
+        counter = [0]
+        lines = _shard_lines(lf.lines(on_error), me, nshards, counter)
+        if progress is not None:
+            lines = _with_progress(lines, counter, done_before, progress)
+        evs = parse_lines(lines, env=lf.envelope(tz), stats=stats, yield_unparsed=show_unparsed)
+        folder.events(evs, unparsed)
+        read[str(lf.path)] = counter[0]
+        done_before += counter[0]
+    folder.finish()
+    return ShardResult(folder.agg, stats, unparsed, read)
+
+
+def _with_progress(
+    lines: Iterator[bytes], counter: list[int], base: int, progress: Callable[[int], None]
+) -> Iterator[bytes]:
+    last = 0
+    for n, raw in enumerate(lines):
+        yield raw
+        if n & 0xFFFF == 0 and counter[0] != last:
+            last = counter[0]
+            progress(base + last)
+
+
+def _worker(
+    conn: Any,
+    paths: list[LogFile],
+    me: int,
+    nshards: int,
+    classifier: Classifier,
+    opts: dict[str, Any],
+) -> None:
+    try:
+        progress = (lambda n: conn.send(("progress", n))) if opts["progress"] and me == 0 else None
+        res = run_shard(
+            paths,
+            me,
+            nshards,
+            classifier,
+            store=opts["store"],
+            since=opts["since"],
+            until=opts["until"],
+            show_unparsed=opts["show_unparsed"],
+            send=conn.send,
+            progress=progress,
+            tz=opts["tz"],
+        )
+        conn.send(("done", res))
+    except BaseException as exc:  # report any failure to the parent, which raises it
+        import traceback
+
+        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------------------------------
+# The driver
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class AnalyzeResult:
+    document: dict[str, Any]
+    unparsed: list[Unparsed]
+
+
+def analyze(
+    paths: list[Path],
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    db_url: str | None = None,
+    show_unparsed: bool = False,
+    workers: int = 0,
+    attempts_days: int = 90,
+    rollup_days: int = 730,
+    tz: Any = None,
+    progress: Callable[[int, int], None] | None = None,
+    classifier: Classifier | None = None,
+) -> AnalyzeResult:
+    """Analyze the log files ``paths`` (read oldest first, whatever their names and compression)
+    and return the report document. Files that cannot be read are named in ``errors``; the
+    others are analysed; when none can be read, :class:`SourceError` is raised.
+
+    ``db_url`` None: nothing is stored (``--no-store``). ``workers`` 0: automatic (one per
+    core, at most two, and one for small inputs). ``progress(done_bytes, total_bytes)`` is
+    called from time to time.
+    """
+    from mailwarden.errors import SourceError
+    from mailwarden.sources.files import order_files
+
+    if classifier is None:
+        from mailwarden.classify.engine import Classifier
+
+        classifier = Classifier.load()
+    errors: list[SourceError] = []
+    files = order_files(paths, tz=tz, on_error=errors.append)
+    if not files:
+        raise errors[0] if errors else SourceError("no log file to read")
+    total = sum(lf.size for lf in files)
+    n = workers or (min(2, os.cpu_count() or 1) if total >= PARALLEL_MIN_BYTES else 1)
+    store = db_url is not None
+    fps = [fingerprint(lf) for lf in files] if store else []
+    started = time.time()
+
+    results: list[ShardResult] = []
+    sink = _StoreSink(db_url, fps, attempts_days, rollup_days) if db_url is not None else None
+    try:
+        if n == 1:
+            prog = (lambda b: progress(b, total)) if progress else None
+            send = sink.take if sink is not None else None
+            if sink is not None:
+                sink.open()
+            results.append(
+                run_shard(
+                    files,
+                    0,
+                    1,
+                    classifier,
+                    store=store,
+                    since=since,
+                    until=until,
+                    show_unparsed=show_unparsed,
+                    send=send,
+                    progress=prog,
+                    tz=tz,
+                )
+            )
+        else:
+            results = _run_parallel(
+                files,
+                n,
+                classifier,
+                sink,
+                {
+                    "store": store,
+                    "since": since,
+                    "until": until,
+                    "show_unparsed": show_unparsed,
+                    "progress": progress is not None,
+                    "tz": tz,
+                },
+                (lambda b: progress(b, total)) if progress else None,
+            )
+        store_doc = sink.close(results, started) if sink is not None else None
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
+
+    from mailwarden.sources.stats import ParseStats
+
+    agg = Aggregate()
+    stats = ParseStats()
+    unparsed: list[Unparsed] = []
+    read: dict[str, int] = {}
+    for r in results:
+        agg.merge(r.agg)
+        stats.merge(r.stats)
+        unparsed.extend(r.unparsed)
+        for k, v in r.bytes_read.items():
+            read[k] = max(read.get(k, 0), v)
+    unparsed.sort(key=lambda u: (u.source, u.offset))
+    lines = {
+        "total": stats.total,
+        "parsed": stats.parsed,
+        "ignored": stats.ignored,
+        "unparsed": stats.unparsed,
+        "foreign": stats.foreign,
+        "unparsed_reasons": dict(stats.why),
+    }
+    for err in errors:  # files that could not be opened at all
+        stats.error(str(err))
+    sources = [
+        {"path": str(lf.path), "compression": lf.compression, "bytes": read.get(str(lf.path), 0)}
+        for lf in files
+    ]
+    doc = build(
+        agg,
+        lines=lines,
+        sources=sources,
+        since=since,
+        until=until,
+        store=store_doc,
+        unparsed=[_unparsed_json(u) for u in unparsed] if show_unparsed else None,
+        errors=list(stats.errors),
+        classifier=classifier,
+    )
+    return AnalyzeResult(doc, unparsed)
+
+
+def build(agg: Aggregate, *, classifier: Classifier, **kw: Any) -> dict[str, Any]:
+    from mailwarden.report.analyze import build_document
+
+    known = frozenset(getattr(classifier, "providers", {}) or {})
+    return build_document(agg, known_providers=known, **kw)
+
+
+def _unparsed_json(u: Unparsed) -> dict[str, Any]:
+    return {"source": u.source, "offset": u.offset, "why": u.why, "line": u.line}
+
+
+def _run_parallel(
+    paths: list[LogFile],
+    n: int,
+    classifier: Classifier,
+    sink: _StoreSink | None,
+    opts: dict[str, Any],
+    progress: Callable[[int], None] | None,
+) -> list[ShardResult]:
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    ctx = mp.get_context("fork")
+    procs = []
+    conns = []
+    for me in range(n):
+        parent, child = ctx.Pipe(duplex=False)
+        pr = ctx.Process(target=_worker, args=(child, paths, me, n, classifier, opts), daemon=True)
+        pr.start()
+        child.close()
+        procs.append(pr)
+        conns.append(parent)
+    if sink is not None:
+        sink.open()  # while the workers already read
+    results: list[ShardResult] = []
+    pending: list[Any] = list(conns)
+    try:
+        while pending:
+            for c in cast(list[Any], wait(pending)):
+                try:
+                    msg = c.recv()
+                except EOFError:
+                    pending.remove(c)
+                    continue
+                tag = msg[0]
+                if tag == "batch":
+                    if sink is not None:
+                        sink.take(msg)
+                elif tag == "progress":
+                    if progress is not None:
+                        progress(msg[1])
+                elif tag == "done":
+                    results.append(msg[1])
+                    pending.remove(c)
+                elif tag == "error":
+                    from mailwarden.errors import MailwardenError
+
+                    raise MailwardenError(f"analyze worker failed: {msg[1]}\n{msg[2]}")
+    finally:
+        for pr in procs:
+            if pr.is_alive() and len(results) < n:
+                pr.terminate()
+            pr.join(5)
+        for c in conns:
+            c.close()
+    if len(results) != n:
+        from mailwarden.errors import MailwardenError
+
+        raise MailwardenError("an analyze worker died without a result")
+    return results
+
+
+class _StoreSink:
+    """The parent's side of storing: one write transaction for the whole import."""
+
+    def __init__(
+        self, url: str, fps: list[Fingerprint], attempts_days: int, rollup_days: int
+    ) -> None:
+        self.url = url
+        self.fps = fps
+        self.attempts_days = attempts_days
+        self.rollup_days = rollup_days
+        self.skip = False
+        self._cm: Any = None
+        self.conn: Any = None
+        self.writer: Any = None
+        self.engine: Any = None
+
+    def open(self) -> None:
+        from mailwarden.store.db import open_engine, write_transaction
+        from mailwarden.store.imports import all_imported
+        from mailwarden.store.ingest import Writer
+        from mailwarden.store.retention import cutoffs
+
+        self.engine = open_engine(self.url)
+        self._cm = write_transaction(self.engine)
+        self.conn = self._cm.__enter__()
+        self.skip = all_imported(self.conn, self.fps)
+        a_cut, _ = cutoffs(self.attempts_days, self.rollup_days)
+        self.writer = Writer(self.conn, attempts_cutoff=a_cut)
+
+    def take(self, msg: Any) -> None:
+        if self.writer is None:
+            self.open()
+        if not self.skip:
+            self.writer.write(msg[1])
+
+    def close(self, results: list[ShardResult], started: float) -> dict[str, Any]:
+        from mailwarden.store.db import safe_url
+        from mailwarden.store.imports import record_imports
+        from mailwarden.store.retention import prune
+
+        if self.writer is None:
+            self.open()
+        st = self.writer.finish()
+        if not self.skip:
+            read: dict[str, int] = {}
+            lines = 0
+            for r in results:
+                lines += r.stats.total
+                for k, v in r.bytes_read.items():
+                    read[k] = max(read.get(k, 0), v)
+            record_imports(self.conn, self.fps, read, st, started)
+        self._cm.__exit__(None, None, None)
+        self._cm = None
+        pr = prune(self.engine, attempts_days=self.attempts_days, rollup_days=self.rollup_days)
+        self.engine.dispose()
+        return {
+            "url": safe_url(self.url),
+            "stored": not self.skip,
+            "already_imported": self.skip,
+            "messages": st.messages,
+            "messages_known": st.messages_known,
+            "attempts": st.attempts,
+            "attempts_known": st.attempts_known,
+            "attempts_past_retention": st.attempts_expired,
+            "inbound_rejects": st.inbound,
+            "rejection_kinds_new": st.kinds,
+            "pruned_attempts": pr.attempts,
+        }
+
+    def abort(self) -> None:
+        if self._cm is not None:
+            import sys
+
+            self._cm.__exit__(*sys.exc_info())
+            self._cm = None
+        if self.engine is not None:
+            self.engine.dispose()
