@@ -188,3 +188,38 @@ def gmail_state(diagnostic: str) -> tuple[str, str]:
     """(SMTP command, reason) named by Gmail's ``(state N).`` in a diagnostic, or ("", "")."""
     m = re.search(r"\(state (\d+)\)\.?", diagnostic)
     return _GMAIL_STATE.get(m.group(1), ("", "")) if m else ("", "")
+
+
+# --------------------------------------------------------------------------------------
+# Which MTA wrote the bounce (informative: BounceReport.format)
+# --------------------------------------------------------------------------------------
+
+_FAMILIES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (name, re.compile(rx, re.M))
+    for name, rx in (
+        ("postfix", r"This is the (?:mail system at host|Postfix program)|X-Postfix-"),
+        ("exim", r"This message was created automatically by mail delivery software|"
+                 r"SMTP error from remote (?:mail server|mailer)"),
+        ("sendmail", r"-{3,} (?:Transcript of session follows|"
+                     r"The following addresses had permanent fatal errors)"),
+        ("qmail", r"This is the qmail-send program"),
+        ("exchange", r"Diagnostic information for administrators|MSEXCH:|"
+                     r"Delivery has failed to these recipients|"
+                     r"did not reach the following recipient"),
+        ("gmail", r"Delivery to the following recipients? (?:failed|has been delayed)|"
+                  r"\*\* Address not found \*\*"),
+        ("courier", r"running the Courier mail server"),
+        ("domino", r"^was not delivered to:$|Domino Directory"),
+        ("opensmtpd", r"This is the MAILER-DAEMON, please DO NOT REPLY"),
+        ("dragonfly", r"This is the DragonFly Mail Agent"),
+    )
+)  # fmt: skip
+
+
+def family(mail: Mail) -> str:
+    """The MTA family that wrote the report, from its fixed wording, or ``""``."""
+    head = mail.text[:20000]
+    for name, rx in _FAMILIES:
+        if rx.search(head):
+            return name
+    return ""

@@ -100,6 +100,8 @@ def is_delay_notice(mail: Mail) -> bool:
 def extract(mail: Mail) -> tuple[str, list[Rcpt]]:
     """Find the recipients and what the mail says about each; returns (format, records)."""
     fmt, recs = _extract(mail)
+    if fmt in ("text", "rfc3464"):
+        fmt = formats.family(mail) or fmt
     if recs and is_delay_notice(mail):
         for r in recs:
             if not r.action and not r.reason:
