@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fixtures.dns import DnsServer
 from fixtures.mail import TEST_USER, ensure_user, make_message, sendmail, smtp_submit
-from fixtures.postfix import PostfixInstance, make_instance
+from fixtures.postfix import PostfixInstance, make_instance, sweep_stale_instances
 from fixtures.slot import Slot, acquire_slot
 from fixtures.smtp import ACCEPT, REPLIES, Behaviour, FakeMXFactory, Reply, Rule, at_rcpt
 
@@ -246,3 +246,52 @@ def test_second_instance_on_another_slot_runs_alongside(
     )
     assert f"{other.address}/32" not in addrs.stdout
     assert other.master_pid() is None
+
+
+def test_isolated_use_restores_config_and_empties_the_queue(
+    postfix_instance: PostfixInstance, fake_mx: FakeMXFactory
+) -> None:
+    """A test may reconfigure Postfix freely; the next test gets it back as it was. Here:
+    a receiver slower to greet than smtp_helo_timeout."""
+    pf = postfix_instance
+    default_timeout = pf.get("smtp_helo_timeout")
+    slow = fake_mx.add(
+        "mx01.posteo.de",
+        Behaviour(greeting=Reply(220, "{host} ESMTP", delay=3)),
+        domains=["posteo.de"],
+    )
+    with pf.isolated():
+        pf.postconf("smtp_helo_timeout = 1s", reload=True)
+        sendmail(pf, make_message(SENDER, ["x@posteo.de"]), ["x@posteo.de"], sender=SENDER)
+        pf.wait_for_log(
+            r"to=<x@posteo\.de>, .*status=deferred \(conversation with mx01\.posteo\.de\[[\d.]+\] "
+            r"timed out while receiving the initial server greeting\)",
+            since=pf.log_mark,
+        )
+        assert [m.queue_name for m in pf.wait_until_quiet()] == ["deferred"]
+    assert pf.get("smtp_helo_timeout") == default_timeout != "1s"
+    assert pf.queue() == []
+    assert slow.connections >= 1
+
+
+def test_sweep_removes_what_a_killed_session_left(
+    postfix_instance: PostfixInstance, dns_server: DnsServer, tmp_path: Path
+) -> None:
+    """A session killed with SIGKILL leaves its Postfix running: the next session stops it."""
+    slot = acquire_slot()
+    orphan = make_instance(slot, tmp_path, dns_server.address)
+    try:
+        orphan.start()
+        pid = orphan.master_pid()
+        assert pid is not None
+    finally:
+        slot.close()  # the "killed" session's lock goes away, its Postfix stays
+    assert slot.index in sweep_stale_instances()
+    assert orphan.master_pid() is None and not orphan.queue_dir.exists()
+    assert not orphan.config_dir.exists() and not orphan._daemons()
+    addrs = subprocess.run(
+        ["ip", "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True
+    )
+    assert f"{orphan.address}/32" not in addrs.stdout
+    # the live session's own instance is untouched
+    assert postfix_instance.master_pid() is not None
