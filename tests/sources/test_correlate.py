@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import pwd
 
-from mailwarden.events import Arrival, Delivery, Message, MessageIdSeen, QueueActive, Removed
-from mailwarden.sources.correlate import Correlator, link_bounces
-from mailwarden.sources.postfix import parse_lines, qid_of
+import pytest
+
+from mailwarden.events import (
+    Arrival,
+    Delivery,
+    InboundReject,
+    Message,
+    MessageIdSeen,
+    QueueActive,
+    Removed,
+    SaslFailure,
+)
+from mailwarden.sources.correlate import Correlator, correlate_lines, link_bounces
+from mailwarden.sources.postfix import parse_lines, qid_of, shard_of
 from mailwarden.sources.stats import ParseStats
 
 from .conftest import SAMPLE_LOG, utc_env
@@ -156,3 +167,67 @@ def test_sharded_correlation_gives_the_same_messages(tmp_path: object) -> None:
 def test_user_name_resolution_can_be_turned_off() -> None:
     m = sample_messages(resolve_users=False)["394D3162231"]
     assert m.user == "" and m.uid == 33
+
+
+# -- the fused fast path must give exactly what the event path gives -------------------------
+
+
+def _signature(m: Message) -> tuple[object, ...]:
+    return (m.host, m.qid, m.arrival, m.origin_kind, m.uid, m.client_ip, m.sasl_username,
+            m.sender, m.message_id, m.size, m.nrcpt, tuple(m.attempts), m.bounce_of,
+            tuple(m.notices), m.expired_at, m.removed_at, m.held, m.complete)  # fmt: skip
+
+
+def _sources() -> list[tuple[str, list[bytes]]]:
+    import gzip
+
+    from .conftest import DATA
+
+    return [
+        ("sample", SAMPLE_LOG.read_bytes().splitlines(keepends=True)),
+        ("genlog", gzip.decompress((DATA / "genlog-5k.log.gz").read_bytes()).splitlines(True)),
+        ("iso", gzip.decompress((DATA / "genlog-3k-iso.log.gz").read_bytes()).splitlines(True)),
+        ("annotated", [ln for ln in (DATA / "postfix-lines.txt").read_bytes().splitlines(True)
+                       if not ln.startswith(b"#")]),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_correlate_lines_equals_the_event_path(shards: int) -> None:
+    evictions = 0
+    for name, lines in _sources():
+        slow: list[object] = []
+        fast: list[object] = []
+        s1, s2 = ParseStats(), ParseStats()
+        for me in range(shards):
+            sh = (me, shards) if shards > 1 else None
+            c1 = Correlator(horizon=120, max_open=40)
+            evs = list(parse_lines(lines, env=utc_env(), stats=s1, shard=sh))
+            slow.extend(_signature(m) for m in c1.run(evs))  # type: ignore[arg-type]
+            slow.extend(e for e in evs if isinstance(e, InboundReject | SaslFailure))
+            c2 = Correlator(horizon=120, max_open=40)
+            for x in correlate_lines(lines, correlator=c2, env=utc_env(), stats=s2, shard=sh):
+                fast.append(_signature(x) if isinstance(x, Message) else x)
+            assert (c1.evicted_idle, c1.evicted_full, c1.reused) == (
+                c2.evicted_idle,
+                c2.evicted_full,
+                c2.reused,
+            )
+            evictions += c1.evicted_idle + c1.evicted_full
+        key = repr
+        assert sorted(fast, key=key) == sorted(slow, key=key), name
+        assert s1.as_dict() == s2.as_dict(), name
+        assert s1.total == len(lines)
+        assert sum(1 for x in slow if isinstance(x, tuple)) > 0
+    assert evictions > 0  # the eviction paths were exercised too
+
+
+def test_shard_of_partitions_by_message() -> None:
+    lines = SAMPLE_LOG.read_bytes().splitlines(keepends=True)
+    by_qid: dict[bytes, set[int]] = {}
+    for ln in lines:
+        q = qid_of(ln)
+        if q is not None:
+            by_qid.setdefault(q, set()).add(shard_of(ln, 4))
+    assert all(len(s) == 1 for s in by_qid.values())
+    assert len({next(iter(s)) for s in by_qid.values()}) > 1

@@ -5,7 +5,11 @@ Public API (everything else is internal):
 
 * :func:`parse_lines` ``(lines: Iterable[bytes], *, env, stats, start_offset) -> Iterator[event]``:
   the hot loop, raw syslog lines -> Postfix events, counters in a :class:`ParseStats`. Works on
-  any subset of lines (shard with :func:`qid_of` ``(raw) -> bytes | None``).
+  any subset of lines: ``shard=(me, n)`` with the rule of :func:`shard_of` ``(raw, n)``, or
+  your own with :func:`qid_of` ``(raw) -> bytes | None``.
+* :func:`correlate_lines` ``(lines, ...) -> Iterator[Message | InboundReject | SaslFailure]``:
+  the analyze fast path, parse and correlate in one loop (same result as
+  ``Correlator.run(parse_lines(lines))``, faster).
 * :func:`parse_line` ``(LogLine) -> event | Unparsed | None`` and :class:`PostfixParser` (the
   same for already split lines, e.g. from journald).
 * :func:`split_line` ``(raw, env) -> LogLine | Unparsed`` with :class:`Envelope` (per-source
@@ -29,7 +33,7 @@ Public API (everything else is internal):
 
 from __future__ import annotations
 
-from mailwarden.sources.correlate import Correlator, link_bounces
+from mailwarden.sources.correlate import Correlator, correlate_lines, link_bounces
 from mailwarden.sources.files import LogFile, order_files, parse_files, read_lines
 from mailwarden.sources.follow import (
     Checkpoint,
@@ -46,6 +50,7 @@ from mailwarden.sources.postfix import (
     parse_line,
     parse_lines,
     qid_of,
+    shard_of,
 )
 from mailwarden.sources.reply import parse_reply, split_code
 from mailwarden.sources.stats import ParseStats
@@ -65,6 +70,7 @@ __all__ = [
     "ParseStats",
     "PostfixParser",
     "Stamps",
+    "correlate_lines",
     "is_postfix",
     "link_bounces",
     "load_tz",
@@ -77,6 +83,7 @@ __all__ = [
     "qid_of",
     "read_lines",
     "record_to_logline",
+    "shard_of",
     "split_code",
     "split_line",
 ]

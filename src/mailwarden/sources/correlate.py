@@ -24,6 +24,7 @@ from __future__ import annotations
 import pwd
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from mailwarden.events import (
     Arrival,
@@ -37,7 +38,18 @@ from mailwarden.events import (
     PostfixEvent,
     QueueActive,
     Removed,
+    SaslFailure,
+    Unparsed,
 )
+from mailwarden.sources.postfix import (
+    _QACTIVE,
+    _SKIP8,
+    IGNORED,
+    PostfixParser,
+    _strip_angle,
+)
+from mailwarden.sources.stats import ParseStats
+from mailwarden.sources.syslog import Envelope
 
 DEFAULT_HORIZON = 7 * 86400.0
 DEFAULT_MAX_OPEN = 200_000
@@ -64,8 +76,11 @@ class Correlator:
         self.horizon = horizon
         self.max_open = max_open
         self.resolve_users = resolve_users
-        # (host, qid) -> [message, last log time it was touched]; LRU order
-        self._open: OrderedDict[tuple[str, str], list[object]] = OrderedDict()
+        # (host, qid) -> [message, last log time touched, log time placed at the end]. The
+        # dict is in "placed" order; a touch only updates the time (no reordering), and the
+        # sweep / cap give touched entries a second chance (moved to the end), which keeps
+        # eviction least-recently-used without a reorder per line.
+        self._open: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
         # (host, notification qid) -> original qid, for notices seen before the notification
         self._bounce_of: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._users: dict[int, str] = {}
@@ -95,16 +110,29 @@ class Correlator:
     def _start(
         self, host: str, qid: str, ts: float, out: list[Message] | None
     ) -> tuple[Message, list[Message] | None]:
-        m = Message(host=host, qid=qid, arrival=ts)
-        orig = self._bounce_of.pop((host, qid), None)
-        if orig is not None:
-            m.bounce_of = orig
-        self._open[(host, qid)] = [m, ts]
-        if len(self._open) > self.max_open:
-            _, (old, _last) = self._open.popitem(last=False)  # type: ignore[misc]
-            self.evicted_full += 1
-            out = self._emit(old, out)  # type: ignore[arg-type]
+        m = Message(host, qid, ts)
+        if self._bounce_of:
+            orig = self._bounce_of.pop((host, qid), None)
+            if orig is not None:
+                m.bounce_of = orig
+        od = self._open
+        od[(host, qid)] = [m, ts, ts]
+        if len(od) > self.max_open:
+            out = self._evict_one(out)
         return m, out
+
+    def _evict_one(self, out: list[Message] | None) -> list[Message] | None:
+        """Drop the least recently used open message (second-chance order)."""
+        od = self._open
+        while True:
+            key, slot = next(iter(od.items()))
+            if slot[1] > slot[2]:  # touched since it was placed: second chance
+                slot[2] = slot[1]
+                od.move_to_end(key)
+                continue
+            del od[key]
+            self.evicted_full += 1
+            return self._emit(slot[0], out)
 
     def _emit(self, m: Message, out: list[Message] | None) -> list[Message]:
         self.emitted += 1
@@ -118,11 +146,15 @@ class Correlator:
         od = self._open
         while od:
             key, slot = next(iter(od.items()))
-            if slot[1] >= limit:  # type: ignore[operator]
+            if slot[2] >= limit:  # placed after the limit: so are all that follow
                 break
+            if slot[1] >= limit:  # touched recently: place it at the end
+                slot[2] = slot[1]
+                od.move_to_end(key)
+                continue
             del od[key]
             self.evicted_idle += 1
-            out = self._emit(slot[0], out)  # type: ignore[arg-type]
+            out = self._emit(slot[0], out)
         self._next_sweep = self.now + min(self.horizon / 10.0, 600.0)
         return out
 
@@ -153,17 +185,16 @@ class Correlator:
         cls = ev.__class__
         if cls is Arrival:
             assert isinstance(ev, Arrival)
-            if slot is not None and self._started(slot[0]):  # type: ignore[arg-type]
+            if slot is not None and self._started(slot[0]):
                 del self._open[key]
                 self.reused += 1
-                out = self._emit(slot[0], out)  # type: ignore[arg-type]
+                out = self._emit(slot[0], out)
                 slot = None
             if slot is None:
                 m, out = self._start(host, qid, ts, out)
             else:
-                m = slot[0]  # type: ignore[assignment]
+                m = slot[0]
                 slot[1] = ts
-                self._open.move_to_end(key)
             self._arrival(m, ev)
             return out or _NOTHING
         if slot is None:
@@ -171,9 +202,8 @@ class Correlator:
                 return out or _NOTHING
             m, out = self._start(host, qid, ts, out)
         else:
-            m = slot[0]  # type: ignore[assignment]
+            m = slot[0]
             slot[1] = ts
-            self._open.move_to_end(key)
         if cls is Delivery:
             m.attempts.append(ev)  # type: ignore[arg-type]
         elif cls is QueueActive:
@@ -197,7 +227,7 @@ class Correlator:
             nkey = (host, ev.notice_qid)
             nslot = self._open.get(nkey)
             if nslot is not None:
-                nslot[0].bounce_of = qid  # type: ignore[attr-defined]
+                nslot[0].bounce_of = qid
             else:
                 self._bounce_of[nkey] = qid
                 if len(self._bounce_of) > 100_000:
@@ -244,10 +274,10 @@ class Correlator:
 
     def flush(self) -> list[Message]:
         """Emit every open message (as incomplete), e.g. at the end of a log."""
-        out = [slot[0] for slot in self._open.values()]
+        out: list[Message] = [slot[0] for slot in self._open.values()]
         self._open.clear()
         self.emitted += len(out)
-        return out  # type: ignore[return-value]
+        return out
 
     def run(self, events: Iterable[PostfixEvent], *, flush: bool = True) -> Iterator[Message]:
         """Feed every event and yield finished messages; flush the rest at the end."""
@@ -275,3 +305,207 @@ def link_bounces(messages: Iterable[Message]) -> None:
             o = origin.get((m.host, m.qid))
             if o is not None:
                 m.bounce_of = o
+
+
+def correlate_lines(
+    lines: Iterable[bytes],
+    *,
+    correlator: Correlator | None = None,
+    env: Envelope | None = None,
+    stats: ParseStats | None = None,
+    parser: PostfixParser | None = None,
+    start_offset: int | None = None,
+    shard: tuple[int, int] | None = None,
+    yield_unparsed: bool = False,
+    flush: bool = True,
+) -> Iterator[Message | InboundReject | SaslFailure | Unparsed]:
+    """Raw syslog lines -> finished :class:`Message` s, in one loop (the analyze fast path).
+
+    The same result as ``Correlator.run(parse_lines(lines))``, but the four most frequent line
+    shapes (``removed``, ``(queue active)``, ``message-id=``, delivery status lines) update the
+    open message directly instead of going through an event object. Also yields the events
+    that belong to no message: :class:`InboundReject` (all of them, including those with a
+    queue id, which also update their message) and :class:`SaslFailure`; and
+    :class:`Unparsed` when ``yield_unparsed``. ``shard=(me, n)``: keep only the lines of shard
+    ``me`` (see :func:`mailwarden.sources.shard_of`); the others are not even counted.
+    """
+    corr = correlator if correlator is not None else Correlator()
+    if env is None:
+        env = Envelope()
+    if stats is None:
+        stats = ParseStats()
+    if parser is None:
+        parser = PostfixParser()
+    od = corr._open
+    start = corr._start
+    feed = corr.feed
+    delivery = parser._delivery
+    sender_of = parser.sender
+    pmsg = parser.message
+    qactive = _QACTIVE.match
+    source = env.source
+    sec = env.stamps.sec
+    ptag = parser.tag
+    tags = parser._tags
+    prog_info = parser.program
+    hosts = env.hosts
+    phost = env.host
+    offset = -1 if start_offset is None else start_offset
+    track = start_offset is not None
+    me, nshards = shard if shard is not None else (0, 1)
+    total = parsed = ignored = foreign = ooo = 0
+    latest = 0.0
+    info: tuple[str, bool] | None
+    done: list[Message] | None
+    try:
+        for raw in lines:
+            this_offset = offset
+            if track:
+                offset += len(raw)
+            if nshards > 1:
+                i = raw.find(b"]: ")
+                j = raw.find(b": ", i + 9, i + 36) if i >= 0 else -1
+                if j >= 0 and raw[i + 3 : j].isalnum() and raw[i + 3 : j] != b"NOQUEUE":
+                    if raw[j - 1] % nshards != me:
+                        continue
+                elif me:
+                    continue
+            total += 1
+            # -- envelope (as in parse_lines) -------------------------------------------
+            hit = sec.get(raw[:15])
+            if hit is None or raw[15:16] != b" " or len(raw) > 65536 or b"\x00" in raw:
+                out = env.split(raw)
+                if isinstance(out, str):
+                    if out == "syslogd":
+                        foreign += 1
+                        stats.programs["syslogd"] += 1
+                        continue
+                    if track and not raw.endswith(b"\n") and out != "empty":
+                        out = "truncated"
+                    u = stats.unparsed_line(source, this_offset, raw, out)
+                    if yield_unparsed:
+                        yield u
+                    continue
+                ts, host, program, _pid, msg = out
+                info = prog_info(program)
+            else:
+                ts = hit
+                if raw[-1] == 10:
+                    parts = raw[16 : -2 if raw[-2] == 13 else -1].split(b" ", 2)
+                else:
+                    parts = raw[16:].split(b" ", 2)
+                if len(parts) != 3:
+                    u = stats.unparsed_line(source, this_offset, raw, "not syslog")
+                    if yield_unparsed:
+                        yield u
+                    continue
+                hb, tag, msg = parts
+                info = tags.get(tag)
+                if info is None:
+                    info = ptag(tag)
+                    if info is None:
+                        if tag in (b"last", b"--", b"message"):
+                            foreign += 1
+                            stats.programs["syslogd"] += 1
+                            continue
+                        u = stats.unparsed_line(source, this_offset, raw, "no program tag")
+                        if yield_unparsed:
+                            yield u
+                        continue
+                hs = hosts.get(hb)
+                host = phost(hb) if hs is None else hs
+            if ts < latest - 1.0:
+                ooo += 1
+            elif ts > latest:
+                latest = ts
+            if not info[1]:
+                foreign += 1
+                stats.programs[info[0]] += 1
+                continue
+            if msg[:8] in _SKIP8:
+                ignored += 1
+                continue
+            # -- the frequent shapes, straight into the open message ---------------------
+            c = msg.find(b": ")
+            if 6 <= c <= 32:
+                q = msg[:c]
+                if q.isalnum() and q != b"NOQUEUE":
+                    rest = msg[c + 2 :]
+                    head = rest[:4]
+                    kind = 0
+                    if head == b"to=<":
+                        d = delivery(ts, host, q.decode("ascii"), info[0], rest)
+                        if d is not None:
+                            kind = 1
+                    elif rest == b"removed":
+                        kind = 2
+                    elif head == b"from":
+                        mq = qactive(rest)
+                        if mq is not None:
+                            kind = 3
+                    elif head == b"mess" and rest.startswith(b"message-id="):
+                        kind = 4
+                    if kind:
+                        parsed += 1
+                        if ts > corr.now:
+                            corr.now = ts
+                            if ts >= corr._next_sweep:
+                                done = corr._sweep(None)
+                                if done:
+                                    yield from done
+                        key = (host, q.decode("ascii"))
+                        if kind == 2:
+                            slot = od.pop(key, None)
+                            if slot is not None:
+                                m = slot[0]
+                                m.removed_at = ts
+                                m.complete = True
+                                corr.emitted += 1
+                                yield m
+                            continue
+                        slot = od.get(key)
+                        if slot is None:
+                            m, done = start(host, key[1], ts, None)
+                            if done:
+                                yield from done
+                        else:
+                            m = slot[0]
+                            slot[1] = ts
+                        if kind == 1:
+                            m.attempts.append(d)
+                        elif kind == 3:
+                            if not m.sender:
+                                m.sender = sender_of(mq[1])  # type: ignore[index]
+                            m.size = int(mq[2])  # type: ignore[index]
+                            m.nrcpt = int(mq[3])  # type: ignore[index]
+                        else:
+                            m.message_id = _strip_angle(rest[11:].decode("utf-8", "replace"))
+                        continue
+            # -- everything else: an event, then the correlator ---------------------------
+            ev = pmsg(ts, host, info[0], msg)
+            if isinstance(ev, str):
+                if ev == IGNORED:
+                    ignored += 1
+                    continue
+                why = ev
+                if track and not raw.endswith(b"\n"):
+                    why = "truncated"
+                u = stats.unparsed_line(source, this_offset, raw, why)
+                if yield_unparsed:
+                    yield u
+                continue
+            parsed += 1
+            cls = ev.__class__
+            if cls is InboundReject or cls is SaslFailure:
+                yield ev  # type: ignore[misc]
+            res = feed(ev)
+            if res:
+                yield from res
+        if flush:
+            yield from corr.flush()
+    finally:
+        stats.total += total
+        stats.parsed += parsed
+        stats.ignored += ignored
+        stats.foreign += foreign
+        stats.out_of_order += ooo

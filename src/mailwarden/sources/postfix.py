@@ -133,6 +133,17 @@ def qid_of(raw: bytes) -> bytes | None:
     return q
 
 
+def shard_of(raw: bytes, nshards: int) -> int:
+    """The shard (0..nshards-1) of a raw line: the last byte of its queue id modulo ``nshards``,
+    so every line of one message lands in the same shard; lines without a queue id go to 0.
+    ``parse_lines(shard=...)`` and ``correlate_lines(shard=...)`` use this rule."""
+    i = raw.find(b"]: ")
+    j = raw.find(b": ", i + 9, i + 36) if i >= 0 else -1
+    if j >= 0 and raw[i + 3 : j].isalnum() and raw[i + 3 : j] != b"NOQUEUE":
+        return raw[j - 1] % nshards
+    return 0
+
+
 # ------------------------------------------------------------------------------------------
 # Line shapes (after "QID: ")
 # ------------------------------------------------------------------------------------------
@@ -637,6 +648,7 @@ def parse_lines(
     parser: PostfixParser | None = None,
     start_offset: int | None = None,
     yield_unparsed: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[PostfixEvent | Unparsed]:
     """The hot loop: raw syslog lines (bytes, with or without ``\\n``) -> Postfix events.
 
@@ -662,15 +674,24 @@ def parse_lines(
     pmsg = parser.message
     offset = -1 if start_offset is None else start_offset
     track = start_offset is not None
+    me, nshards = shard if shard is not None else (0, 1)
     total = parsed = ignored = foreign = ooo = 0
     latest = 0.0
     info: tuple[str, bool] | None
     try:
         for raw in lines:
-            total += 1
             this_offset = offset
             if track:
                 offset += len(raw)
+            if nshards > 1:
+                i = raw.find(b"]: ")
+                j = raw.find(b": ", i + 9, i + 36) if i >= 0 else -1
+                if j >= 0 and raw[i + 3 : j].isalnum() and raw[i + 3 : j] != b"NOQUEUE":
+                    if raw[j - 1] % nshards != me:
+                        continue
+                elif me:
+                    continue
+            total += 1
             # -- envelope (inlined fast path of Envelope.split) --------------------------
             hit = sec.get(raw[:15])
             if hit is None or raw[15:16] != b" " or len(raw) > 65536 or b"\x00" in raw:
