@@ -8,12 +8,11 @@ from importlib import resources
 from pathlib import Path
 
 from fixtures.mail import TEST_USER
-from fixtures.postfix import PostfixInstance
+from fixtures.postfix import STATUS_RX, PostfixInstance
 from fixtures.slot import Slot
 
 from . import scenario as sc
 from .sample import APP_UID, OUR_IP, sanitize
-from .test_spine import STATUS_RX
 
 SYSLOG_RX = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d mail postfix/[\w/-]+\[\d+\]: \S.*$")
 

@@ -25,16 +25,11 @@ import pytest
 
 from fixtures.dns import DnsServer, reverse_name
 from fixtures.mail import TEST_USER, ensure_user
-from fixtures.postfix import PostfixInstance, QueuedMessage
+from fixtures.postfix import STATUS_RX, PostfixInstance, QueuedMessage
 from fixtures.slot import Slot
 from fixtures.smtp import FakeMXFactory, SmtpFleet
 
 from . import scenario as sc
-
-STATUS_RX = re.compile(
-    r"postfix/[\w/-]+\[\d+\]: (?P<qid>[0-9A-F]+): to=<(?P<rcpt>[^>]*)>, "
-    r"relay=(?P<relay>\S+?), .*?dsn=(?P<dsn>[\d.]+), status=(?P<status>\w+) \((?P<text>.*)\)$"
-)
 
 
 @dataclass
