@@ -50,6 +50,7 @@ class LogSettings(Section):
     files: list[str] = Field(default_factory=list)  # [] = the first of DEFAULT_LOG_CANDIDATES
     journal: bool = False  # read the systemd journal instead of files
     host: str = ""  # override the host name used as key when the log has none
+    tz: str = ""  # zone of traditional "Nov 27 17:19:54" stamps ("Europe/Zurich"); "" = host TZ
 
 
 class DnsSettings(Section):
