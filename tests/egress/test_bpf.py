@@ -215,3 +215,62 @@ def test_raw_event_mirrors_the_c_struct() -> None:
     src = (ROOT / "bpf" / "smtp_egress.bpf.c").read_text()
     for name, _ in RawEvent._fields_:
         assert f" {name}" in src or f"*{name}" in src, name
+
+
+CGI_WORKER = """
+import os, socket, sys, time, json
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+time.sleep(0.3)
+s.close()
+print(json.dumps({"pid": os.getpid()}))
+"""
+
+FPM_WORKER = r"""
+use IO::Socket::IP;
+$0 = "php-fpm: pool shop_2";
+my $s = IO::Socket::IP->new(PeerHost => $ARGV[0], PeerPort => $ARGV[1], Timeout => 5) or die;
+select(undef, undef, undef, 0.3);
+close $s;
+print "{\"pid\": $$}\n";
+"""
+
+
+def test_cgi_worker_script_from_its_environment(
+    egress_net: EgressNet, attributor: Attributor
+) -> None:
+    net = egress_net
+    uid = pwd.getpwnam("www-data").pw_uid
+    with BpfCollector([25]) as c:
+        p = net.popen_as(
+            "www-data",
+            [
+                "/usr/bin/env",
+                "SCRIPT_FILENAME=/var/www/shop/contact.php",
+                "GATEWAY_INTERFACE=CGI/1.1",
+                PY,
+                "-c",
+                CGI_WORKER,
+                net.b4,
+                "25",
+            ],
+        )
+        # read the event while the worker still runs, as the collector does
+        evs = drain(c, attributor, lambda e: e.uid == uid and e.netns == net.netns_inode(), 1, 5)
+        p.communicate(timeout=10)
+    assert len(evs) == 1
+    assert evs[0].script == "/var/www/shop/contact.php"
+
+
+def test_php_fpm_style_worker_title_gives_the_pool(
+    egress_net: EgressNet, attributor: Attributor
+) -> None:
+    net = egress_net
+    uid = pwd.getpwnam("www-data").pw_uid
+    with BpfCollector([587]) as c:
+        r = net.run_as("www-data", ["/usr/bin/perl", "-e", FPM_WORKER, net.b6, "587"])
+        evs = drain(c, attributor, lambda e: e.uid == uid and e.netns == net.netns_inode(), 1, 5)
+    assert len(evs) == 1
+    e = evs[0]
+    assert e.pid == r["pid"]
+    assert e.cmdline[0] == "php-fpm: pool shop_2"  # the title the worker set, read in the kernel
+    assert e.pool == "shop_2"

@@ -305,3 +305,71 @@ def test_every_attempt_attributed_and_every_non_mta_attempt_refused(
         assert e["verdict"] == ("allowed" if mta else "blocked")
         assert bool(e["mta"]) is mta
     assert len(run.captured.alerts) == 4 * 4  # one per non-MTA (who, port)
+
+
+@pytest.mark.skipif(bool(why_no_bpf()), reason=why_no_bpf() or "ok")
+def test_reload_changes_watched_ports_while_running(clean_rules: EgressNet, tmp_path: Path) -> None:
+    net = clean_rules
+    got: list[EgressConnect] = []
+    s = EgressSettings(socket=str(tmp_path / "s.sock"), collectors=["ebpf"], ports=[25])
+    svc = EgressService(s, on_event=got.append)
+    t = threading.Thread(target=svc.run, daemon=True)
+    t.start()
+    assert svc.ready.wait(10)
+    burst = [PY, str(net.clients / "burst.py")]
+    try:
+        net.run_as("nobody", [*burst, net.b4, "587", "2"])
+        net.run_as("nobody", [*burst, net.b4, "25", "1"])
+        time.sleep(0.3)
+        svc.reload(s.model_copy(update={"ports": [587]}))
+        time.sleep(0.3)
+        net.run_as("nobody", [*burst, net.b4, "25", "1"])
+        net.run_as("nobody", [*burst, net.b4, "587", "3"])
+        time.sleep(0.5)
+    finally:
+        svc.stop()
+        t.join(10)
+    mine = [e.dport for e in got if e.netns == net.netns_inode()]
+    assert mine == [25, 587, 587, 587]
+
+
+@pytest.mark.skipif(bool(why_no_bpf()), reason=why_no_bpf() or "ok")
+def test_cli_run_ingest_top_as_separate_processes(egress_net: EgressNet, tmp_path: Path) -> None:
+    """`egress run` (root) and `egress ingest` (here also root, any user that may read the
+    socket works) as the two processes they are in production."""
+    net = egress_net
+    sock = tmp_path / "egress.sock"
+    cfg = tmp_path / "mailwarden.toml"
+    cfg.write_text(
+        f'state_dir = "{tmp_path}"\n[egress]\nsocket = "{sock}"\ncollectors = ["ebpf"]\n'
+    )
+    env = dict(os.environ, MAILWARDEN_CONFIG=str(cfg))
+    run = subprocess.Popen([MW, "egress", "run"], env=env, stderr=subprocess.PIPE, text=True)
+    ing = None
+    first = ""
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sock.exists(), run.stderr.read() if run.poll() is not None and run.stderr else ""
+        assert oct(sock.stat().st_mode & 0o777) == "0o600"
+        ing = subprocess.Popen([MW, "egress", "ingest"], env=env, stderr=subprocess.PIPE, text=True)
+        assert ing.stderr is not None
+        first = ing.stderr.readline()  # printed once connected (the hello line arrived)
+        assert first.startswith("egress: recording events of"), first
+        r = net.run_as("www-data", ["/usr/bin/perl", "mx_send.pl", net.b4, "465"], cwd=net.clients)
+        time.sleep(1.0)
+    finally:
+        run.terminate()
+        run.wait(10)
+        if ing is not None:
+            ing.wait(10)
+    err = first + (ing.stderr.read() if ing is not None and ing.stderr else "")
+    assert ing is not None and ing.returncode == 0, err + (run.stderr.read() if run.stderr else "")
+    assert "connected to remote SMTP port 465" in err
+    p = subprocess.run([MW, "egress", "top", "--json"], capture_output=True, text=True, env=env)
+    rows_ = [x for x in json.loads(p.stdout)["rows"] if x["user"] == "www-data"]
+    assert [(x["port"], x["script"], x["count"]) for x in rows_] == [
+        (465, str(net.clients / "mx_send.pl"), 1)
+    ]
+    assert r["result"] == "ok:220"

@@ -83,7 +83,16 @@ def ingest(socket_path: Socket = None) -> None:
     )
     res = ProviderResolver(nameservers=s.dns.nameservers, port=s.dns.port, timeout=s.dns.timeout)
     try:
-        n = do_ingest(socket_path or s.egress.socket, rec, resolver=res)
+        n = do_ingest(
+            socket_path or s.egress.socket,
+            rec,
+            resolver=res,
+            on_hello=lambda m: typer.echo(
+                f"egress: recording events of {m.get('host')} "
+                f"(collectors: {', '.join(m.get('collectors', []))})",
+                err=True,
+            ),
+        )
     except KeyboardInterrupt:
         n = -1
     finally:
