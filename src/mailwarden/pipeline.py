@@ -719,6 +719,9 @@ def _run_parallel(
     import multiprocessing as mp
     from multiprocessing.connection import wait
 
+    # Load what every worker needs once, before forking, so they share it (copy on write):
+    # the public suffix list behind the provider fallback is the big one.
+    classifier.provider_for_domain("warm-up.example.com")
     ctx = mp.get_context("fork")
     procs = []
     conns = []
