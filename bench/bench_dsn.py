@@ -48,6 +48,22 @@ def _nested(levels: int) -> bytes:
     return HEAD.replace(b"boundary=BB", b"boundary=L%d" % (levels - 1)) + body
 
 
+def _long_diagnostic() -> bytes:
+    line = b"    host h.example [192.0.2.1]: 550 5.1.1 " + b"x" * 7000 + b"\n"
+    return (
+        HEAD.replace(b"multipart/report; boundary=BB", b"text/plain")
+        + (b"  x@y.example\n" + line) * 150
+    )
+
+
+def _many_recipients(n: int) -> bytes:
+    body = b"".join(
+        b"  u%d@example.org\n    host mx.example.org [192.0.2.1]: 550 5.1.1 user unknown\n" % i
+        for i in range(n)
+    )
+    return HEAD.replace(b"multipart/report; boundary=BB", b"text/plain") + body
+
+
 def _measure(data: bytes, clf: TextClassifier, repeat: int = 1) -> dict[str, Any]:
     tracemalloc.start()
     t0 = time.perf_counter()
@@ -85,6 +101,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "big_10mib_part": _measure(_big(10), clf),
         "nested_24_levels": _measure(_nested(24), clf),
         "nested_2000_levels": _measure(_nested(2000), clf),
+        "diagnostic_1mib": _measure(_long_diagnostic(), clf),
+        "recipients_5000": _measure(_many_recipients(5000), clf),
     }
     if not quick:
         out["big_60mib_part"] = _measure(_big(60), clf)

@@ -244,6 +244,10 @@ def _norm(s: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", s.lower())
 
 
+#: Characters of diagnostic kept and classified per recipient: an SMTP reply is at most a few
+#: lines of 512 octets; beyond that it is quoted mail or junk, and costs the regexes time.
+MAX_DIAGNOSTIC = 2000
+
 _POSTFIX_OWN = re.compile(
     r"^(?:host \S+\[|connect to |lost connection with |conversation with |"
     r"delivery temporarily suspended: |Host or domain name not found)"
@@ -282,7 +286,7 @@ def finalize(
         if not rcpt or rcpt.lower() in seen:
             continue
         seen.add(rcpt.lower())
-        raw = sweep(r.diagnostic)
+        raw = sweep(r.diagnostic[: MAX_DIAGNOSTIC * 4])[:MAX_DIAGNOSTIC]
         ex = explain(raw)
         text = sweep(ex.text)
         # drop RFC 3463 multi-line prefixes inside the text: "550-5.7.1 " -> " "
