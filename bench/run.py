@@ -56,8 +56,16 @@ def generate(lines: int, seed: int) -> Path:
         print(f"generating {out.name} with bench/genlog.py ...", flush=True)
         tmp = out.with_suffix(".tmp")
         subprocess.run(
-            [sys.executable, str(BENCH / "genlog.py"), "--lines", str(lines), "--seed",
-             str(seed), "--out", str(tmp)],
+            [
+                sys.executable,
+                str(BENCH / "genlog.py"),
+                "--lines",
+                str(lines),
+                "--seed",
+                str(seed),
+                "--out",
+                str(tmp),
+            ],
             check=True,
         )
         tmp.rename(out)
@@ -199,7 +207,8 @@ def main() -> None:
             f"{mem_single:.2f}x the peak RSS of one process, {mem_tree:.2f}x of the process tree "
             f"(target <= {TARGET_MEMORY:.2f}x)"
         )
-    print(f"load average at the end: {os.getloadavg()[0]:.2f} (other work on the machine skews wall)")
+    load = os.getloadavg()[0]
+    print(f"load average at the end: {load:.2f} (other work on the machine skews wall times)")
     (OUT / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"results: {OUT / 'results.json'}; report: {OUT / 'analyze.json'}")
 
