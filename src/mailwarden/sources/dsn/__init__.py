@@ -17,6 +17,7 @@ limits), ``rfc3464`` (delivery-status fields), ``text`` (the common human layout
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +61,13 @@ def _parse(data: bytes | str, clf: TextClassifier, depth: int) -> BounceReport:
             continue  # a later message of an mbox that is not a mail: skip it
         f, recs = parser.extract(mail)
         got = parser.finalize(mail, f, recs, clf)
-        if not got and mail.attached and depth < 3:
-            # a bounce forwarded as an attachment (by a user, a gateway, a list): read it
+        for inner_data in (mail.attached, _inline_message(mail.long_text)):
+            if got or not inner_data or depth >= 3:
+                continue
+            # a bounce forwarded as an attachment or pasted inline (by a user, a gateway, a
+            # list, a forwarding ISP): read it
             try:
-                inner = _parse(mail.attached, clf, depth + 1)
+                inner = _parse(inner_data, clf, depth + 1)
                 got, f = list(inner.recipients), inner.format
             except SourceError:
                 pass
@@ -73,6 +77,18 @@ def _parse(data: bytes | str, clf: TextClassifier, depth: int) -> BounceReport:
         subject = subject or mail.subject
         defects += mail.defects
     return BounceReport(tuple(out), fmt, subject, defects)
+
+
+_INLINE = re.compile(r"^(?:From \S+\s+\S.*\d{4}|Return-Path:\s*<>)\s*\n(?=[A-Za-z-]+:)", re.M)
+
+
+def _inline_message(text: str) -> bytes:
+    """A whole message pasted into the text (it starts with an mbox ``From `` line or the
+    ``Return-Path: <>`` of a bounce, followed by headers), or ``b""``."""
+    m = _INLINE.search(text)
+    if m is None or m.start() == 0:
+        return b""
+    return text[m.start() :].encode("utf-8", "replace")
 
 
 def parse_bounce_file(path: str | Path, **kw: TextClassifier | None) -> BounceReport:
