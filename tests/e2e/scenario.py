@@ -19,11 +19,15 @@ What each receiver does (see :data:`fixtures.smtp.REPLIES`):
 * Apple (icloud.com, me.com): accepts;
 * alpenrose-hotel.ch: its MX refuses connections; gmial.com: does not exist (NXDOMAIN);
 * example.test (our own domain): accepts the bounce notifications Postfix sends back.
+
+Postfix relays only for itself and the app server; a host outside tries to relay and is
+refused by smtpd (an inbound reject, ``NOQUEUE: reject: RCPT ... Relay access denied``).
 """
 
 from __future__ import annotations
 
 import re
+import smtplib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -327,6 +331,33 @@ def publish_app_host(dns: DnsServer, slot: Slot) -> str:
     dns.add_host(APP_HOST, ip)
     dns.reload()
     return ip
+
+
+#: A host outside our networks trying to relay through us (refused by smtpd).
+RELAY_TARGET = "list.buyer.0417@gmail.com"
+
+
+def restrict_relay(postfix: PostfixInstance, app_ip: str) -> None:
+    """Only Postfix itself and the app server may relay (as a careful admin sets it)."""
+    postfix.postconf(f"mynetworks = {postfix.address}/32 {app_ip}/32", reload=True)
+
+
+def try_relay(postfix: PostfixInstance, source_address: str) -> tuple[int, str]:
+    """An outsider tries to relay: returns smtpd's reply to the RCPT."""
+    msg = make_message("promo@cheap-meds.example", [RELAY_TARGET], subject="Offer")
+    try:
+        smtp_submit(
+            postfix,
+            msg,
+            [RELAY_TARGET],
+            sender="promo@cheap-meds.example",
+            helo="[" + source_address + "]",
+            source_address=source_address,
+        )
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, text = exc.recipients[RELAY_TARGET]
+        return code, text.decode()
+    raise AssertionError("the relay attempt was accepted")
 
 
 def submit(postfix: PostfixInstance, subs: list[Submission], app_ip: str) -> None:

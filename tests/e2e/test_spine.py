@@ -44,6 +44,7 @@ class Run:
     first_round: list[str]  # the lines up to the first quiet queue
     queue: list[QueuedMessage]  # what is still queued at the end
     log_file: Path
+    relay_reply: tuple[int, str]  # what smtpd answered the outsider's relay attempt
 
     def statuses(self, lines: list[str] | None = None) -> list[re.Match[str]]:
         return [
@@ -63,11 +64,15 @@ def run(
     ensure_user(TEST_USER)
     fake_mx = FakeMXFactory(smtp_fleet, mw_slot, dns_server)
     mark = pf.log_size()
+    isolation = pf.isolated()  # main.cf changes (mynetworks) are undone afterwards
+    isolation.__enter__()
     try:
         world = sc.build_world(fake_mx)
         app_ip = sc.publish_app_host(dns_server, mw_slot)
+        sc.restrict_relay(pf, app_ip)
         subs = sc.plan_submissions()
         sc.submit(pf, subs, app_ip)
+        relay_reply = sc.try_relay(pf, mw_slot.client_address(1))
         pf.wait_until_quiet(timeout=120, settle=1.5)
         first = pf.log_lines(mark)
         # The Yahoo/AOL block lifts; the admin flushes the queue.
@@ -85,15 +90,14 @@ def run(
             Path(os.environ["MAILWARDEN_WRITE_SAMPLE"]).write_text(
                 sanitize(text, pf, mw_slot, uids)
             )
-        yield Run(pf, world, subs, app_ip, text.splitlines(), first, queue, log_file)
+        yield Run(pf, world, subs, app_ip, text.splitlines(), first, queue, log_file, relay_reply)
     finally:
         fake_mx.cleanup()
         dns_server.remove(sc.APP_HOST)
         dns_server.remove(reverse_name(mw_slot.client_address(0)))
         with contextlib.suppress(Exception):
             dns_server.reload()
-        with contextlib.suppress(Exception):
-            pf.purge()
+        isolation.__exit__(None, None, None)
 
 
 # ------------------------------------------------------------------------------------------
@@ -226,6 +230,21 @@ def test_origins_are_logged_per_submitter(run: Run) -> None:
     clients = [line for line in run.lines if re.search(r"postfix/smtpd\[\d+\]: \w+: client=", line)]
     assert len(clients) == sum(1 for s in run.subs if s.via == "smtp")
     assert all(line.endswith(f"client={sc.APP_HOST}[{run.app_ip}]") for line in clients)
+
+
+def test_outsider_relay_attempt_is_refused_inbound(run: Run, mw_slot: Slot) -> None:
+    code, text = run.relay_reply
+    assert code == 554 and "Relay access denied" in text
+    ip = re.escape(mw_slot.client_address(1))
+    rejects = [line for line in run.lines if "NOQUEUE: reject: RCPT from" in line]
+    assert len(rejects) == 1
+    assert re.search(
+        rf"postfix/smtpd\[\d+\]: NOQUEUE: reject: RCPT from unknown\[{ip}\]: 554 5\.7\.1 "
+        rf"<{re.escape(sc.RELAY_TARGET)}>: Relay access denied; from=<promo@cheap-meds\.example> "
+        rf"to=<{re.escape(sc.RELAY_TARGET)}> proto=ESMTP helo=<\[{ip}\]>$",
+        rejects[0],
+    )
+    assert not any(sc.RELAY_TARGET in line for line in run.lines if " status=" in line)
 
 
 def test_message_ids_kept_or_generated(run: Run) -> None:
@@ -404,3 +423,19 @@ def test_analyze_names_each_origin(run: Run, report: dict[str, Any]) -> None:
         assert counts == {k: c[k] for k in counts}, key
     notices = len(re.findall(r"sender non-delivery notification: ", "\n".join(run.lines)))
     assert [o["messages"] for o in report["origins"] if o["kind"] == "bounce"] == [notices]
+
+
+def test_analyze_reports_the_relay_attempt_as_inbound(
+    run: Run, report: dict[str, Any], mw_slot: Slot
+) -> None:
+    inbound = report["inbound_rejects"]
+    assert inbound["total"] == 1
+    [kind] = inbound["kinds"]
+    assert (kind["action"], kind["stage"], kind["code"], kind["enhanced"]) == (
+        "reject",
+        "RCPT",
+        554,
+        "5.7.1",
+    )
+    assert [c["client"] for c in kind["top_clients"]] == [mw_slot.client_address(1)]
+    assert "Relay access denied" in kind["sample"]
