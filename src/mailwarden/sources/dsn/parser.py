@@ -35,7 +35,14 @@ from mailwarden.sources.dsn.record import (
     sweep,
 )
 from mailwarden.sources.dsn.rfc3464 import has_fields, parse_fields
-from mailwarden.sources.dsn.text import apply_transcript, cut, explain, scan, scan_sentences
+from mailwarden.sources.dsn.text import (
+    apply_transcript,
+    cut,
+    explain,
+    from_transcript,
+    scan,
+    scan_sentences,
+)
 from mailwarden.sources.reply import parse_reply
 
 
@@ -122,6 +129,8 @@ def _extract(mail: Mail) -> tuple[str, list[Rcpt]]:
     if not fmt:
         fmt, text_recs = "text", scan(lines)
         apply_transcript(text_recs, lines)
+        if not text_recs:
+            text_recs = from_transcript(lines)
         if not text_recs and not mail.status:
             text_recs = scan_sentences(lines)
 

@@ -399,7 +399,7 @@ def scan_sentences(lines: list[str]) -> list[Rcpt]:
     return [Rcpt(recipient=a, diagnostic=text) for a in dict.fromkeys(addrs)]
 
 
-_TALKING = re.compile(r"^\s*\.\.\.\s*while\s+talking\s+to\s+\[?([^\]\s:]+?)\]?\.?:\s*$", re.I)
+_TALKING = re.compile(r"^\s*(?:\.\.\.\s*)?while\s+talking\s+to\s+\[?([^\]\s:]+?)\]?\.?:\s*$", re.I)
 _COURIER_HOST = re.compile(r"^\s*([A-Za-z0-9][-A-Za-z0-9.]*)\s+\[[0-9A-Fa-f.:]+\]:\s*$")
 _SENT = re.compile(r"^\s*>>>\s*([A-Za-z]{4})\b[^<]*<?([^>\s]*)>?", re.I)
 _GOT = re.compile(r"^\s*<<<\s*(.*)$")
@@ -468,6 +468,26 @@ def transcript(lines: list[str]) -> dict[str, Rcpt]:
         e = out[key]
         if not e.diagnostic:  # Sendmail's own summary only where no reply was quoted
             e.diagnostic = " ".join(dict.fromkeys(lines_))
+    return out
+
+
+def from_transcript(lines: list[str]) -> list[Rcpt]:
+    """Recipients named only in a transcript (old Sendmail: ``554 <a@b>... Remote protocol
+    error`` lines, no list of failed addresses). A recipient without a reply of its own gets
+    the refusal of the session it belongs to (a MAIL FROM refused for the whole connection)."""
+    if not any(_TALKING.match(x) or _SENT.match(x) or _GOT.match(x) for x in lines):
+        return []  # no session was transcribed: error lines alone are the text's business
+    ts = transcript(lines)
+    session = {e.rhost: e for k, e in ts.items() if not k}
+    out: list[Rcpt] = []
+    for key, e in ts.items():
+        if "@" not in key:
+            continue
+        s = session.get(e.rhost)
+        if s is not None and s.diagnostic and not e.command:
+            e.diagnostic = f"{s.diagnostic} {e.diagnostic}".strip()
+            e.command = s.command
+        out.append(e)
     return out
 
 
