@@ -20,7 +20,9 @@ from pathlib import Path
 from mailwarden.classify import Classifier
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "classify" / "bounces-expected.jsonl"
-STRUCTURAL = frozenset({"feedback", "vacation", "delivered", "expired", "onhold", "mailererror", "undefined"})
+STRUCTURAL = frozenset(
+    {"feedback", "vacation", "delivered", "expired", "onhold", "mailererror", "undefined"}
+)
 
 
 @dataclass(frozen=True, slots=True)

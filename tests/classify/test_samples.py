@@ -51,7 +51,7 @@ def test_every_pattern_decides_at_least_one_of_its_samples() -> None:
         if o.table == "remap":
             if not any(r.endswith("+" + o.id) for r in rules):
                 dead.append(o.id)
-        elif o.id not in rules and not (o.table == "issuers"):
+        elif o.id not in rules and o.table != "issuers":
             dead.append(o.id)
     assert dead == [], f"patterns that never decide their own samples: {dead}"
 

@@ -185,24 +185,28 @@ class Classifier:
         reasons = _load_single("reasons", ReasonsTable, etc)
         issuers = _load_single("issuers", IssuersTable, etc)
         providers: dict[str, Provider] = {}
+        paths: dict[str, Path] = {}
         for tf in iter_dir("providers", etc=etc):
             prov = validate(Provider, tf.data, tf.path)
             if prov.name != tf.name:
                 raise TableError(f"{tf.path}: name {prov.name!r} must match the file name")
             _unique((p.id for p in prov.pattern), tf.path)
             providers[prov.name] = prov
+            paths[prov.name] = tf.path
         _unique((p.id for p in reasons.rule), "reasons.toml [[rule]]")
         _unique((p.id for p in reasons.internal), "reasons.toml [[internal]]")
         _unique((i.id for i in issuers.issuer), "issuers.toml")
         known = {i.id for i in issuers.issuer}
-        for prov in providers.values():
+        for name, prov in providers.items():
+            where = paths[name]
             for p in prov.pattern:
                 if p.issuer and p.issuer not in known:
-                    raise TableError(
-                        f"provider {prov.name}: pattern {p.id}: unknown issuer {p.issuer!r}"
-                    )
+                    raise TableError(f"{where}: pattern {p.id}: unknown issuer {p.issuer!r}")
                 if not p.reason:
-                    raise TableError(f"provider {prov.name}: pattern {p.id}: reason is required")
+                    raise TableError(f"{where}: pattern {p.id}: reason is required")
+            for other in prov.include:
+                if other not in providers:
+                    raise TableError(f"{where}: includes unknown provider {other!r}")
         for p in reasons.rule:
             if not p.reason:
                 raise TableError(f"reasons.toml: rule {p.id}: reason is required")

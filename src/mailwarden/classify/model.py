@@ -124,6 +124,12 @@ class Pattern(_Model):
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("match")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        _compile(v)
+        return v
+
     @field_validator("samples", mode="before")
     @classmethod
     def _sample_strings(cls, v: Any) -> Any:
@@ -226,6 +232,12 @@ class Issuer(_Model):
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    @field_validator("match")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        _compile(v)
+        return v
 
     @field_validator("samples", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ explain --check``; kept in the package so local tables in /etc/mailwarden can be
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mailwarden.classify.engine import Classifier
 from mailwarden.classify.model import Pattern, Sample
@@ -72,13 +72,9 @@ def run_sample(
         raw=s.reply,
     )
     if unknown_provider:
-        return c.classify(reply.__class__(**{**_fields(reply), "host": ""}), dsn=s.dsn)
+        return c.classify(replace(reply, host=""), dsn=s.dsn)
     provider = "" if s.host else owner.provider
     return c.classify(reply, dsn=s.dsn, provider=provider)
-
-
-def _fields(reply: Reply) -> dict[str, object]:
-    return {k: getattr(reply, k) for k in reply.__slots__}
 
 
 def expected(c: Classifier, owner: Owned, s: Sample) -> dict[str, object]:

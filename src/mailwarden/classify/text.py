@@ -32,10 +32,16 @@ _IPV6 = (
 )
 _IPV4_RE = re.compile(_IPV4)
 _IPV6_RE = re.compile(_IPV6, re.I)
-_EMAIL_LOCAL = re.compile(r"[\w.+=!#$%&'*/?^`{|}~-]+@(?=[a-z0-9-]+\.[a-z0-9.-]+)", re.I)
+_LOCAL_CH = r"[\w.+=!#$%&'*/?^`{|}~-]"
+_EMAIL_LOCAL = re.compile(rf"(?<!{_LOCAL_CH}){_LOCAL_CH}{{1,64}}@(?=[a-z0-9-]{{1,63}}\.)", re.I)
 _LONGNUM = re.compile(r"(?<![\w.])\d{6,}(?![\w])")
-_LONGID = re.compile(r"(?<![a-z0-9])(?=(?:[a-z]*\d){3})(?=[0-9]*[a-z])[a-z0-9]{10,}(?![a-z0-9])")
+_LONGID = re.compile(r"(?<![a-z0-9])[a-z0-9]{10,}(?![a-z0-9])")
 _ISOTIME = re.compile(r"\d{4}-\d\d-\d\dt\d\d:\d\d:\d\d(?:\.\d+)?z?")
+
+
+#: Replies longer than this are cut before matching (an SMTP reply line is at most 512 octets;
+#: multi-line replies a few KiB). Bounds the cost of every pattern on hostile input.
+MAX_TEXT = 4096
 
 
 def split_reply(raw: str) -> tuple[int | None, str, str]:
@@ -43,7 +49,7 @@ def split_reply(raw: str) -> tuple[int | None, str, str]:
 
     Also drops Postfix's ``host X said:`` wrapper and a repeated code (``554 554 5.7.1``).
     """
-    s = _WRAPPER.sub("", raw, count=1)
+    s = _WRAPPER.sub("", raw[:MAX_TEXT], count=1)
     code: int | None = None
     enh = ""
     for _ in range(3):  # "554 554 5.7.1 ..." and "550 5.7.1 ..." alike
@@ -62,7 +68,7 @@ def split_reply(raw: str) -> tuple[int | None, str, str]:
 
 def fold(text: str, code: int | None = None, enhanced: str = "") -> str:
     """Lower-case, one line, inline multi-line prefixes of this reply's code removed."""
-    t = text
+    t = text[:MAX_TEXT]
     if code is not None:
         c = str(code)
         e = re.escape(enhanced) if enhanced else r"[245]\.\d{1,3}\.\d{1,3}"
@@ -78,7 +84,14 @@ def normalise(folded: str) -> str:
     t = _IPV4_RE.sub("0.0.0.0", t)
     t = _EMAIL_LOCAL.sub("x@", t)
     t = _LONGNUM.sub("0", t)
-    return _LONGID.sub("#", t)
+    return _LONGID.sub(_longid, t)
+
+
+def _longid(m: re.Match[str]) -> str:
+    """Machine ids (10+ letters and digits with at least three digits) become ``#``."""
+    s = m.group(0)
+    digits = sum(ch.isdigit() for ch in s)
+    return "#" if digits >= 3 and digits < len(s) else s
 
 
 def _v6(m: re.Match[str]) -> str:
@@ -115,7 +128,7 @@ def cited_ip(text: str, *, exclude: str = "") -> str:
     ``client host`` or in brackets, else the first address in the text. ``exclude`` (the
     receiver's own address) is never returned."""
     best: tuple[int, int, str] | None = None
-    for m in _ANY_IP.finditer(text):
+    for m in _ANY_IP.finditer(text[:MAX_TEXT]):
         ip = _ip(m.group(0))
         if not ip or ip == exclude:
             continue
@@ -129,7 +142,7 @@ def cited_ip(text: str, *, exclude: str = "") -> str:
 def urls(text: str) -> list[str]:
     """Every URL in the text, trailing punctuation removed, ``www.`` ones given a scheme."""
     out = []
-    for m in _URL.finditer(text):
+    for m in _URL.finditer(text[:MAX_TEXT]):
         u = m.group(0).rstrip(".,;:)>}")
         if u.lower().startswith("www."):
             u = "http://" + u

@@ -1,0 +1,149 @@
+"""Behaviour of Classifier.classify beyond the table samples: inputs, fallbacks, caching."""
+
+from __future__ import annotations
+
+from mailwarden.classify import Classifier
+from mailwarden.events import Reply
+
+C = Classifier.load()
+
+
+def test_breaker_marker_is_a_table_constant_and_internal() -> None:
+    assert C.breaker_marker == "circuit open for provider"
+    text = f"{C.breaker_marker} yahoo (breaker)"
+    assert C.is_internal(text)
+    cl = C.classify(Reply(None, "", text, remote=False, raw=text), dsn="4.7.1", status="deferred")
+    assert cl.internal and cl.reason == "onhold" and cl.cited_ip == "" and cl.url == ""
+
+
+def test_remote_text_never_counts_as_internal() -> None:
+    # A remote server writing Postfix's words is still a remote reply.
+    raw = "host mx.example.net[192.0.2.7] said: 451 4.3.0 queue file write error"
+    r = Reply(
+        451,
+        "4.3.0",
+        "queue file write error",
+        host="mx.example.net",
+        ip="192.0.2.7",
+        remote=True,
+        raw=raw,
+    )
+    cl = C.classify(r)
+    assert not cl.internal and cl.reason == "systemerror"
+    assert not C.is_internal(raw)
+
+
+def test_suspended_wrapper_is_internal_even_after_the_parser_unwrapped_it() -> None:
+    raw = (
+        "delivery temporarily suspended: host mx.example.net[192.0.2.7] said: 421 4.7.0 "
+        "[TSS04] Messages from 198.51.100.1 temporarily deferred due to user complaints"
+    )
+    r = Reply(
+        421,
+        "4.7.0",
+        "[TSS04] Messages from 198.51.100.1 temporarily deferred due to user complaints",
+        host="mx.example.net",
+        ip="192.0.2.7",
+        remote=True,
+        raw=raw,
+    )
+    cl = C.classify(r)
+    assert cl.internal and cl.rule == "internal/suspended"
+    assert cl.reason == "badreputation"  # the quoted earlier failure's reason
+
+
+def test_postfix_connect_failure_is_networkerror_about_the_receiver() -> None:
+    text = "connect to mx.down.test[127.0.25.8]:25: Connection refused"
+    cl = C.classify(Reply(None, "", text, "CONNECT", "mx.down.test", "127.0.25.8", False, text))
+    assert (cl.reason, cl.scope, cl.internal) == ("networkerror", "transient", False)
+    assert cl.cited_ip == ""  # the receiver's address is not "cited"
+    assert cl.provider == "down.test"
+
+
+def test_cited_ip_and_url_come_from_each_reply_despite_the_cache() -> None:
+    a = C.classify(
+        None,
+        text="554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked "
+        "using zen.spamhaus.org",
+    )
+    b = C.classify(
+        None,
+        text="554 5.7.1 Service unavailable; Client host [198.51.100.9] blocked "
+        "using zen.spamhaus.org",
+    )
+    assert a.rule == b.rule == "reasons/blocked" and a.issuer == b.issuer == "spamhaus"
+    assert (a.cited_ip, b.cited_ip) == ("192.0.2.1", "198.51.100.9")
+    assert a.url == "https://check.spamhaus.org/listed/?searchterm=192.0.2.1"
+    assert b.url.endswith("198.51.100.9")
+
+
+def test_receivers_own_ip_is_not_the_cited_ip() -> None:
+    r = Reply(
+        554,
+        "5.7.1",
+        "Client host [192.0.2.7] blocked, you are [203.0.113.5]",
+        host="mx.example.net",
+        ip="192.0.2.7",
+        remote=True,
+    )
+    assert C.classify(r).cited_ip == "203.0.113.5"
+
+
+def test_code_fallbacks() -> None:
+    def rule(text: str, **kw: str) -> tuple[str, str]:
+        cl = C.classify(None, text=text, **kw)
+        return cl.reason, cl.rule
+
+    assert rule("550 5.1.1 gone") == ("userunknown", "status/5.1.1")
+    assert rule("550 5.7.1 nope") == ("securityerror", "subject/5.7")  # 5.7.1 alone is ambiguous
+    assert rule("554 5.3.4 nope") == ("emailtoolarge", "status/5.3.4")
+    assert rule("521 nope") == ("notaccept", "code/521")
+    assert rule("550 nope") == ("onhold", "fallback/onhold")
+    assert rule("") == ("undefined", "fallback/undefined")
+    assert rule("550 nope", dsn="5.2.2") == ("mailboxfull", "status/5.2.2")
+    assert rule("nope", dsn="bogus") == ("onhold", "fallback/onhold")
+    cl = C.classify(Reply(554, "", "go away now", command="CONNECT", remote=True))
+    assert cl.reason == "blocked"
+    cl = C.classify(Reply(554, "", "nope", command="CONNECT", remote=True))
+    assert (cl.reason, cl.rule) == ("blocked", "command/CONNECT")
+
+
+def test_user_unknown_after_data_is_a_filter() -> None:
+    r = Reply(550, "5.1.1", "<bob@example.org>: User unknown", command="end of DATA", remote=True)
+    cl = C.classify(r)
+    assert cl.reason == "filtered" and cl.rule.endswith("+remap/userunknown-after-data")
+    r2 = Reply(550, "5.1.1", "<bob@example.org>: User unknown", command="RCPT TO", remote=True)
+    assert C.classify(r2).reason == "userunknown"
+
+
+def test_provider_argument_overrides_the_host_and_selects_its_patterns() -> None:
+    text = "421 4.7.1 Service unavailable - try again later"
+    assert C.classify(None, text=text, provider="apple").rule == "apple/unavailable"
+    assert C.classify(None, text=text).rule == "reasons/systemerror"
+    r = Reply(
+        451,
+        "4.7.1",
+        "Service unavailable - try again later",
+        host="mx01.mail.icloud.com",
+        remote=True,
+    )
+    cl = C.classify(r)
+    assert (cl.provider, cl.rule) == ("apple", "apple/unavailable")
+
+
+def test_multiline_prefixes_do_not_hide_phrases() -> None:
+    text = (
+        "550-5.7.1 [192.0.2.1 12] Our system has detected that this message is 550-5.7.1 "
+        "likely unsolicited mail. To reduce the amount of spam sent to Gmail, 550-5.7.1 this "
+        "message has been blocked."
+    )
+    cl = C.classify(None, text=text, provider="google")
+    assert cl.rule == "google/likely-unsolicited" and cl.cited_ip == "192.0.2.1"
+
+
+def test_huge_and_binary_input_is_cut_not_fatal() -> None:
+    head = "552 5.2.2 mailbox full \x00\ufffd "
+    cl = C.classify(None, text=head + "x" * 200_000 + " then@" + "y" * 100_000)
+    assert cl.reason == "mailboxfull"
+    cl = C.classify(None, text="550 " + "a1" * 100_000)
+    assert cl.reason == "onhold"
