@@ -44,6 +44,7 @@ from mailwarden.events import (
 from mailwarden.sources.postfix import (
     _QACTIVE,
     _SKIP8,
+    _TZ_SIGNS,
     IGNORED,
     PostfixParser,
     _strip_angle,
@@ -345,6 +346,7 @@ def correlate_lines(
     qactive = _QACTIVE.match
     source = env.source
     sec = env.stamps.sec
+    iso = env.stamps.iso_cache
     ptag = parser.tag
     tags = parser._tags
     prog_info = parser.program
@@ -373,7 +375,15 @@ def correlate_lines(
             total += 1
             # -- envelope (as in parse_lines) -------------------------------------------
             hit = sec.get(raw[:15])
-            if hit is None or raw[15:16] != b" " or len(raw) > 65536 or b"\x00" in raw:
+            at = 16
+            if hit is None and raw[26:27] in _TZ_SIGNS and raw[32:33] == b" ":
+                # rsyslog RFC 3339 "2026-11-27T17:31:17.507827+00:00 " (Debian's default)
+                base = iso.get(raw[:19] + raw[26:32])
+                frac = raw[20:26]
+                if base is not None and frac.isdigit() and raw[19:20] == b".":
+                    hit = base + int(frac) * 1e-6
+                    at = 33
+            if hit is None or raw[at - 1 : at] != b" " or len(raw) > 65536 or b"\x00" in raw:
                 out = env.split(raw)
                 if isinstance(out, str):
                     if out == "syslogd":
@@ -391,9 +401,9 @@ def correlate_lines(
             else:
                 ts = hit
                 if raw[-1] == 10:
-                    parts = raw[16 : -2 if raw[-2] == 13 else -1].split(b" ", 2)
+                    parts = raw[at : -2 if raw[-2] == 13 else -1].split(b" ", 2)
                 else:
-                    parts = raw[16:].split(b" ", 2)
+                    parts = raw[at:].split(b" ", 2)
                 if len(parts) != 3:
                     u = stats.unparsed_line(source, this_offset, raw, "not syslog")
                     if yield_unparsed:

@@ -268,6 +268,7 @@ _new_held = constructor(Held)
 _new_reply = constructor(Reply)
 
 _SKIP8: Final = frozenset({b"connect ", b"disconne"})
+_TZ_SIGNS: Final = (b"+", b"-")
 
 #: Sentinel: understood, nothing to emit.
 IGNORED: Final = "ignored"
@@ -666,6 +667,7 @@ def parse_lines(
         parser = PostfixParser()
     source = env.source
     sec = env.stamps.sec
+    iso = env.stamps.iso_cache
     ptag = parser.tag
     tags = parser._tags
     ptag_of_program = parser.program
@@ -694,7 +696,15 @@ def parse_lines(
             total += 1
             # -- envelope (inlined fast path of Envelope.split) --------------------------
             hit = sec.get(raw[:15])
-            if hit is None or raw[15:16] != b" " or len(raw) > 65536 or b"\x00" in raw:
+            at = 16
+            if hit is None and raw[26:27] in _TZ_SIGNS and raw[32:33] == b" ":
+                # rsyslog RFC 3339 "2026-11-27T17:31:17.507827+00:00 " (Debian's default)
+                base = iso.get(raw[:19] + raw[26:32])
+                frac = raw[20:26]
+                if base is not None and frac.isdigit() and raw[19:20] == b".":
+                    hit = base + int(frac) * 1e-6
+                    at = 33
+            if hit is None or raw[at - 1 : at] != b" " or len(raw) > 65536 or b"\x00" in raw:
                 out = env.split(raw)  # stamp cache miss, RFC 3339, or a bad line
                 if isinstance(out, str):
                     if out == "syslogd":
@@ -712,9 +722,9 @@ def parse_lines(
             else:
                 ts = hit
                 if raw[-1] == 10:
-                    parts = raw[16 : -2 if raw[-2] == 13 else -1].split(b" ", 2)
+                    parts = raw[at : -2 if raw[-2] == 13 else -1].split(b" ", 2)
                 else:
-                    parts = raw[16:].split(b" ", 2)
+                    parts = raw[at:].split(b" ", 2)
                 if len(parts) != 3:
                     u = stats.unparsed_line(source, this_offset, raw, "not syslog")
                     if yield_unparsed:

@@ -56,12 +56,12 @@ class Stamps:
     """
 
     __slots__ = (
-        "_iso",
         "_last_month",
         "_min",
         "_ref",
         "_tz",
         "_year",
+        "iso_cache",
         "sec",
     )
 
@@ -72,7 +72,8 @@ class Stamps:
         self._last_month = 0
         self.sec: dict[bytes, float] = {}  # "Nov 27 17:19:54" -> ts (read directly by hot loops)
         self._min: dict[bytes, float] = {}  # "Nov 27 17:19" -> ts of second 0
-        self._iso: dict[bytes, float] = {}  # "2026-11-27T17:31:17+00:00" -> ts
+        # "2026-11-27T17:31:17+00:00" -> ts (read directly by hot loops)
+        self.iso_cache: dict[bytes, float] = {}
 
     @property
     def year(self) -> int | None:
@@ -168,14 +169,14 @@ class Stamps:
             frac = int(tail[1:j]) / 10 ** (j - 1)
             tail = tail[j:]
         key = head + tail
-        base = self._iso.get(key)
+        base = self.iso_cache.get(key)
         if base is None:
             base = self._iso_miss(head, tail)
             if base is None:
                 return None
-            if len(self._iso) > 200_000:
-                self._iso.clear()
-            self._iso[key] = base
+            if len(self.iso_cache) > 200_000:
+                self.iso_cache.clear()
+            self.iso_cache[key] = base
         return base + frac
 
     def _iso_miss(self, head: bytes, tail: bytes) -> float | None:
