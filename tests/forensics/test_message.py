@@ -69,3 +69,13 @@ def test_limits_cut_a_huge_header_and_field(monkeypatch: pytest.MonkeyPatch) -> 
 def test_empty_and_binary_input() -> None:
     assert read_headers(b"").received == []
     assert read_headers(bytes(range(256)) * 4).received == []
+
+
+def test_deeply_folded_header_is_linear() -> None:
+    import time
+
+    data = b"Received: from a ([192.0.2.1]) by b\n" + b" x\n" * 300_000 + b"\n"
+    start = time.process_time()
+    h = read_headers(data)
+    assert len(h.received) == 1 and len(h.received[0]) <= message.MAX_FIELD
+    assert time.process_time() - start < 5  # quadratic behaviour took minutes

@@ -48,6 +48,7 @@ def read_headers(data: bytes) -> Headers:
     if lines and lines[0].startswith("From "):  # mbox separator
         lines = lines[1:]
     fields: list[tuple[str, list[str]]] = []
+    size = 0  # characters kept of the current field (continuations past MAX_FIELD dropped)
     malformed = 0
     for line in lines:
         line = line.rstrip("\r")
@@ -55,15 +56,16 @@ def read_headers(data: bytes) -> Headers:
             continue
         if line[0] in " \t":
             if fields:
-                name, parts = fields[-1]
-                if sum(len(p) for p in parts) < MAX_FIELD:
-                    parts.append(line)
+                if size < MAX_FIELD:
+                    fields[-1][1].append(line)
+                    size += len(line)
             else:
                 malformed += 1
             continue
         m = _FIELD.match(line)
         if m:
             fields.append((m.group(1).lower(), [m.group(2)]))
+            size = len(m.group(2))
         else:
             malformed += 1
     if not fields and text.lstrip().lower().startswith("from "):
