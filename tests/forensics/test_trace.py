@@ -243,3 +243,33 @@ def test_any_stack_of_headers_gives_a_verdict(values: list[str]) -> None:
     for r in report.hops:
         for f in r.findings:
             assert f.severity in ("info", "warning", "error") and f.text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=200),
+            st.sampled_from(
+                [
+                    b"Received: ",
+                    b"\r\n",
+                    b"\n\t",
+                    b"\x00",
+                    b"(",
+                    b")",
+                    b"[192.0.2.1]",
+                    b"from ",
+                    b" by ",
+                    b"; Tue, 13 Feb 2018 03:54:09 +0100",
+                    b"\n\n",
+                    b"Message-ID: <a@b>\n",
+                ]
+            ),
+        ),
+        max_size=80,
+    ).map(b"".join)
+)
+def test_arbitrary_bytes_never_crash_the_whole_trace(data: bytes) -> None:
+    report, _ = trace_message(b"Received: " + data, Settings(), identity=me(), use_store=False)
+    assert report.verdict.summary
