@@ -6,7 +6,8 @@ sendmail), as a second local application (``mwtest-app``, via sendmail) and from
 server over SMTP (``app1.example.test``), with and without Message-IDs, one to three
 recipients each. Used by ``test_spine.py`` and reusable by any test that needs busy traffic.
 
-What each receiver does (see :data:`fixtures.smtp.REPLIES`):
+What each receiver does (see :data:`fixtures.smtp.REPLIES`); all but the last two offer
+STARTTLS, so the log has Postfix's TLS lines as production logs do:
 
 * Google (gmail.com, googlemail.com, a Workspace domain on aspmx): accepts; one unknown user
   (550-5.1.1, multi-line), one mailbox out of storage (452-4.2.2, deferred), one recipient
@@ -240,8 +241,8 @@ def build_world(fake_mx: FakeMXFactory) -> World:
         "outlook": outlook,
         "apple": ACCEPT,
     }
-    for name, behaviour in plan.items():
-        w.mx[name] = fake_mx.provider(name, behaviour, publish=False)
+    for name, behaviour in plan.items():  # the big receivers all offer STARTTLS
+        w.mx[name] = fake_mx.provider(name, behaviour, publish=False, tls=True)
     w.mx["alpenrose-hotel.ch"] = [
         fake_mx.add(
             "mail.alpenrose-hotel.ch", domains=["alpenrose-hotel.ch"], listen=False, publish=False

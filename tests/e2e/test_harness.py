@@ -293,3 +293,23 @@ def test_sweep_removes_what_a_killed_session_left(
     assert f"{orphan.address}/32" not in addrs.stdout
     # the live session's own instance is untouched
     assert postfix_instance.master_pid() is not None
+
+
+def test_starttls_when_the_receiver_offers_it(
+    postfix: PostfixInstance, fake_mx: FakeMXFactory
+) -> None:
+    mx = fake_mx.add("mx01.mail.icloud.com", domains=["icloud.com"], tls=True)
+    plain = fake_mx.add("mx.example.test", domains=["example.test"])
+    for rcpt in ("t@icloud.com", "p@example.test"):
+        sendmail(postfix, make_message(SENDER, [rcpt]), [rcpt], sender=SENDER)
+    assert postfix.wait_until_quiet() == []
+    log = "\n".join(postfix.test_log_lines())
+    assert re.search(
+        r"postfix/smtp\[\d+\]: Untrusted TLS connection established to "
+        rf"mx01\.mail\.icloud\.com\[{re.escape(mx.address)}\]:25: TLSv1\.[23] with cipher ",
+        log,
+    )
+    assert "TLS connection established to mx.example.test" not in log
+    # EHLO again after STARTTLS, then the mail went through the encrypted session
+    assert [c.split()[0] for c, _ in mx.sessions[0].dialogue].count("EHLO") == 2
+    assert mx.delivered_to() == ["t@icloud.com"] and plain.delivered_to() == ["p@example.test"]
