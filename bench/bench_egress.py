@@ -213,6 +213,60 @@ def bench_capture(env: Env, total: int) -> dict[str, object]:
     }
 
 
+def bench_capture_enforced(env: Env, total: int) -> dict[str, object]:
+    """The same burst with the egress rule enforcing in the clients' namespace: every attempt
+    is rejected by the rule, logged to NFLOG and joined to its eBPF event (the verdict)."""
+    from mailwarden.egress.firewall import Firewall, Policy
+    from mailwarden.egress.service import EgressService
+
+    fw = Firewall(Policy.make(ports=[25, 465, 587, 2525], users=["postfix"]), "nft", netns=NS_A)
+    fw.apply()
+    per = total // 8
+    verdicts: dict[tuple[str, str], int] = {}
+    lock = threading.Lock()
+    nobody = pwd.getpwnam("nobody").pw_uid
+
+    def count(ev):  # type: ignore[no-untyped-def]
+        if ev.uid == nobody and (ev.netns == env.ino):
+            with lock:
+                k = (ev.source, ev.verdict)
+                verdicts[k] = verdicts.get(k, 0) + 1
+
+    s = EgressSettings(socket=str(env.dir / "enf.sock"), collectors=["ebpf", "nflog"])
+    svc = EgressService(s, netns=NS_A, on_event=count)
+    t = threading.Thread(target=svc.run, daemon=True)
+    t.start()
+    svc.ready.wait(10)
+    t0 = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            as_nobody([PY, str(env.dir / "burst.py"), B4, "25", str(per)]),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    done = [json.loads(p.communicate()[0]) for p in procs]
+    burst_s = time.monotonic() - t0
+    deadline = time.monotonic() + 30
+    while sum(verdicts.values()) < per * 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # let unmatched NFLOG records (if any) come out
+    svc.stop()
+    t.join(10)
+    counters = fw.check().counters
+    fw.remove()
+    return {
+        "connects": sum(d["ok"] + d["refused"] for d in done),
+        "refused": sum(d["refused"] for d in done),
+        "burst_seconds": round(burst_s, 2),
+        "events": {f"{k[0]}/{k[1] or 'none'}": v for k, v in sorted(verdicts.items())},
+        "rule_block_packets": counters.get("block", {}).get("packets"),
+        "ebpf_emitted": svc.ebpf_stats[0],
+        "ebpf_dropped": svc.ebpf_stats[1],
+    }
+
+
 def _timed(env: Env, n: int) -> float:
     t0 = time.perf_counter()
     subprocess.run(
@@ -398,7 +452,9 @@ def bench_sockdiag(n_sockets: int) -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller numbers, for a smoke run")
-    ap.add_argument("--only", default="", help="comma list: capture,latency,alert,cpu,sockdiag")
+    ap.add_argument(
+        "--only", default="", help="comma list: capture,capture_enforced,latency,alert,cpu,sockdiag"
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_egress: needs root (eBPF, network namespaces); skipped", file=sys.stderr)
@@ -410,6 +466,7 @@ def main() -> None:
     try:
         for name, fn in (
             ("capture", lambda: bench_capture(env, 2000 if q else 20000)),
+            ("capture_enforced", lambda: bench_capture_enforced(env, 2000 if q else 20000)),
             ("latency", lambda: bench_latency(env, 1000 if q else 5000)),
             ("alert", lambda: bench_alert(env, 5 if q else 20)),
             ("cpu", lambda: bench_cpu(env, 3 if q else 10)),

@@ -80,7 +80,8 @@ class EgressSettings(Section):
     socket: str = "/run/mailwarden/egress.sock"  # where `egress run` publishes events
     socket_group: str = ""  # group allowed to read the socket ("" = root only)
     poll_interval: float = Field(0.2, gt=0)  # sock_diag fallback poll period, seconds
-    verdict_wait: float = Field(0.25, ge=0)  # wait this long for the rule's NFLOG verdict
+    ring_mb: int = Field(32, ge=1, le=1024)  # eBPF ring buffer (MiB, power of 2): burst headroom
+    verdict_wait: float = Field(0.5, ge=0)  # wait this long for the rule's NFLOG verdict
     raw_days: int = Field(7, ge=1)  # raw egress events kept this many days
     alert_window: int = Field(3600, ge=60)  # one alert per (who, port) per window, seconds
     webhook: str = ""  # optional URL alerts are POSTed to (JSON)

@@ -120,3 +120,39 @@ def test_nflog_parser_reads_uid_prefix_and_tuple_and_counts_garbage() -> None:
     ]
     recs, bad = parse_messages(truncated, 5, 1.0)
     assert recs == [] and bad == 1
+
+
+def test_verdict_join_pairs_fifo_per_key_and_loses_nothing() -> None:
+    from mailwarden.egress.service import VerdictJoin
+
+    def e(uid: int, port: int, verdict: str = "", pid: int | None = None) -> EgressConnect:
+        return EgressConnect(
+            ts=0.0,
+            source="nflog" if verdict else "ebpf",
+            daddr="10.0.0.2",
+            dport=port,
+            uid=uid,
+            pid=pid,
+            verdict=verdict,
+        )
+
+    j = VerdictJoin(0.25)
+    assert j.add_event(e(33, 25, pid=1), 0.0) is None
+    assert j.add_event(e(33, 25, pid=2), 0.0) is None
+    assert j.add_event(e(65534, 25, pid=3), 0.0) is None
+    got = j.add_verdict(e(33, 25, "blocked"), 0.01)
+    assert got is not None and (got.pid, got.verdict) == (1, "blocked")  # oldest first
+    got = j.add_verdict(e(65534, 25, "blocked"), 0.02)
+    assert got is not None and got.pid == 3
+    # a verdict before its event
+    assert j.add_verdict(e(102, 587, "allowed"), 0.03) is None
+    got = j.add_event(e(102, 587, pid=4), 0.04)
+    assert got is not None and (got.pid, got.verdict) == (4, "allowed")
+    # unmatched on both sides come out after their wait, nothing is dropped
+    assert j.add_verdict(e(7, 465, "blocked"), 0.05) is None
+    assert j.expired(0.1) == []
+    late = j.expired(0.3)
+    assert [(x.pid, x.verdict) for x in late] == [(2, "")]
+    late = j.expired(1.0)
+    assert [(x.source, x.uid, x.verdict) for x in late] == [("nflog", 7, "blocked")]
+    assert len(j.events) == 0 and len(j.verdicts) == 0

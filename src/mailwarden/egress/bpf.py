@@ -203,7 +203,8 @@ class BpfCollector:
         self.ports = sorted({valid_port(p) for p in ports})
         self.mode = mode
         self.path = path or object_path()
-        self.ring_bytes = ring_bytes
+        # the kernel wants a power-of-two multiple of the page size
+        self.ring_bytes = max(1 << 16, 1 << (max(ring_bytes, 1) - 1).bit_length())
         self._obj: int | None = None
         self._link: int | None = None
         self._rb: int | None = None

@@ -283,6 +283,21 @@ def iptables_counters(p: Policy, *, netns: str | None = None) -> dict[str, dict[
     return out
 
 
+def rule_installed(backend: str, table: str = "mailwarden", *, netns: str | None = None) -> bool:
+    """Is our table (nft) or chain (iptables) there? Cheap; errors count as "no"."""
+    try:
+        if backend == "iptables":
+            _run(["iptables", "-w", "-S", CHAIN], netns=netns)
+            return True
+        data = json.loads(_run(["nft", "-j", "list", "tables"], netns=netns) or "{}")
+    except (ActuatorError, ValueError, OSError):
+        return False
+    return any(
+        t.get("table", {}).get("family") == "inet" and t["table"].get("name") == table
+        for t in data.get("nftables", [])
+    )
+
+
 # --------------------------------------------------------------------------------------
 # front
 # --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -111,43 +111,80 @@ class Publisher:
             os.unlink(self.path)
 
 
+_Key = tuple[int | None, str, int]
+
+
+class _Fifo:
+    """Items waiting for a partner, oldest first, findable by key in O(1)."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.order: OrderedDict[int, tuple[float, _Key, EgressConnect]] = OrderedDict()
+        self.by_key: dict[_Key, deque[int]] = {}
+
+    def push(self, key: _Key, t: float, item: EgressConnect) -> None:
+        self.seq += 1
+        self.order[self.seq] = (t, key, item)
+        self.by_key.setdefault(key, deque()).append(self.seq)
+
+    def take(self, key: _Key) -> EgressConnect | None:
+        q = self.by_key.get(key)
+        if not q:
+            return None
+        seq = q.popleft()
+        if not q:
+            del self.by_key[key]
+        return self.order.pop(seq)[2]
+
+    def expired(self, now: float, wait: float) -> list[EgressConnect]:
+        out: list[EgressConnect] = []
+        while self.order:
+            seq, (t, key, item) = next(iter(self.order.items()))
+            if now - t < wait:
+                break
+            self.order.popitem(last=False)
+            q = self.by_key[key]
+            q.remove(seq)  # it is the oldest of its key: at the left, O(1) in practice
+            if not q:
+                del self.by_key[key]
+            out.append(item)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
 class VerdictJoin:
-    """Pairs eBPF events with NFLOG verdicts of the rule (key: uid, daddr, dport)."""
+    """Pairs eBPF events with NFLOG verdicts of the rule (key: uid, daddr, dport), FIFO per
+    key, so a burst of identical connects pairs one to one."""
 
     def __init__(self, wait: float) -> None:
         self.wait = wait
-        self.events: deque[tuple[float, EgressConnect]] = deque()
-        self.verdicts: deque[tuple[float, tuple[int | None, str, int], str, EgressConnect]] = (
-            deque()
-        )
+        self.events = _Fifo()
+        self.verdicts = _Fifo()
 
     def add_event(self, ev: EgressConnect, now: float) -> EgressConnect | None:
         key = (ev.uid, ev.daddr, ev.dport)
-        for i, (_t, k, verdict, _n) in enumerate(self.verdicts):
-            if k == key:
-                del self.verdicts[i]
-                return replace(ev, verdict=verdict)
-        self.events.append((now, ev))
+        nev = self.verdicts.take(key)
+        if nev is not None:
+            return replace(ev, verdict=nev.verdict)
+        self.events.push(key, now, ev)
         return None
 
     def add_verdict(self, nev: EgressConnect, now: float) -> EgressConnect | None:
         key = (nev.uid, nev.daddr, nev.dport)
-        for i, (_t, ev) in enumerate(self.events):
-            if (ev.uid, ev.daddr, ev.dport) == key:
-                del self.events[i]
-                return replace(ev, verdict=nev.verdict)
-        self.verdicts.append((now, key, nev.verdict, nev))
+        ev = self.events.take(key)
+        if ev is not None:
+            return replace(ev, verdict=nev.verdict)
+        self.verdicts.push(key, now, nev)
         return None
 
     def expired(self, now: float) -> list[EgressConnect]:
         """Events whose verdict never came (as they are) and verdicts no eBPF event claimed
         (as NFLOG events, so nothing is lost)."""
-        out: list[EgressConnect] = []
-        while self.events and now - self.events[0][0] >= self.wait:
-            out.append(self.events.popleft()[1])
-        while self.verdicts and now - self.verdicts[0][0] >= max(self.wait * 2, 0.5):
-            out.append(self.verdicts.popleft()[3])
-        return out
+        return self.events.expired(now, self.wait) + self.verdicts.expired(
+            now, max(self.wait * 2, 0.5)
+        )
 
 
 class EgressService:
@@ -190,6 +227,14 @@ class EgressService:
         except OSError:
             return None
 
+    def _rule_installed(self) -> bool:
+        """eBPF events wait for an NFLOG verdict only while the egress rule is there."""
+        from mailwarden.egress.firewall import rule_installed
+
+        return rule_installed(
+            self.settings.firewall_backend, self.settings.firewall_table, netns=self.netns
+        )
+
     def _open_collectors(self) -> tuple[object | None, list[object], object | None]:
         from mailwarden.egress.bpf import BpfCollector, CollectorUnavailable
         from mailwarden.egress.nflog import NflogError, NflogReader
@@ -198,7 +243,7 @@ class EgressService:
         bpf = None
         if "ebpf" in self.wanted:
             try:
-                bpf = BpfCollector(self.ports).open()
+                bpf = BpfCollector(self.ports, ring_bytes=self.settings.ring_mb << 20).open()
                 self.active.append(f"ebpf:{bpf.mode}")
             except CollectorUnavailable as exc:
                 self.problems["ebpf"] = str(exc)
@@ -260,6 +305,7 @@ class EgressService:
         self._pending_ports = False
         next_poll = time.monotonic()
         next_stats = time.monotonic() + STATS_EVERY
+        rule = bool(readers) and self._rule_installed()
         self.ready.set()
         try:
             while not self.stop_event.is_set():
@@ -274,7 +320,7 @@ class EgressService:
                     elif key.data == "bpf" and isinstance(bpf, BpfCollector):
                         for raw in bpf.poll(0):
                             ev = self.attr.from_bpf(raw)
-                            if readers and ev.netns == self._rule_netns_ino and is_remote(ev.daddr):
+                            if rule and ev.netns == self._rule_netns_ino and is_remote(ev.daddr):
                                 done = join.add_event(ev, time.monotonic())
                                 if done is not None:
                                     out.append(done)
@@ -319,11 +365,12 @@ class EgressService:
                             )
                         )
                 out += join.expired(time.monotonic())
-                for ev in out:
-                    pub.publish(encode(ev))
-                    self.published += 1
+                if out:
+                    pub.publish(b"".join(encode(ev) for ev in out))
+                    self.published += len(out)
                     if self.on_event:
-                        self.on_event(ev)
+                        for ev in out:
+                            self.on_event(ev)
                 pub.flush()
                 if self._pending_ports:
                     self._pending_ports = False
@@ -333,7 +380,15 @@ class EgressService:
                         diag.set_ports(self.ports)
                 if time.monotonic() >= next_stats:
                     next_stats = time.monotonic() + STATS_EVERY
+                    rule = bool(readers) and self._rule_installed()
                     emitted, dropped = bpf.stats() if isinstance(bpf, BpfCollector) else (0, 0)
+                    if dropped > self.ebpf_stats[1]:
+                        log.warning(
+                            "egress: %d eBPF events lost (ring buffer full): raise "
+                            "[egress] ring_mb",
+                            dropped - self.ebpf_stats[1],
+                        )
+                    self.ebpf_stats = (emitted, dropped)
                     pub.publish(
                         encode_msg(
                             "stats",
