@@ -174,3 +174,55 @@ def test_property_never_raises(text: str) -> None:
     assert r.raw == text
     assert r.code is None or 200 <= r.code <= 599
     assert "\n" not in r.text
+
+
+def test_tls_refusal_quotes_the_remote_reply() -> None:
+    r = parse_reply(
+        "TLS is required, but host mx.x.test[192.0.2.1] refused to start TLS: 454 4.7.0 TLS not "
+        "available due to local problem"
+    )
+    assert (r.code, r.enhanced, r.command, r.remote, r.host) == (
+        454,
+        "4.7.0",
+        "STARTTLS",
+        True,
+        "mx.x.test",
+    )
+    assert r.text == "TLS not available due to local problem"
+    assert parse_reply("Server certificate not trusted").command == "STARTTLS"
+
+
+def test_multiline_whose_last_line_lacks_the_enhanced_code() -> None:
+    r = parse_reply("host m[192.0.2.1] said: 550-5.7.1 first 550-second 550 third")
+    assert (r.code, r.enhanced, r.text) == (550, "5.7.1", "first second third")
+
+
+def _diagnostics() -> list[dict[str, str]]:
+    import json
+
+    from .conftest import DATA
+
+    path = DATA / "sisimai-diagnostics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_real_bounce_diagnostics_from_many_mtas() -> None:
+    """Diagnostic-Code texts of real bounces (sisimai/set-of-emails, BSD-2): the code and the
+    enhanced code come out, and no multi-line prefix is left in the text."""
+    import re
+
+    checked = 0
+    for rec in _diagnostics():
+        diag, code, status = rec["diagnosticcode"], rec["replycode"], rec["status"]
+        r = parse_reply(diag)
+        assert r.raw == diag and "\n" not in r.text
+        if code and diag.startswith(code):
+            checked += 1
+            assert r.code == int(code), rec["file"]
+            m = re.match(r"\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b", diag)
+            if m:
+                assert r.enhanced == m.group(1), rec["file"]
+            assert not re.search(rf"(^|\s){code}-", r.text), (rec["file"], r.text)
+            if status and r.enhanced:
+                assert r.enhanced[0] == status[0], rec["file"]
+    assert checked >= 100

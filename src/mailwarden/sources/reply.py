@@ -38,7 +38,9 @@ _WHILE = re.compile(
     r"(?::\d+)? .*?while (?P<what>.*)"
 )
 _IN_REPLY = re.compile(r"\s*\(in reply to (?P<cmd>[A-Za-z][A-Za-z -]{0,30}?) command\)\s*$")
-_CODE = re.compile(r"(?P<code>[245][0-9][0-9])(?:(?P<sep>[ -])(?P<enh>[245]\.\d{1,3}\.\d{1,3})\b)?")
+_CODE = re.compile(
+    r"(?P<code>[245][0-9][0-9])(?:(?P<sep>[ -]|: ?)(?P<enh>[245]\.\d{1,3}\.\d{1,3})\b)?"
+)
 _ENH_ONLY = re.compile(r"(?P<enh>[245]\.\d{1,3}\.\d{1,3})(?:\s|$)")
 
 # "while <what>" wording of smtp(8) -> SMTP stage; first match wins.
@@ -85,7 +87,7 @@ def _continuation(code: str, enh: str, multi: bool) -> re.Pattern[str]:
         if enh:
             alts.append(re.escape(code) + "-")
             alts.append(re.escape(code) + " " + re.escape(enh) + r"(?=\s|$)")
-        elif multi:
+        if multi:  # a last line without the enhanced code: "550-5.7.1 a 550 b"
             alts.append(re.escape(code) + r"(?= )")
         pat = re.compile(r"(?:^|(?<=\s))(?:" + "|".join(alts) + r")\s?")
         if len(_CONT_CACHE) < 10_000:
@@ -102,7 +104,7 @@ def split_code(text: str) -> tuple[int | None, str, str]:
     """
     s = text.strip()
     m = _CODE.match(s)
-    if m is None or (len(s) > 3 and s[3] not in " -\t"):
+    if m is None or (len(s) > 3 and s[3] not in " -\t:"):
         e = _ENH_ONLY.match(s)
         if e is not None:
             return None, e.group("enh"), _fold(s[e.end() :])
@@ -111,7 +113,7 @@ def split_code(text: str) -> tuple[int | None, str, str]:
     enh = m.group("enh") or ""
     multi = len(s) > 3 and s[3] == "-"
     body = s[m.end() :]
-    if not enh and body[:1] in ("-", " "):
+    if not enh and body[:1] in ("-", " ", ":"):
         body = body[1:]
     if (multi or enh) and code_s in body:
         body = _continuation(code_s, enh, multi).sub(" ", body)
@@ -148,7 +150,11 @@ def parse_reply(text: str) -> Reply:
         if m is None:
             break
         s = s[m.end() :]
-    m = _HOST_REPLY.match(s) if s.startswith("host ") else None
+    m = None
+    if s.startswith("host "):
+        m = _HOST_REPLY.match(s)
+    elif "host " in s:  # "TLS is required, but host X[ip] refused to start TLS: 454 ..."
+        m = _HOST_REPLY.search(s)
     if m is not None:
         verb = m.group("verb")
         rest = m.group("rest")
@@ -184,5 +190,5 @@ def parse_reply(text: str) -> Reply:
     n = _NAME_IP.search(s)
     if n is not None:
         host, ip = n.group("host"), n.group("ip")
-    cmd = "STARTTLS" if "TLS" in s else ""
+    cmd = "STARTTLS" if "TLS" in s or "certificate" in s.lower() else ""
     return Reply(None, enh, body, cmd, host, ip, False, raw)
