@@ -621,7 +621,9 @@ def parse_received(value: str) -> Hop:
         else:  # "from NAME [IP]": the name is what the client said
             helo = name
     elif helo is None:
-        helo = "" if webmail else name
+        # "from [IP] by Y": the receiver wrote only the peer's address, no HELO; a name that
+        # is not an address is the HELO (RFC 5321), except over HTTP where there is none
+        helo = "" if (webmail or name_ip) else name
     if rdns:
         status = "recorded"
     if tcp_glued and helo is None:
