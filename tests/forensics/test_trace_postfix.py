@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 import smtplib
+import subprocess
 from email.utils import formatdate
 
 import pytest
@@ -146,3 +147,46 @@ def test_foreign_helo_from_our_ip_is_never_called_postfix(
     ).encode()
     report, _ = trace_message(eml, _settings(), identity=_identity(postfix), use_store=False)
     assert report.verdict.kind == "direct"
+
+
+def test_bulk_transport_with_its_own_address_and_helo_is_ours(
+    postfix: PostfixInstance, fake_mx: FakeMXFactory, dns_server: DnsServer, mw_slot: Slot
+) -> None:
+    from fixtures.postfix import POSTCONF
+    from mailwarden.forensics.run import our_identity
+
+    bulk_ip = mw_slot.client_address(2)
+    postfix.postconf_master("mwbulk/unix=mwbulk unix - - y - - smtp")
+    subprocess.run(
+        [
+            str(POSTCONF),
+            "-c",
+            str(postfix.config_dir),
+            "-P",
+            "mwbulk/unix/smtp_helo_name=bulk.example.test",
+            f"mwbulk/unix/smtp_bind_address={bulk_ip}",
+        ],
+        check=True,
+    )
+    postfix.postconf("default_transport=mwbulk", reload=True)
+    mx = fake_mx.add("mx1.receiver-u.test", domains=["receiver-u.test"])
+    sendmail(
+        postfix, make_message(SENDER, ["u@receiver-u.test"]), ["u@receiver-u.test"], sender=SENDER
+    )
+    assert postfix.wait_until_quiet() == []
+    session = mx.sessions[-1]
+    assert (session.helo, session.peer) == ("bulk.example.test", bulk_ip)  # really went that way
+
+    me = our_identity(Settings(), config_dir=str(postfix.config_dir))
+    assert "bulk.example.test" in me.helo_names and bulk_ip in me.ips
+    assert "master.cf" in me.sources["helo_names"]
+    report, _ = trace_message(
+        _received_by(mx, mx.delivered()[0], dns_server), Settings(), identity=me, use_store=False
+    )
+    assert report.verdict.kind == "postfix", report.verdict
+    # without the master.cf overrides the same mail would look like a direct send
+    plain = _identity(postfix)
+    report, _ = trace_message(
+        _received_by(mx, mx.delivered()[0], dns_server), Settings(), identity=plain, use_store=False
+    )
+    assert report.verdict.kind != "postfix"
