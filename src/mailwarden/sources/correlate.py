@@ -442,9 +442,10 @@ def correlate_lines(
                 if q.isalnum() and q != b"NOQUEUE":
                     rest = msg[c + 2 :]
                     head = rest[:4]
+                    qid = q.decode("ascii")
                     kind = 0
                     if head == b"to=<":
-                        d = delivery(ts, host, q.decode("ascii"), info[0], rest)
+                        d = delivery(ts, host, qid, info[0], rest)
                         if d is not None:
                             kind = 1
                     elif rest == b"removed":
@@ -463,7 +464,7 @@ def correlate_lines(
                                 done = corr._sweep(None)
                                 if done:
                                     yield from done
-                        key = (host, q.decode("ascii"))
+                        key = (host, qid)
                         if kind == 2:
                             slot = od.pop(key, None)
                             if slot is not None:
@@ -475,7 +476,7 @@ def correlate_lines(
                             continue
                         slot = od.get(key)
                         if slot is None:
-                            m, done = start(host, key[1], ts, None)
+                            m, done = start(host, qid, ts, None)
                             if done:
                                 yield from done
                         else:

@@ -448,7 +448,8 @@ class PostfixParser:
             to, orig, relay, cu, delay, delays, dsn, status, text = f
             delay_f = _float(delay)
             conn_use = _int(cu)
-        rh, ri, rp = self.relay(relay)
+        rel = self._relays.get(relay)
+        rh, ri, rp = self.relay(relay) if rel is None else rel
         if not text:
             reply = None
         elif text[:4] == "250 " and text[5:6] == "." and text[9:10] == " ":
