@@ -115,6 +115,20 @@ class BreakerSettings(Section):
     poll: float = Field(0.2, gt=0)  # log follow / timer period of `mailwarden run`, seconds
 
 
+class WebSettings(Section):
+    """``[web]``: the dashboard and ``/metrics`` (``mailwarden web``; docs/web.md)."""
+
+    bind: str = "127.0.0.1:8025"  # host:port ([::1]:8025 for IPv6); loopback unless behind a proxy
+    token: str = ""  # a login token (long random string); "" = none
+    password_hash: str = ""  # `mailwarden web --hash-password` output; "" = none
+    # neither token nor password_hash: a one-time token is printed when the server starts
+    secret_file: str = ""  # key signing session cookies; "" = <state_dir>/web-secret (made 0600)
+    session_hours: float = Field(12, gt=0, le=24 * 30)  # a login lasts this long
+    secure_cookie: bool = False  # set Secure on cookies (serve over HTTPS via a proxy)
+    metrics_public: bool = False  # True: /metrics without auth (else a session or Bearer token)
+    health_interval: float = Field(3600, ge=60)  # the full doctor run (DNS) is redone this often
+
+
 class Settings(Section):
     """The whole configuration."""
 
@@ -125,6 +139,7 @@ class Settings(Section):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     egress: EgressSettings = Field(default_factory=EgressSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     def db_url(self) -> str:
         if self.store.url:
