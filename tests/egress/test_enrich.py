@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mailwarden.egress.attribute import Attributor
 from mailwarden.egress.enrich import (
     container_of,
     find_script,
@@ -126,3 +127,27 @@ def test_local_table_overrides_and_bad_table_is_named(etc: Path) -> None:
     (etc / "egress.toml").write_text('[[container]]\nid = "bad"\nregex = "(unclosed"\n')
     with pytest.raises(TableError, match="egress"):
         load_tables()
+
+
+def test_a_reused_pid_is_not_mistaken_for_the_connecting_process(tmp_path: Path) -> None:
+    tick = os.sysconf("SC_CLK_TCK")
+    d = tmp_path / "4242"
+    d.mkdir()
+    (d / "cmdline").write_bytes(b"/usr/lib/cgi-bin/php\0")
+    (d / "environ").write_bytes(b"SCRIPT_FILENAME=/var/www/form.php\0")
+    (d / "cgroup").write_text("0::/system.slice/apache2.service\n")
+
+    def stat(start_s: float) -> None:
+        rest = ["S", "1"] + ["0"] * 17 + [str(int(start_s * tick))] + ["0"] * 10
+        (d / "stat").write_text(f"4242 (php) {' '.join(rest)}\n")
+
+    a = Attributor(load_tables(), [], proc=tmp_path)
+    stat(50.0)  # started before the connect at t=100 s since boot: the same process
+    who = a._who_uncached(4242, argv=("/usr/lib/cgi-bin/php",), at_boot=100.0)
+    assert (who["script"], who["unit"]) == ("/var/www/form.php", "apache2.service")
+    stat(150.0)  # started after the connect: the pid was reused, /proc is about someone else
+    who = a._who_uncached(4242, argv=("/usr/lib/cgi-bin/php",), at_boot=100.0)
+    assert (who["script"], who["unit"]) == ("", "")
+    stat(50.0)  # same pid and age but another program (exec'd since): not trusted either
+    who = a._who_uncached(4242, argv=("/usr/bin/python3", "x.py"), cwd="/w", at_boot=100.0)
+    assert (who["script"], who["unit"]) == ("/w/x.py", "")

@@ -77,6 +77,7 @@ class Attributor:
         ppid: int | None = None,
         pcomm: str = "",
         cgroup_id: int | None = None,
+        at_boot: float | None = None,
     ) -> dict[str, object]:
         # Bursts come from few processes: reuse the enrichment of the same process image for a
         # second (same pid, argv, exe, cwd, parent, cgroup), so /proc is read once per burst.
@@ -86,7 +87,14 @@ class Attributor:
         if hit is not None and now - hit[0] < 1.0:
             return hit[1]
         who = self._who_uncached(
-            pid, argv=argv, exe=exe, cwd=cwd, ppid=ppid, pcomm=pcomm, cgroup_id=cgroup_id
+            pid,
+            argv=argv,
+            exe=exe,
+            cwd=cwd,
+            ppid=ppid,
+            pcomm=pcomm,
+            cgroup_id=cgroup_id,
+            at_boot=at_boot,
         )
         if len(self._cache) > 4096:
             self._cache.clear()
@@ -103,18 +111,29 @@ class Attributor:
         ppid: int | None = None,
         pcomm: str = "",
         cgroup_id: int | None = None,
+        at_boot: float | None = None,
     ) -> dict[str, object]:
         info = read_proc(pid, self.proc) if pid else ProcInfo(alive=False)
-        if info.alive:
-            # A live process may have exec'd since the connect: trust /proc only when it agrees.
-            if not argv or (
-                info.cmdline and info.cmdline[: len(argv)] == argv[: len(info.cmdline)]
-            ):
-                argv = argv or info.cmdline
-                exe = info.exe or exe if not exe or exe.startswith("…") else exe
-                cwd = cwd if cwd and not cwd.startswith("…") else (info.cwd or cwd)
+        # /proc/<pid> is the connecting process only if it started before the connect (the pid
+        # may have been reused since) and has not exec'd something else meanwhile.
+        same = (
+            info.alive
+            and (at_boot is None or info.start is None or info.start <= at_boot + 0.05)
+            and (
+                not argv
+                or bool(info.cmdline and info.cmdline[: len(argv)] == argv[: len(info.cmdline)])
+            )
+        )
+        if not same:
+            info = ProcInfo(alive=False)
+        else:
+            argv = argv or info.cmdline
+            if not exe or exe.startswith("…"):
+                exe = info.exe or exe
+            if not cwd or cwd.startswith("…"):
+                cwd = info.cwd or cwd
             ppid = ppid or info.ppid
-        cgroup = info.cgroup if info.alive else ""
+        cgroup = info.cgroup
         if not cgroup and cgroup_id:
             cgroup = self.cgroups.path_of(cgroup_id)
         script, pool = find_script(argv, exe=exe, cwd=cwd, env=info.env, tables=self.tables)
@@ -157,6 +176,7 @@ class Attributor:
                 ppid=raw.ppid or None,
                 pcomm=raw.pcomm.decode("utf-8", "replace"),
                 cgroup_id=raw.cgroup_id,
+                at_boot=raw.ts_ns / 1e9,
             )
             if len(self._raw_cache) > 1024:
                 self._raw_cache.clear()

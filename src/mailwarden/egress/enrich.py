@@ -178,18 +178,24 @@ def _cmdline(raw: bytes) -> tuple[str, ...]:
     return tuple(a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0"))
 
 
-def read_stat(proc: Path, pid: int) -> tuple[str, int] | None:
-    """``(comm, ppid)`` from /proc/<pid>/stat, or None when the process is gone."""
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def read_stat(proc: Path, pid: int) -> tuple[str, int, float | None] | None:
+    """``(comm, ppid, start)`` from /proc/<pid>/stat, or None when the process is gone.
+    ``start`` is the start time in seconds since boot (None if the line is short)."""
     raw = _read(proc / str(pid) / "stat", 4096)
     if not raw:
         return None
     try:
         lpar, rpar = raw.index(b"("), raw.rindex(b")")
         comm = raw[lpar + 1 : rpar].decode("utf-8", "replace")
-        ppid = int(raw[rpar + 2 :].split()[1])
+        fields = raw[rpar + 2 :].split()
+        ppid = int(fields[1])
+        start = int(fields[19]) / _CLK_TCK if len(fields) > 19 else None
     except (ValueError, IndexError):
         return None
-    return comm, ppid
+    return comm, ppid, start
 
 
 def cgroup2_mount() -> Path | None:
@@ -247,6 +253,7 @@ class ProcInfo:
     cgroup: str = ""
     ppid: int | None = None
     comm: str = ""
+    start: float | None = None  # seconds since boot
 
 
 def read_proc(pid: int, proc: Path = Path("/proc")) -> ProcInfo:
@@ -272,7 +279,8 @@ def read_proc(pid: int, proc: Path = Path("/proc")) -> ProcInfo:
     for line in _read(base / "cgroup", 8192).decode("utf-8", "replace").splitlines():
         if line.startswith("0::"):
             cgroup = line[3:]
-    return ProcInfo(True, exe, _cmdline(_read(base / "cmdline")), cwd, env, cgroup, st[1], st[0])
+    cmdline = _cmdline(_read(base / "cmdline"))
+    return ProcInfo(True, exe, cmdline, cwd, env, cgroup, st[1], st[0], st[2])
 
 
 def parent_chain(
