@@ -636,26 +636,27 @@ def parse_received(value: str) -> Hop:
         flags.append("content-filter")
 
     # ---- authentication evidence --------------------------------------------------------------
+    # The MTA's own mark first (it says more: the SASL method, the account), then webmail, then
+    # the RFC 3848 protocol keyword (ESMTPA, ESMTPSA, LMTPA, ...).
+    marks = [mk.auth]
+    for cm in by_comments + with_comments:
+        scan = _Markers()
+        _scan_markers(cm.words(), scan)
+        marks.append(scan.auth)
+    mark = next((m for m in marks if m), "")
     auth = ""
-    if protocol.endswith("A") and re.fullmatch(r"(?:E|UTF8)?(?:SMTP|LMTP)S?A", protocol):
-        auth = _strip(with_words[0])
-    elif by.lower().startswith("mail.gmx.") and mk.helo is not None and top_ip:
-        auth = f"GMX ({protocol} / {by})"
-    elif webmail:
+    if webmail and mark in ("", "authenticated"):
         auth = (
             _strip(with_words[0]) if protocol.startswith("HTTP") else (via.split() or ["HTTP"])[0]
         )
-    elif mk.auth == "authenticated-sender":
+    elif mark == "authenticated-sender":
         auth = "Postfix" if mta == "Postfix" else "authenticated"
-    elif mk.auth:
-        auth = mk.auth
-    else:
-        for cm in by_comments + with_comments:
-            scan = _Markers()
-            _scan_markers(cm.words(), scan)
-            if scan.auth:
-                auth = scan.auth if scan.auth != "authenticated-sender" else "authenticated"
-                break
+    elif mark:
+        auth = mark
+    elif by.lower().startswith("mail.gmx.") and mk.helo is not None and top_ip:
+        auth = f"GMX ({protocol} / {by})"
+    elif re.fullmatch(r"(?:E|UTF8)?(?:SMTP|LMTP)S?A", protocol):
+        auth = _strip(with_words[0])
     if "HTTP-DAV" in with_:
         auth = "HTTP-DAV"
 
