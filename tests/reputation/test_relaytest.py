@@ -94,3 +94,27 @@ def test_unreachable_host_is_an_error_not_a_pass() -> None:
     res = relaytest("127.0.0.1", port, timeout=2)
     (f,) = findings(res)
     assert f.severity == "error" and not res.open_relay
+
+
+# -- against a real Postfix ------------------------------------------------------------------
+
+postfix_tests = pytest.mark.postfix
+
+
+@postfix_tests
+def test_real_postfix_closed_then_opened(postfix, mw_slot) -> None:  # type: ignore[no-untyped-def]
+    from mailwarden.reputation.postfix_audit import check_relay, load_config
+
+    outsider = mw_slot.address(231)  # not in mynetworks
+    postfix.postconf(f"mynetworks = {postfix.address}/32", reload=True)
+    res = relaytest(postfix.address, postfix.port, timeout=10, source=outsider)
+    assert res.connected and not res.open_relay, res.transcript
+    assert any("Relay access denied" in line for line in res.transcript)
+    assert check_relay(load_config(str(postfix.config_dir)))[0].severity == "ok"
+
+    # Postfix refuses to start smtpd when no working reject_unauth_destination is left, so the
+    # real-world open relay is a mynetworks that trusts everybody.
+    postfix.postconf("mynetworks = 0.0.0.0/0", reload=True)
+    res = relaytest(postfix.address, postfix.port, timeout=10, source=outsider)
+    assert res.open_relay and findings(res)[0].severity == "problem"
+    assert any(f.severity == "problem" for f in check_relay(load_config(str(postfix.config_dir))))

@@ -12,6 +12,7 @@ def relaytest(
     host: str = typer.Argument(..., help="Host name or IP of the SMTP server to test."),
     port: int = typer.Option(25, "--port", "-p"),
     timeout: float = typer.Option(15.0, "--timeout"),
+    source: str = typer.Option("", "--source", help="Our source address for the test."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Speak SMTP like a manual telnet test (MAIL/RCPT to a foreign domain, never DATA) and report
@@ -23,7 +24,7 @@ def relaytest(
     from mailwarden.reputation.relaytest import findings
     from mailwarden.reputation.relaytest import relaytest as run
 
-    res = run(host, port, timeout=timeout)
+    res = run(host, port, timeout=timeout, source=source)
     f = findings(res)
     if json_out:
         typer.echo(

@@ -68,11 +68,14 @@ def relaytest(
     helo: str = "relaytest.mailwarden.invalid",
     timeout: float = 15.0,
     probes: list[Probe] | None = None,
+    source: str = "",
 ) -> RelayResult:
+    """Run the probes against ``host:port``. ``source`` picks our source address: a relay
+    usually trusts its own networks, so test from an address it should not trust."""
     res = RelayResult(host, port)
     target = f"[{host}]" if _is_ip(host) else host
     try:
-        smtp = smtplib.SMTP(timeout=timeout)
+        smtp = smtplib.SMTP(timeout=timeout, source_address=(source, 0) if source else None)
         code, banner = smtp.connect(host, port)
     except (OSError, smtplib.SMTPException) as exc:
         res.error = f"cannot connect to {host}:{port}: {exc}"
