@@ -129,6 +129,52 @@ class WebSettings(Section):
     health_interval: float = Field(3600, ge=60)  # the full doctor run (DNS) is redone this often
 
 
+class ServiceSettings(Section):
+    """``[service]``: the daemon (``mailwarden run``): logging, supervision and schedules."""
+
+    log_format: str = Field("json", pattern="^(json|logfmt|text)$")  # stderr: one event a line
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+    commit_interval: float = Field(1.0, gt=0, le=60)  # seconds between store commits of the log
+    queue_units: int = Field(64, ge=1)  # unwritten commit units held while the store is down
+    restart_backoff_max: float = Field(30.0, gt=0)  # a dead component restarts within this
+    web: bool = True  # serve the dashboard and /metrics ([web] bind) when it is installed
+    egress: bool = True  # record the privileged collector's events ([egress] socket)
+    retention_interval: float = Field(3600, ge=60)  # `store prune` this often, seconds
+    dnsbl_interval: float = Field(3600, ge=0)  # check our IPs/domains on blocklists; 0 = never
+    spike_interval: float = Field(300, ge=0)  # look for per-origin spikes this often; 0 = never
+    sasl_interval: float = Field(60, ge=0)  # look for SASL failure bursts this often; 0 = never
+    daily_report: str = "07:00"  # local HH:MM the daily report is sent; "" = never
+    daily_report_format: str = Field("html", pattern="^(html|text|json)$")
+    public_url: str = ""  # dashboard URL used for links in alerts and reports ("" = none)
+
+
+class AlertSettings(Section):
+    """``[alerts]``: where alerts go, deduplication, rate limits and detector thresholds."""
+
+    mail_to: list[str] = Field(default_factory=list)  # admin addresses (never parked)
+    mail_from: str = ""  # "" = mailwarden@<host name>
+    smarthost: str = ""  # host[:port] to submit alert mail to by SMTP; "" = local sendmail
+    smarthost_starttls: bool = False  # STARTTLS before sending to the smarthost
+    sendmail: str = "/usr/sbin/sendmail"  # used when no smarthost is set
+    webhook_url: str = ""  # POST alerts as JSON here
+    webhook_format: str = Field("generic", pattern="^(generic|slack|matrix)$")
+    webhook_token: str = ""  # sent as "Authorization: Bearer ..." when set
+    syslog: bool = False  # also log alerts to syslog
+    syslog_address: str = "/dev/log"  # unix socket path, or host:port (UDP)
+    syslog_facility: str = "daemon"
+    min_severity: str = Field("warning", pattern="^(info|warning|critical)$")  # lower: stored only
+    dedup_window: float = Field(3600, ge=0)  # an alert with the same key is sent once per window
+    rate_per_hour: int = Field(30, ge=1)  # at most this many alerts per channel per hour
+    spike_baseline_days: int = Field(14, ge=3, le=90)  # daily history a spike is judged against
+    spike_min_volume: int = Field(50, ge=1)  # recipients per day below which nothing is a spike
+    spike_factor: float = Field(4.0, gt=1)  # today above this many times the median day ...
+    spike_mad: float = Field(6.0, gt=0)  # ... and this many robust deviations above it
+    spike_min_providers: int = Field(8, ge=1)  # provider spread judged from this many providers
+    sasl_burst: int = Field(20, ge=2)  # SASL failures from one client within the window ...
+    sasl_window: float = Field(600, ge=10)  # ... seconds, raise an alert
+    sasl_total_burst: int = Field(100, ge=2)  # failures from all clients in the window
+
+
 class Settings(Section):
     """The whole configuration."""
 
@@ -140,6 +186,8 @@ class Settings(Section):
     egress: EgressSettings = Field(default_factory=EgressSettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     def db_url(self) -> str:
         if self.store.url:
