@@ -459,11 +459,15 @@ def parse_received(value: str) -> Hop:
     with_ = " ".join(with_words).strip(",; ")
     protocol = _strip(with_words[0]).upper() if with_words else ""
     ident_ = _addr(_first_word(c.id)) if c.id else ""
-    if not ident_:  # Courier: "...; Fri, 14 Nov 2003 08:05:50 +0000 id 0002843F.3FB48A3E.000"
-        tail_words = [t.text for t in tail if t.kind == "word"]
-        for k, w in enumerate(tail_words[:-1]):
-            if w.lower() == "id":
-                ident_ = _addr(tail_words[k + 1])
+    if not ident_:
+        # Courier writes "...; Fri, 14 Nov 2003 08:05:50 +0000 id 0002843F.3FB48A3E.000", TIS
+        # smap "via smap (V1.3 id xma093673)": an "id X" pair in the date part or a comment
+        for words in ([t.text for t in tail if t.kind == "word"], flat_words(body)):
+            for k, w in enumerate(words[:-1]):
+                if w.lower() == "id" and len(_addr(words[k + 1])) >= 3:
+                    ident_ = _addr(words[k + 1])
+                    break
+            if ident_:
                 break
     for_ = _addr(_first_word(c.for_)) if c.for_ else ""
 
