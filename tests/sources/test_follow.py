@@ -267,3 +267,37 @@ def test_live_follow_with_rotations_loses_nothing(tmp_path: Path) -> None:
     # every line exactly once, in order (the writer never writes to a rotated file here)
     assert got == want
     assert f.rotations == 2
+
+
+def test_follow_events_across_rotation_and_restart_equals_parsing_it_all(tmp_path: Path) -> None:
+    from zoneinfo import ZoneInfo
+
+    from mailwarden.sources.follow import follow_events
+    from mailwarden.sources.postfix import parse_lines
+
+    from .conftest import SAMPLE_LOG, utc_env
+
+    lines = SAMPLE_LOG.read_bytes().splitlines(keepends=True)
+    want = list(parse_lines(lines, env=utc_env()))
+    log = tmp_path / "mail.log"
+    store = JsonCheckpointStore(tmp_path / "cp.json")
+    got: list[object] = []
+
+    def run(n_expected: int) -> None:
+        stop = threading.Event()
+        f = Follower(log, store=store, from_start=True, interval=0.01, grace=0)
+        for ev in follow_events(f, tz=ZoneInfo("UTC"), stop=stop):
+            got.append(ev)
+            if len(got) == n_expected:
+                stop.set()
+        f.close()
+
+    log.write_bytes(b"".join(lines[:80]) + lines[80][:20])  # a half-written line at the end
+    n80 = len(list(parse_lines(lines[:80], env=utc_env())))
+    run(n80)
+    # more lines, a rotation and more lines while we are stopped, then a restart
+    append(log, lines[80][20:] + b"".join(lines[81:120]))
+    log.rename(tmp_path / "mail.log.1")
+    log.write_bytes(b"".join(lines[120:]))
+    run(len(want))
+    assert got == want

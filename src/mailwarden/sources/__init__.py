@@ -25,7 +25,8 @@ Public API (everything else is internal):
   (plain/gzip/bzip2/xz); errors are :class:`~mailwarden.errors.SourceError` s in
   ``ParseStats.errors``, never fatal.
 * Follow: :class:`Follower` ``(path, store=...)`` -> ``poll()`` / ``follow()`` :class:`Chunk` s,
-  ``commit()``; :class:`CheckpointStore` protocol (``load(path)``, ``save(checkpoint)``),
+  ``commit()``; :func:`follow_events` ``(follower, tz=, stop=) -> Iterator[event]``;
+  :class:`CheckpointStore` protocol (``load(path)``, ``save(checkpoint)``),
   :class:`JsonCheckpointStore`, :class:`MemoryCheckpointStore`, :class:`Checkpoint`.
 * Journal: :func:`parse_journal` ``(json lines) -> Iterator[event]``, :func:`record_to_logline`,
   :class:`JournalReader` (live ``journalctl -f -o json`` or python-systemd, cursor checkpoints).
@@ -42,6 +43,7 @@ from mailwarden.sources.follow import (
     Follower,
     JsonCheckpointStore,
     MemoryCheckpointStore,
+    follow_events,
 )
 from mailwarden.sources.journal import JournalReader, parse_journal, record_to_logline
 from mailwarden.sources.postfix import (
@@ -71,6 +73,7 @@ __all__ = [
     "PostfixParser",
     "Stamps",
     "correlate_lines",
+    "follow_events",
     "is_postfix",
     "link_bounces",
     "load_tz",

@@ -18,6 +18,11 @@ Persistence is pluggable: anything with ``load(path)`` and ``save(checkpoint)``
 Delivery contract: :meth:`Follower.poll` returns :class:`Chunk` s of complete lines; the caller
 processes them and then calls :meth:`Follower.commit`. A crash before ``commit`` replays those
 lines (at least once); the store's idempotent import makes that exactly once in effect.
+:func:`follow_events` does all of it and yields Postfix events::
+
+    f = Follower("/var/log/mail.log", store=JsonCheckpointStore(state / "follow.json"))
+    for ev in follow_events(f, tz=load_tz(settings.log.tz), stop=stop_event):
+        handle(ev)          # the checkpoint is committed once a round's events are handled
 """
 
 from __future__ import annotations
@@ -32,10 +37,15 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import IO, Protocol
 
 from mailwarden.errors import SourceError
+from mailwarden.events import PostfixEvent, Unparsed
+from mailwarden.sources.postfix import PostfixParser, parse_lines
+from mailwarden.sources.stats import ParseStats
+from mailwarden.sources.syslog import Envelope
 
 _CHUNK = 1 << 20
 _FIRST_LINE_MAX = 8192
@@ -408,3 +418,37 @@ class Follower:
         if self._cur is not None:
             self._cur.fh.close()
             self._cur = None
+
+
+def follow_events(
+    follower: Follower,
+    *,
+    tz: tzinfo | None = None,
+    stats: ParseStats | None = None,
+    parser: PostfixParser | None = None,
+    stop: threading.Event | None = None,
+    yield_unparsed: bool = False,
+) -> Iterator[PostfixEvent | Unparsed]:
+    """Postfix events of a followed log, live. Each file (path, inode) keeps its own envelope
+    state; offsets of unparsed samples are exact. The checkpoint is committed after every
+    round whose events were all consumed."""
+    if stats is None:
+        stats = ParseStats()
+    if parser is None:
+        parser = PostfixParser()
+    envs: dict[tuple[str, int], Envelope] = {}
+    for chunk in follower.follow(stop):
+        key = (chunk.path, chunk.inode)
+        env = envs.get(key)
+        if env is None:
+            if len(envs) > 16:
+                envs.clear()
+            env = envs[key] = Envelope(tz=tz, source=chunk.path)
+        yield from parse_lines(
+            chunk.lines,
+            env=env,
+            stats=stats,
+            parser=parser,
+            start_offset=chunk.offset,
+            yield_unparsed=yield_unparsed,
+        )
