@@ -61,7 +61,7 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
 
-    def opened(self, provider: str) -> None:
+    def opened(self, provider: str, *, first: bool = True) -> None:
         self.calls.append(("opened", provider))
 
     def probing(self, provider: str, recipients: int) -> None:

@@ -56,7 +56,7 @@ class ClassifierLike(Protocol):
 class Hooks(Protocol):
     """Actions on the MTA when a breaker changes (the Postfix actuator implements them)."""
 
-    def opened(self, provider: str) -> None: ...
+    def opened(self, provider: str, *, first: bool = True) -> None: ...
 
     def probing(self, provider: str, recipients: int) -> None: ...
 
@@ -226,17 +226,11 @@ class Engine:
             )
             self._version = self.store.version()
         self.publish()
-        for t in trs if self.store is not None else ():
-            log.log(
-                logging.WARNING if t.new == "open" else logging.INFO,
-                "%s",
-                t.summary(),
-            )
         if self.hooks is not None and self.enabled:
             for t in trs:
                 try:
                     if t.new == "open" and t.old != "open":
-                        self.hooks.opened(t.provider)
+                        self.hooks.opened(t.provider, first=t.old in ("closed", "slowed"))
                     elif t.new == "probing":
                         self.hooks.probing(t.provider, self.machine.probe_recipients)
                     elif t.new == "closed" and t.old in ("open", "probing"):

@@ -85,7 +85,7 @@ class Transition:
 
     def summary(self) -> str:
         who = f"{self.provider}" + (f" (ip {self.ip})" if self.ip else "")
-        why = f" by rule {self.rule}" if self.rule else f" by {self.actor}"
+        why = f" by rule {self.rule}" if self.actor == "rule" else f" by {self.actor}"
         extra = (
             f"; issuer {self.issuer}: every receiver using that list is affected"
             if (self.issuer)

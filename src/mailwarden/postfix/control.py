@@ -188,12 +188,22 @@ class Postfix:
         """``postqueue -i ID``: schedule one deferred message for immediate delivery."""
         self._run("postqueue", "-i", validate.queue_id(queue_id))
 
-    def hold(self, queue_ids: Iterable[str]) -> None:
+    def hold(self, queue_ids: Iterable[str], queue: str = "deferred") -> None:
+        """``postsuper -h - QUEUE``: only from ``queue`` (default deferred), never from under
+        the queue manager (active)."""
         ids = [validate.queue_id(q) for q in queue_ids]
+        if queue not in ("deferred", "incoming"):
+            raise ValueError(f"refusing to hold from the {queue} queue")
         if ids:
-            self._run("postsuper", "-h", "-", input="\n".join(ids) + "\n")
+            self._run("postsuper", "-h", "-", queue, input="\n".join(ids) + "\n")
 
     def release(self, queue_ids: Iterable[str]) -> None:
         ids = [validate.queue_id(q) for q in queue_ids]
         if ids:
             self._run("postsuper", "-H", "-", input="\n".join(ids) + "\n")
+
+    def kick_incoming(self) -> None:
+        """``postkick public qmgr I``: make the queue manager scan the incoming queue (a file
+        put there while qmgr restarted, or with a time stamp that had to cool down, waits for
+        the next trigger otherwise)."""
+        self._run("postkick", "public", "qmgr", "I", check=False)

@@ -62,8 +62,10 @@ class PostfixHooks:
 
     # ------------------------------------------------------------------ Hooks
 
-    def opened(self, provider: str) -> None:
-        if not self.reload_on_trip:
+    def opened(self, provider: str, *, first: bool = True) -> None:
+        """A provider was parked. Only a first trip reloads: a re-open after a failed probe
+        has next to nothing in flight, and every reload costs qmgr its in-memory state."""
+        if not self.reload_on_trip or not first:
             return
         with self._lock:
             wait = self._last_reload + self.min_reload_interval - time.monotonic()

@@ -53,6 +53,7 @@ class ProviderQueue:
     queue_ids: set[str] = field(default_factory=set)  # files with a parked or held recipient
     held_ids: set[str] = field(default_factory=set)
     parked_ids: set[str] = field(default_factory=set)
+    deferred_ids: set[str] = field(default_factory=set)  # every deferred file of the provider
 
 
 class QueueActuator:
@@ -100,6 +101,8 @@ class QueueActuator:
                 pq = out.setdefault(p, ProviderQueue(p))
                 pq.recipients += 1
                 pq.oldest = m.arrival_time if pq.oldest is None else min(pq.oldest, m.arrival_time)
+                if m.queue_name == "deferred":
+                    pq.deferred_ids.add(m.queue_id)
                 if m.queue_name == "hold":
                     pq.held += 1
                     pq.held_ids.add(m.queue_id)
@@ -202,7 +205,45 @@ class QueueActuator:
             self.released += n
             if i < len(ids):
                 sleep(60.0 * n / rate_per_minute)
+        if done:
+            self.sweep(provider, still_closed=still_closed, sleep=sleep)
         return done
+
+    def sweep(
+        self,
+        provider: str,
+        *,
+        still_closed: Callable[[], bool] = lambda: True,
+        sleep: Callable[[float], None] = time.sleep,
+        rounds: int = 6,
+        wait: float = 3.0,
+    ) -> int:
+        """After a release: nudge the provider's mail that is still waiting.
+
+        Deferred files are scheduled again (``postqueue -i``; a file released from hold keeps
+        its old retry time), held ones released, and the queue manager is told to scan the
+        incoming queue (files moved there while it restarted wait for a trigger). Returns the
+        recipients still queued at the end.
+        """
+        left = 0
+        for r in range(rounds):
+            sleep(wait * (r + 1))
+            if not still_closed():
+                return left
+            pq = self.inventory().get(provider)
+            left = pq.recipients if pq else 0
+            if pq is None or not left:
+                return 0
+            with self._lock:
+                if pq.held_ids:
+                    self.pf.release(sorted(pq.held_ids))
+                for qid in sorted(pq.deferred_ids | pq.held_ids):
+                    try:
+                        self.pf.deliver(qid)
+                    except MailwardenError as exc:
+                        log.debug("postqueue -i %s: %s", qid, exc)
+                self.pf.kick_incoming()
+        return left
 
     def _recipients_per_id(self, provider: str) -> dict[str, int]:
         out: dict[str, int] = {}
