@@ -526,7 +526,6 @@ def parse_received(value: str) -> Hop:
     tcp_ip = tcp_ident = rdns_word = ""
     tcp_port: int | None = None
     tcp_bare = tcp_glued = False
-    tcp_flags: list[str] = []
     top_ip = ""
     top_port: int | None = None
     helo_comment = ""  # Exim 3 "from A (B) [ip]": B
@@ -567,12 +566,11 @@ def parse_received(value: str) -> Hop:
                     if "@" in rdns_word:  # Sendmail "(user@host [ip])"
                         user, _, rdns_word = rdns_word.rpartition("@")
                         tcp_ident = tcp_ident or user.removeprefix("IDENT:")
-                tcp_flags = [w.lower() for w in (words[j] for j in left if j > k)]
                 break
         if first_comment and not tcp_ip and len(left) == 1 and len(words) == 1:
             helo_comment = _strip(words[0])
         first_comment = False
-    flags = list(dict.fromkeys(mk.flags + [f for f in tcp_flags if f in ("verified",)]))
+    flags = list(dict.fromkeys(mk.flags))
 
     name_ip, _, name_port, _ = parse_ip(name) if name else ("", "", None, False)
     via_proto = _strip(via.split()[0]).upper() if via else ""
