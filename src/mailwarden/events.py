@@ -357,3 +357,4 @@ class EgressConnect:
     mta: bool = False
     provider: str = ""  # destination provider (classify tables, PTR fallback)
     ptr: str = ""
+    sk_uid: int | None = None  # the socket's owner as netfilter sees it (differs under setuid)

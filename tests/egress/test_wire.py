@@ -156,3 +156,17 @@ def test_verdict_join_pairs_fifo_per_key_and_loses_nothing() -> None:
     late = j.expired(1.0)
     assert [(x.source, x.uid, x.verdict) for x in late] == [("nflog", 7, "blocked")]
     assert len(j.events) == 0 and len(j.verdicts) == 0
+
+
+def test_verdict_join_uses_the_socket_owner() -> None:
+    from mailwarden.egress.service import VerdictJoin
+
+    j = VerdictJoin(0.25)
+    # www-data runs a setuid-root helper: the task's uid is 33, netfilter sees socket uid 0
+    ebpf = EgressConnect(ts=0.0, source="ebpf", daddr="10.0.0.2", dport=25, uid=33, sk_uid=0, pid=9)
+    nflog = EgressConnect(
+        ts=0.0, source="nflog", daddr="10.0.0.2", dport=25, uid=0, sk_uid=0, verdict="allowed"
+    )
+    assert j.add_event(ebpf, 0.0) is None
+    got = j.add_verdict(nflog, 0.01)
+    assert got is not None and (got.pid, got.uid, got.verdict) == (9, 33, "allowed")

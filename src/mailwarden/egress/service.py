@@ -154,8 +154,13 @@ class _Fifo:
         return len(self.order)
 
 
+def _join_key(ev: EgressConnect) -> _Key:
+    """What netfilter and the tracepoint both know: the socket's owner and the destination."""
+    return (ev.uid if ev.sk_uid is None else ev.sk_uid, ev.daddr, ev.dport)
+
+
 class VerdictJoin:
-    """Pairs eBPF events with NFLOG verdicts of the rule (key: uid, daddr, dport), FIFO per
+    """Pairs eBPF events with NFLOG verdicts of the rule (key: socket uid, daddr, dport), FIFO per
     key, so a burst of identical connects pairs one to one."""
 
     def __init__(self, wait: float) -> None:
@@ -164,7 +169,7 @@ class VerdictJoin:
         self.verdicts = _Fifo()
 
     def add_event(self, ev: EgressConnect, now: float) -> EgressConnect | None:
-        key = (ev.uid, ev.daddr, ev.dport)
+        key = _join_key(ev)
         nev = self.verdicts.take(key)
         if nev is not None:
             return replace(ev, verdict=nev.verdict)
@@ -172,7 +177,7 @@ class VerdictJoin:
         return None
 
     def add_verdict(self, nev: EgressConnect, now: float) -> EgressConnect | None:
-        key = (nev.uid, nev.daddr, nev.dport)
+        key = _join_key(nev)
         ev = self.events.take(key)
         if ev is not None:
             return replace(ev, verdict=nev.verdict)
