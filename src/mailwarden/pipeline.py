@@ -475,6 +475,58 @@ class ShardResult:
     stats: ParseStats
     unparsed: list[Unparsed] = field(default_factory=list)
     bytes_read: dict[str, int] = field(default_factory=dict)
+    stored: Any = None  # ImportStats of this shard's writer
+    links: list[tuple[str, str, str]] = field(default_factory=list)  # for the coordinator
+
+
+@dataclass(frozen=True, slots=True)
+class StorePlan:
+    """How the workers of one import write (decided by :class:`Importer` before they start)."""
+
+    url: str
+    base: Any  # mailwarden.store.ingest.ImportBase
+    attempts_cutoff: float
+    skip: bool  # every file was imported before: write nothing
+
+
+class ShardWriter:
+    """A worker's own writer: each batch in its own short write transaction.
+
+    Storing where the rows are made saves pickling them to another process, and lets the
+    Python side of writing run on both cores; the database's write lock serialises only the
+    inserts themselves. Message ids are interleaved between the workers (see
+    :class:`mailwarden.store.ingest.Writer`).
+    """
+
+    def __init__(self, plan: StorePlan, me: int, n: int) -> None:
+        from mailwarden.store.db import open_engine, write_transaction
+        from mailwarden.store.ingest import Writer
+
+        self.plan = plan
+        self._tx = write_transaction
+        self.engine = open_engine(plan.url, create=False)
+        with self.engine.connect() as conn:
+            self.writer = Writer(
+                conn,
+                attempts_cutoff=plan.attempts_cutoff,
+                base=plan.base,
+                id_offset=me,
+                id_step=n,
+            )
+
+    def take(self, msg: Any) -> None:
+        if not self.plan.skip:
+            with self._tx(self.engine) as conn:
+                self.writer.write(msg[1], conn)
+
+    def finish(self) -> tuple[Any, list[tuple[str, str, str]]]:
+        try:
+            if not self.plan.skip:
+                with self._tx(self.engine) as conn:
+                    self.writer.finish(conn)
+            return self.writer.stats, self.writer.unresolved_links()
+        finally:
+            self.engine.dispose()
 
 
 def run_shard(
@@ -483,20 +535,27 @@ def run_shard(
     nshards: int,
     classifier: Classifier,
     *,
-    store: bool,
     since: float | None,
     until: float | None,
     show_unparsed: bool,
-    send: Callable[[Any], None] | None,
+    plan: StorePlan | None = None,
     progress: Callable[[int], None] | None = None,
     tz: Any = None,
 ) -> ShardResult:
-    """Parse, correlate and fold shard ``me`` of ``nshards`` of ``files`` (oldest first)."""
+    """Parse, correlate, fold (and store, with a ``plan``) shard ``me`` of ``nshards`` of
+    ``files`` (oldest first)."""
     from mailwarden.sources.postfix import parse_lines
     from mailwarden.sources.stats import ParseStats
 
+    writer = ShardWriter(plan, me, nshards) if plan is not None and not plan.skip else None
     stats = ParseStats()
-    folder = Folder(classifier, store=store, since=since, until=until, send=send)
+    folder = Folder(
+        classifier,
+        store=writer is not None,
+        since=since,
+        until=until,
+        send=writer.take if writer is not None else None,
+    )
     unparsed: list[Unparsed] = []
     read: dict[str, int] = {}
     done_before = 0
@@ -515,7 +574,10 @@ def run_shard(
         read[str(lf.path)] = counter[0]
         done_before += counter[0]
     folder.finish()
-    return ShardResult(folder.agg, stats, unparsed, read)
+    res = ShardResult(folder.agg, stats, unparsed, read)
+    if writer is not None:
+        res.stored, res.links = writer.finish()
+    return res
 
 
 def _with_progress(
@@ -531,7 +593,7 @@ def _with_progress(
 
 def _worker(
     conn: Any,
-    paths: list[LogFile],
+    files: list[LogFile],
     me: int,
     nshards: int,
     classifier: Classifier,
@@ -540,15 +602,14 @@ def _worker(
     try:
         progress = (lambda n: conn.send(("progress", n))) if opts["progress"] and me == 0 else None
         res = run_shard(
-            paths,
+            files,
             me,
             nshards,
             classifier,
-            store=opts["store"],
             since=opts["since"],
             until=opts["until"],
             show_unparsed=opts["show_unparsed"],
-            send=conn.send,
+            plan=opts["plan"],
             progress=progress,
             tz=opts["tz"],
         )
@@ -593,6 +654,9 @@ def analyze(
     ``db_url`` None: nothing is stored (``--no-store``). ``workers`` 0: automatic (one per
     core, at most two, and one for small inputs). ``progress(done_bytes, total_bytes)`` is
     called from time to time.
+
+    Storing: each batch of complete messages is committed on its own, so an interrupted run
+    leaves what it had stored; running it again adds only the rest (nothing is counted twice).
     """
     from mailwarden.errors import SourceError
     from mailwarden.sources.files import order_files
@@ -607,54 +671,39 @@ def analyze(
         raise errors[0] if errors else SourceError("no log file to read")
     total = sum(lf.size for lf in files)
     n = workers or (min(2, os.cpu_count() or 1) if total >= PARALLEL_MIN_BYTES else 1)
-    store = db_url is not None
-    fps = [fingerprint(lf) for lf in files] if store else []
-    started = time.time()
 
-    results: list[ShardResult] = []
-    sink = _StoreSink(db_url, fps, attempts_days, rollup_days) if db_url is not None else None
-    try:
-        if n == 1:
-            prog = (lambda b: progress(b, total)) if progress else None
-            send = sink.take if sink is not None else None
-            if sink is not None:
-                sink.open()
-            results.append(
-                run_shard(
-                    files,
-                    0,
-                    1,
-                    classifier,
-                    store=store,
-                    since=since,
-                    until=until,
-                    show_unparsed=show_unparsed,
-                    send=send,
-                    progress=prog,
-                    tz=tz,
-                )
-            )
-        else:
-            results = _run_parallel(
+    importer = None
+    plan = None
+    if db_url is not None:
+        importer = Importer(db_url, [fingerprint(lf) for lf in files], attempts_days, rollup_days)
+        plan = importer.begin()
+    prog = (lambda b: progress(b, total)) if progress else None
+    if n == 1:
+        results = [
+            run_shard(
                 files,
-                n,
+                0,
+                1,
                 classifier,
-                sink,
-                {
-                    "store": store,
-                    "since": since,
-                    "until": until,
-                    "show_unparsed": show_unparsed,
-                    "progress": progress is not None,
-                    "tz": tz,
-                },
-                (lambda b: progress(b, total)) if progress else None,
+                since=since,
+                until=until,
+                show_unparsed=show_unparsed,
+                plan=plan,
+                progress=prog,
+                tz=tz,
             )
-        store_doc = sink.close(results, started) if sink is not None else None
-    except BaseException:
-        if sink is not None:
-            sink.abort()
-        raise
+        ]
+    else:
+        opts = {
+            "since": since,
+            "until": until,
+            "show_unparsed": show_unparsed,
+            "plan": plan,
+            "progress": progress is not None,
+            "tz": tz,
+        }
+        results = _run_parallel(files, n, classifier, opts, prog)
+    store_doc = importer.end(results) if importer is not None else None
 
     from mailwarden.sources.stats import ParseStats
 
@@ -709,10 +758,9 @@ def _unparsed_json(u: Unparsed) -> dict[str, Any]:
 
 
 def _run_parallel(
-    paths: list[LogFile],
+    files: list[LogFile],
     n: int,
     classifier: Classifier,
-    sink: _StoreSink | None,
     opts: dict[str, Any],
     progress: Callable[[int], None] | None,
 ) -> list[ShardResult]:
@@ -727,13 +775,11 @@ def _run_parallel(
     conns = []
     for me in range(n):
         parent, child = ctx.Pipe(duplex=False)
-        pr = ctx.Process(target=_worker, args=(child, paths, me, n, classifier, opts), daemon=True)
+        pr = ctx.Process(target=_worker, args=(child, files, me, n, classifier, opts), daemon=True)
         pr.start()
         child.close()
         procs.append(pr)
         conns.append(parent)
-    if sink is not None:
-        sink.open()  # while the workers already read
     results: list[ShardResult] = []
     pending: list[Any] = list(conns)
     try:
@@ -745,10 +791,7 @@ def _run_parallel(
                     pending.remove(c)
                     continue
                 tag = msg[0]
-                if tag == "batch":
-                    if sink is not None:
-                        sink.take(msg)
-                elif tag == "progress":
+                if tag == "progress":
                     if progress is not None:
                         progress(msg[1])
                 elif tag == "done":
@@ -772,8 +815,9 @@ def _run_parallel(
     return results
 
 
-class _StoreSink:
-    """The parent's side of storing: one write transaction for the whole import."""
+class Importer:
+    """The coordinator's side of storing: before the workers, decide and prepare; after them,
+    finish (indexes, bounce links across shards, the ``imports`` record, retention)."""
 
     def __init__(
         self, url: str, fps: list[Fingerprint], attempts_days: int, rollup_days: int
@@ -782,55 +826,58 @@ class _StoreSink:
         self.fps = fps
         self.attempts_days = attempts_days
         self.rollup_days = rollup_days
-        self.skip = False
-        self._cm: Any = None
-        self.conn: Any = None
-        self.writer: Any = None
-        self.engine: Any = None
+        self.started = time.time()
+        self.plan: StorePlan | None = None
 
-    def open(self) -> None:
+    def begin(self) -> StorePlan:
         from mailwarden.store.db import open_engine, write_transaction
         from mailwarden.store.imports import all_imported
-        from mailwarden.store.ingest import Writer
+        from mailwarden.store.ingest import defer_indexes, snapshot
         from mailwarden.store.retention import cutoffs
 
-        self.engine = open_engine(self.url)
-        self._cm = write_transaction(self.engine)
-        self.conn = self._cm.__enter__()
-        self.skip = all_imported(self.conn, self.fps)
+        engine = open_engine(self.url)
+        try:
+            with write_transaction(engine) as conn:
+                skip = all_imported(conn, self.fps)
+                base = snapshot(conn)
+                if not skip and base.max_id == 0:
+                    defer_indexes(conn)
+        finally:
+            engine.dispose()  # no pooled connection may cross the fork
         a_cut, _ = cutoffs(self.attempts_days, self.rollup_days)
-        self.writer = Writer(self.conn, attempts_cutoff=a_cut)
+        self.plan = StorePlan(self.url, base, a_cut, skip)
+        return self.plan
 
-    def take(self, msg: Any) -> None:
-        if self.writer is None:
-            self.open()
-        if not self.skip:
-            self.writer.write(msg[1])
-
-    def close(self, results: list[ShardResult], started: float) -> dict[str, Any]:
-        from mailwarden.store.db import safe_url
+    def end(self, results: list[ShardResult]) -> dict[str, Any]:
+        from mailwarden.store.db import open_engine, safe_url, write_transaction
         from mailwarden.store.imports import record_imports
+        from mailwarden.store.ingest import ImportStats, apply_links, restore_indexes
         from mailwarden.store.retention import prune
 
-        if self.writer is None:
-            self.open()
-        st = self.writer.finish()
-        if not self.skip:
-            read: dict[str, int] = {}
-            lines = 0
-            for r in results:
-                lines += r.stats.total
-                for k, v in r.bytes_read.items():
-                    read[k] = max(read.get(k, 0), v)
-            record_imports(self.conn, self.fps, read, st, started)
-        self._cm.__exit__(None, None, None)
-        self._cm = None
-        pr = prune(self.engine, attempts_days=self.attempts_days, rollup_days=self.rollup_days)
-        self.engine.dispose()
+        assert self.plan is not None
+        st = ImportStats()
+        for r in results:
+            if r.stored is not None:
+                for k in st.__slots__:
+                    setattr(st, k, getattr(st, k) + getattr(r.stored, k))
+        engine = open_engine(self.url, create=False)
+        try:
+            with write_transaction(engine) as conn:
+                restore_indexes(conn)
+                if not self.plan.skip:
+                    apply_links(conn, [ln for r in results for ln in r.links], self.plan.base)
+                    read: dict[str, int] = {}
+                    for r in results:
+                        for k, v in r.bytes_read.items():
+                            read[k] = max(read.get(k, 0), v)
+                    record_imports(conn, self.fps, read, st, self.started)
+            pr = prune(engine, attempts_days=self.attempts_days, rollup_days=self.rollup_days)
+        finally:
+            engine.dispose()
         return {
             "url": safe_url(self.url),
-            "stored": not self.skip,
-            "already_imported": self.skip,
+            "stored": not self.plan.skip,
+            "already_imported": self.plan.skip,
             "messages": st.messages,
             "messages_known": st.messages_known,
             "attempts": st.attempts,
@@ -840,12 +887,3 @@ class _StoreSink:
             "rejection_kinds_new": st.kinds,
             "pruned_attempts": pr.attempts,
         }
-
-    def abort(self) -> None:
-        if self._cm is not None:
-            import sys
-
-            self._cm.__exit__(*sys.exc_info())
-            self._cm = None
-        if self.engine is not None:
-            self.engine.dispose()

@@ -262,3 +262,66 @@ def test_find_messages_by_message_id_and_time(engine: Engine) -> None:
     assert find_messages(engine, around=T0, window=10, host="other") == []
     with pytest.raises(ValueError):
         find_messages(engine)
+
+
+def test_two_writers_of_one_import_share_a_base_and_never_collide(engine: Engine) -> None:
+    from mailwarden.store.ingest import apply_links, defer_indexes, restore_indexes, snapshot
+
+    write(engine, first_import())  # something stored before
+    with write_transaction(engine) as conn:
+        base = snapshot(conn)
+        assert not defer_indexes(conn)  # not empty: indexes stay
+    with engine.connect() as c0:
+        w0 = Writer(c0, base=base, id_offset=0, id_step=2)
+        w1 = Writer(c0, base=base, id_offset=1, id_step=2)
+    b0 = Batch(
+        messages=[msg("AAA0000001", T0 + 50), msg("AAA0000002", T0 + 51)],
+        attempts=[
+            att(0, T0 + 50.5, "a@gmail.test", "sent", provider="accept"),
+            att(1, T0 + 51.5, "b@gmail.test", "bounced", kind="k-block", reason="blocked"),
+        ],
+        kinds={("swisscom", "k-block"): block_kind(T0 + 51.5, T0 + 51.5)},
+        links=[("mail", "DSN0000001", "AAA0000002")],
+    )
+    b1 = Batch(
+        messages=[msg("DSN0000001", T0 + 52, sender=""), msg("BBB0000001", T0 + 53)],
+        attempts=[att(0, T0 + 52.5, "bounces@example.test", "sent", provider="accept")],
+    )
+    # batches interleave, each in its own transaction, as the worker processes do
+    with write_transaction(engine) as conn:
+        w1.write(b1, conn)
+    with write_transaction(engine) as conn:
+        w0.write(b0, conn)
+    with write_transaction(engine) as conn:
+        w0.finish(conn)
+        w1.finish(conn)
+        assert w0.unresolved_links() == [("mail", "DSN0000001", "AAA0000002")]
+        assert apply_links(conn, w0.unresolved_links() + w1.unresolved_links(), base) == 1
+        restore_indexes(conn)  # no-op: nothing was dropped
+    ids = sorted(m.id for m in find_messages(engine, around=T0 + 51, window=3))
+    assert ids == [base.max_id + 1, base.max_id + 2, base.max_id + 3, base.max_id + 4]
+    [dsn] = find_messages(engine, qid="DSN0000001")
+    assert dsn.bounce_of == "AAA0000002"
+    c = counts(engine)
+    assert c["rejections"] == [(4, T0 + 0.5, T0 + 51.5)]
+
+
+def test_dropped_indexes_come_back_when_the_store_is_opened(store_url: str) -> None:
+    """An import into an empty store builds its indexes at the end; if it is killed before,
+    the next open puts them back."""
+    from sqlalchemy import inspect
+
+    from mailwarden.store.db import open_engine
+    from mailwarden.store.ingest import defer_indexes
+
+    e = open_engine(store_url)
+    with write_transaction(e) as conn:
+        assert defer_indexes(conn)
+    assert "ix_attempts_recipient" not in {i["name"] for i in inspect(e).get_indexes("attempts")}
+    e.dispose()
+    e = open_engine(store_url)
+    try:
+        names = {i["name"] for i in inspect(e).get_indexes("attempts")}
+        assert {"ix_attempts_recipient", "ix_attempts_ts"} <= names
+    finally:
+        e.dispose()

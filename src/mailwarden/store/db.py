@@ -81,6 +81,8 @@ def _sqlite_engine(url: str, echo: bool) -> Engine:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        # checkpoint the WAL every ~40 MB instead of 4 MB: fewer fsyncs during bulk imports
+        cur.execute("PRAGMA wal_autocheckpoint=10000")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -104,9 +106,24 @@ def open_engine(url: str, *, create: bool = True, echo: bool = False) -> Engine:
             with engine.begin() as conn:
                 schema.metadata.create_all(conn, checkfirst=True)
                 _check_version(conn)
+            _restore_indexes(engine)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot open the store {safe_url(url)}: {_first_line(exc)}") from exc
     return engine
+
+
+def _restore_indexes(engine: Engine) -> None:
+    """An import into an empty store drops the secondary indexes and builds them at its end;
+    if it was killed in between, build them now (cheap no-op when they are there)."""
+    from sqlalchemy import inspect
+
+    from mailwarden.store.ingest import restore_indexes
+
+    have = {ix["name"] for t in ("messages", "attempts") for ix in inspect(engine).get_indexes(t)}
+    want = {str(ix.name) for t in (schema.messages, schema.attempts) for ix in t.indexes}
+    if not want <= have:
+        with write_transaction(engine) as conn:
+            restore_indexes(conn)
 
 
 def _check_version(conn: Connection) -> None:

@@ -106,18 +106,79 @@ def day_of(ts: float) -> dt.date:
     return dt.date(1970, 1, 1) + dt.timedelta(days=int(ts // 86400))
 
 
-class Writer:
-    """Writes batches inside one write transaction; call :meth:`finish` before commit."""
+@dataclass(frozen=True, slots=True)
+class ImportBase:
+    """What the store held when an import began; shared by every writer of that import."""
 
-    def __init__(self, conn: Connection, *, attempts_cutoff: float | None = None) -> None:
+    max_id: int  # messages with a higher id were written by this import
+    lo: float | None  # arrival span of the messages stored before
+    hi: float | None
+
+
+def snapshot(conn: Connection) -> ImportBase:
+    m = schema.messages
+    max_id, lo, hi = conn.execute(
+        select(func.max(m.c.id), func.min(m.c.arrival), func.max(m.c.arrival))
+    ).one()
+    return ImportBase(max_id or 0, lo, hi)
+
+
+def _secondary_indexes() -> list[Index]:
+    return [
+        ix
+        for t in (schema.messages, schema.attempts, schema.inbound_rejects)
+        for ix in sorted(t.indexes, key=lambda i: str(i.name))
+    ]
+
+
+def defer_indexes(conn: Connection) -> bool:
+    """Before a bulk load into an *empty* store: drop the secondary indexes, so they are built
+    once at the end (a sort) instead of taking a million random keys one by one (half the
+    CPU of a first import, measured). Returns whether they were dropped; put them back with
+    :func:`restore_indexes` (which :func:`mailwarden.store.db.open_engine` also does)."""
+    if not _is_empty(conn):
+        return False
+    for ix in _secondary_indexes():
+        ix.drop(conn, checkfirst=True)
+    return True
+
+
+def restore_indexes(conn: Connection) -> None:
+    """Create every secondary index of the spine's tables that is missing."""
+    for ix in _secondary_indexes():
+        ix.create(conn, checkfirst=True)
+
+
+class Writer:
+    """Writes batches of one import; call :meth:`finish` once at the end.
+
+    Alone (``base`` None) it snapshots the store itself and, for an empty store, defers the
+    secondary indexes until :meth:`finish`; give every call the same connection and commit
+    after :meth:`finish`. Several writers of one import (one per worker process) share a
+    ``base`` taken by the coordinator and allocate message ids ``base.max_id + 1 + id_offset``,
+    stepping by ``id_step``, so they never collide; each :meth:`write` may then run in its own
+    write transaction (``conn`` argument).
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        attempts_cutoff: float | None = None,
+        base: ImportBase | None = None,
+        id_offset: int = 0,
+        id_step: int = 1,
+    ) -> None:
         self.conn = conn
         self.cutoff = attempts_cutoff if attempts_cutoff is not None else float("-inf")
         self.stats = ImportStats()
-        m = schema.messages
-        row = conn.execute(select(func.max(m.c.id), func.min(m.c.arrival), func.max(m.c.arrival)))
-        max_id, self._old_lo, self._old_hi = row.one()
-        self._max_old_id: int = max_id or 0  # messages with a higher id are from this import
-        self._next_id = self._max_old_id + 1
+        alone = base is None
+        if base is None:
+            base = snapshot(conn)
+        self._old_lo, self._old_hi = base.lo, base.hi
+        self._max_old_id: int = base.max_id  # messages with a higher id are from this import
+        self._next_id = self._max_old_id + 1 + id_offset
+        self._id_step = id_step
         self._origins: dict[tuple[str, str], int] = {}
         self._kinds: dict[tuple[str, str], int] = {}
         self._kind_new: dict[int, list[float]] = {}  # id -> [count, first, last]
@@ -125,23 +186,20 @@ class Writer:
         self._links: dict[tuple[str, str], str] = {}  # (host, dsn qid) -> original qid
         self._dsn_candidates: dict[tuple[str, str], int] = {}  # (host, qid) -> id, bounce_of ""
         self._link_updates: list[tuple[str, int]] = []
-        # Bulk load into an empty store: build the secondary indexes once at the end (a sort)
-        # instead of inserting a million random keys into them one by one.
-        self._deferred: list[Index] = []
-        if self._max_old_id == 0 and _is_empty(conn):
-            self._deferred = [
-                ix
-                for t in (m, schema.attempts, schema.inbound_rejects)
-                for ix in sorted(t.indexes, key=lambda i: str(i.name))
-            ]
-            for ix in self._deferred:
-                ix.drop(conn)
-        self._ins_messages = insert_rows(conn, m, _DB_MESSAGE_COLUMNS, ignore=True)
+        self._deferred = alone and base.max_id == 0 and defer_indexes(conn)
+        self._ins_messages = insert_rows(conn, schema.messages, _DB_MESSAGE_COLUMNS, ignore=True)
         self._ins_attempts = insert_rows(conn, schema.attempts, _DB_ATTEMPT_COLUMNS, ignore=True)
         self._ins_inbound = insert_rows(conn, schema.inbound_rejects, INBOUND_COLUMNS, ignore=True)
 
+    def unresolved_links(self) -> list[tuple[str, str, str]]:
+        """``(host, dsn qid, original qid)`` whose notification message this writer did not
+        see (another writer stored it): for :func:`apply_links` after all writers finished."""
+        return [(h, q, o) for (h, q), o in self._links.items()]
+
     # ---------------------------------------------------------------------------------------
-    def write(self, batch: Batch) -> None:
+    def write(self, batch: Batch, conn: Connection | None = None) -> None:
+        if conn is not None:
+            self.conn = conn
         if batch.links:
             self._take_links(batch.links)
         if batch.kinds:
@@ -152,8 +210,10 @@ class Writer:
         if batch.inbound:
             self.stats.inbound += self._ins_inbound.run(self.conn, batch.inbound)
 
-    def finish(self) -> ImportStats:
+    def finish(self, conn: Connection | None = None) -> ImportStats:
         """Apply the accumulated counts: rollups, rejection kinds, late bounce links."""
+        if conn is not None:
+            self.conn = conn
         conn = self.conn
         if self._rollups:
             stmt = upsert_add(
@@ -196,9 +256,9 @@ class Writer:
                 [{"mid": mid, "orig": orig} for orig, mid in self._link_updates],
             )
             self._link_updates.clear()
-        for ix in self._deferred:
-            ix.create(conn)
-        self._deferred = []
+        if self._deferred:
+            restore_indexes(conn)
+            self._deferred = False
         return self.stats
 
     # ---------------------------------------------------------------------------------------
@@ -218,9 +278,10 @@ class Writer:
             q = select(o.c.id).where(o.c.kind == kind, o.c.ident == ident)
             oid = self.conn.execute(q).scalar()
             if oid is None:
-                oid = self.conn.execute(
-                    o.insert().values(kind=kind, ident=ident, name=name).returning(o.c.id)
-                ).scalar_one()
+                insert_rows(self.conn, o, ("kind", "ident", "name"), ignore=True).run(
+                    self.conn, [(kind, ident, name)]
+                )
+                oid = self.conn.execute(q).scalar_one()
             elif name:
                 self.conn.execute(
                     update(o).where(o.c.id == oid, o.c.name != name).values(name=name)
@@ -295,7 +356,7 @@ class Writer:
                 )
                 continue
             mid = self._next_id
-            self._next_id += 1
+            self._next_id += self._id_step
             ids.append(mid)
             if not bounce_of and not r[M_SENDER]:
                 self._dsn_candidates[(host, qid)] = mid
@@ -424,6 +485,27 @@ class Writer:
             self.stats.attempts += self._ins_attempts.run(self.conn, out)
 
 
+def apply_links(conn: Connection, links: Iterable[tuple[str, str, str]], base: ImportBase) -> int:
+    """Set ``bounce_of`` on notification messages of this import (id above ``base.max_id``)
+    from ``(host, dsn qid, original qid)`` links; returns how many were set."""
+    m = schema.messages
+    rows = [{"h": h, "q": q, "o": o, "b": base.max_id} for h, q, o in links]
+    if not rows:
+        return 0
+    res = conn.execute(
+        update(m)
+        .where(
+            m.c.host == bindparam("h"),
+            m.c.qid == bindparam("q"),
+            m.c.id > bindparam("b"),
+            m.c.bounce_of == "",
+        )
+        .values(bounce_of=bindparam("o")),
+        rows,
+    )
+    return max(res.rowcount, 0)
+
+
 def _is_empty(conn: Connection) -> bool:
     return all(
         conn.execute(select(t.c.id).limit(1)).first() is None
@@ -446,7 +528,12 @@ __all__ = [
     "MESSAGE_COLUMNS",
     "Batch",
     "BulkStatement",
+    "ImportBase",
     "ImportStats",
     "Writer",
+    "apply_links",
     "day_of",
+    "defer_indexes",
+    "restore_indexes",
+    "snapshot",
 ]
