@@ -42,6 +42,9 @@ from mailwarden.events import (
     Unparsed,
 )
 from mailwarden.sources.postfix import (
+    _CLIENT,
+    _CLIENT_KV,
+    _PICKUP,
     _QACTIVE,
     _SKIP8,
     _TZ_SIGNS,
@@ -55,6 +58,7 @@ from mailwarden.sources.syslog import Envelope
 DEFAULT_HORIZON = 7 * 86400.0
 DEFAULT_MAX_OPEN = 200_000
 _NOTHING: tuple[Message, ...] = ()
+_NO_KV: dict[str, str] = {}
 
 
 class Correlator:
@@ -186,18 +190,21 @@ class Correlator:
         cls = ev.__class__
         if cls is Arrival:
             assert isinstance(ev, Arrival)
-            if slot is not None and self._started(slot[0]):
-                del self._open[key]
-                self.reused += 1
-                out = self._emit(slot[0], out)
-                slot = None
-            if slot is None:
-                m, out = self._start(host, qid, ts, out)
-            else:
-                m = slot[0]
-                slot[1] = ts
-            self._arrival(m, ev)
-            return out or _NOTHING
+            return (
+                self._arrive(
+                    host,
+                    qid,
+                    ts,
+                    out,
+                    ev.uid,
+                    ev.sender,
+                    ev.client_name,
+                    ev.client_ip,
+                    ev.sasl_method,
+                    ev.sasl_username,
+                )
+                or _NOTHING
+            )
         if slot is None:
             if cls is Removed:  # nothing known about it: nothing to emit
                 return out or _NOTHING
@@ -254,24 +261,50 @@ class Correlator:
                 out = self._emit(m, out)
         return out or _NOTHING
 
-    def _arrival(self, m: Message, ev: Arrival) -> None:
-        if ev.uid is not None:
-            m.uid = ev.uid
+    def _arrive(
+        self,
+        host: str,
+        qid: str,
+        ts: float,
+        out: list[Message] | None,
+        uid: int | None,
+        sender: str,
+        client_name: str,
+        client_ip: str,
+        sasl_method: str,
+        sasl_username: str,
+    ) -> list[Message] | None:
+        """A pickup/smtpd arrival line: a new message, unless its first lines came earlier."""
+        key = (host, qid)
+        slot = self._open.get(key)
+        if slot is not None and self._started(slot[0]):
+            del self._open[key]  # the queue id was reused (its "removed" line is missing)
+            self.reused += 1
+            out = self._emit(slot[0], out)
+            slot = None
+        if slot is None:
+            m, out = self._start(host, qid, ts, out)
+        else:
+            m = slot[0]
+            slot[1] = ts
+        if uid is not None:
+            m.uid = uid
             if m.origin_kind == "unknown":
                 m.origin_kind = "uid"
             if self.resolve_users and not m.user:
-                m.user = self.user_name(ev.uid)
-        if ev.client_ip or ev.client_name:
-            m.client_name = ev.client_name
-            m.client_ip = ev.client_ip
+                m.user = self.user_name(uid)
+        if client_ip or client_name:
+            m.client_name = client_name
+            m.client_ip = client_ip
             if m.origin_kind in ("unknown", "uid"):
                 m.origin_kind = "client"
-        if ev.sasl_username or ev.sasl_method:
-            m.sasl_method = ev.sasl_method
-            m.sasl_username = ev.sasl_username
+        if sasl_username or sasl_method:
+            m.sasl_method = sasl_method
+            m.sasl_username = sasl_username
             m.origin_kind = "sasl"
-        if ev.sender and not m.sender:
-            m.sender = ev.sender
+        if sender and not m.sender:
+            m.sender = sender
+        return out
 
     def flush(self) -> list[Message]:
         """Emit every open message (as incomplete), e.g. at the end of a log."""
@@ -341,6 +374,9 @@ def correlate_lines(
     start = corr._start
     feed = corr.feed
     delivery = parser._delivery
+    arrive = corr._arrive
+    pickup = _PICKUP.match
+    client = _CLIENT.match
     sender_of = parser.sender
     pmsg = parser.message
     qactive = _QACTIVE.match
@@ -456,6 +492,14 @@ def correlate_lines(
                             kind = 3
                     elif head == b"mess" and rest.startswith(b"message-id="):
                         kind = 4
+                    elif head == b"uid=":
+                        mp = pickup(rest)
+                        if mp is not None:
+                            kind = 5
+                    elif head == b"clie":
+                        mc = client(rest.decode("utf-8", "replace"))
+                        if mc is not None:
+                            kind = 6
                     if kind:
                         parsed += 1
                         if ts > corr.now:
@@ -464,6 +508,22 @@ def correlate_lines(
                                 done = corr._sweep(None)
                                 if done:
                                     yield from done
+                        if kind >= 5:
+                            if kind == 5:
+                                assert mp is not None
+                                done = arrive(host, qid, ts, None, int(mp[1]), sender_of(mp[2]),
+                                              "", "", "", "")  # fmt: skip
+                            else:
+                                assert mc is not None
+                                kv = mc["kv"]
+                                f = dict(_CLIENT_KV.findall(kv)) if kv else _NO_KV
+                                done = arrive(
+                                    host, qid, ts, None, None, "", mc["name"], mc["ip"],
+                                    f.get("sasl_method", ""), f.get("sasl_username", ""),
+                                )  # fmt: skip
+                            if done:
+                                yield from done
+                            continue
                         key = (host, qid)
                         if kind == 2:
                             slot = od.pop(key, None)
@@ -489,6 +549,8 @@ def correlate_lines(
                                 m.sender = sender_of(mq[1])  # type: ignore[index]
                             m.size = int(mq[2])  # type: ignore[index]
                             m.nrcpt = int(mq[3])  # type: ignore[index]
+                        elif rest[11:12] == b"<" and rest[-1:] == b">":
+                            m.message_id = rest[12:-1].decode("utf-8", "replace")
                         else:
                             m.message_id = _strip_angle(rest[11:].decode("utf-8", "replace"))
                         continue
