@@ -74,9 +74,12 @@ def test_enforce_blocks_non_mta_users_and_logs_their_uid(
     assert all(r.gid == pwd.getpwnam(uids[r.uid]).pw_gid for r in blocked + allowed)
 
 
-def test_monitor_mode_lets_everything_through_but_logs(clean_rules: EgressNet) -> None:
+@pytest.mark.parametrize("backend", ["nft", "iptables"])
+def test_monitor_mode_lets_everything_through_but_logs(
+    clean_rules: EgressNet, backend: str
+) -> None:
     net = clean_rules
-    fw = Firewall(policy("monitor"), "nft", netns=net.a)
+    fw = Firewall(policy("monitor"), backend, netns=net.a)
     fw.apply()
     mon = NflogReader(5, netns=net.a)
     try:

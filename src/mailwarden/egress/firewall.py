@@ -275,7 +275,11 @@ def iptables_counters(p: Policy, *, netns: str | None = None) -> dict[str, dict[
         for ln in _ipt_list(tool, netns, counters=True):
             m = re.search(r'--comment "?mailwarden:(\w+)"?', ln)
             c = re.search(r"-c (\d+) (\d+)", ln)
-            if not m or not c or "-j NFLOG" in ln:
+            if not m or not c:
+                continue
+            # an NFLOG rule sees the same packets as the verdict rule after it: count the
+            # verdict; in monitor mode the NFLOG rule is the only one
+            if "-j NFLOG" in ln and m.group(1) != "monitor":
                 continue
             slot = out.setdefault(m.group(1), {"packets": 0, "bytes": 0})
             slot["packets"] += int(c.group(1))
