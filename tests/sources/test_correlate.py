@@ -231,3 +231,32 @@ def test_shard_of_partitions_by_message() -> None:
             by_qid.setdefault(q, set()).add(shard_of(ln, 4))
     assert all(len(s) == 1 for s in by_qid.values())
     assert len({next(iter(s)) for s in by_qid.values()}) > 1
+
+
+def test_refused_by_our_cleanup_ends_the_message_and_holds_are_marked() -> None:
+    lines = [
+        b"Nov 27 18:07:00 mail postfix/smtpd[3320]: 9F6012C0A21: client=unknown[203.0.113.5]\n",
+        b"Nov 27 18:07:00 mail postfix/cleanup[3320]: 9F6012C0A21: reject: header Subject: You "
+        b"won from unknown[203.0.113.5]; from=<a@b.test> to=<c@example.test> proto=ESMTP "
+        b"helo=<x>: 5.7.1 Spam subject\n",
+        b"Nov 27 18:07:01 mail postfix/smtpd[3320]: 9F6012C0A22: client=localhost[127.0.0.1]\n",
+        b"Nov 27 18:07:01 mail postfix/cleanup[3320]: 9F6012C0A22: hold: header X-Spam-Flag: YES "
+        b"from localhost[127.0.0.1]; from=<a@b.test> to=<c@example.test> proto=ESMTP "
+        b"helo=<localhost>: Held for review\n",
+        b"Nov 27 18:07:02 mail postfix/smtpd[19665]: NOQUEUE: reject: RCPT from unknown[127.0.25."
+        b"1]: 450 4.7.1 <p1@x.test>: Recipient address rejected: no; from=<n@example.test> "
+        b"to=<p1@x.test> proto=ESMTP helo=<app1.example.test>\n",
+    ]
+    for run in ("events", "fused"):
+        c = Correlator(resolve_users=False)
+        if run == "events":
+            out: list[object] = []
+            for ev in parse_lines(lines, env=utc_env()):
+                out.extend(c.feed(ev))
+        else:
+            out = [x for x in correlate_lines(lines, correlator=c, env=utc_env(), flush=False)
+                   if isinstance(x, Message)]  # fmt: skip
+        assert [m.qid for m in out] == ["9F6012C0A21"], run  # type: ignore[attr-defined]
+        assert len(c) == 1
+        (held,) = c.flush()
+        assert held.qid == "9F6012C0A22" and held.held and not held.complete
