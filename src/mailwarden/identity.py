@@ -72,6 +72,36 @@ def postconf_values(
     return out
 
 
+def transport_overrides(config_dir: str | None = None) -> tuple[set[str], set[str]]:
+    """HELO names and source addresses set per transport in master.cf (``-o smtp_helo_name``,
+    ``-o smtp_bind_address[6]``, e.g. a bulk transport), from ``postconf -P -x``."""
+    exe = shutil.which("postconf")
+    if not exe:
+        return set(), set()
+    cmd = [exe, "-P", "-x", *(["-c", config_dir] if config_dir else [])]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return set(), set()
+    helos: set[str] = set()
+    ips: set[str] = set()
+    for line in out.splitlines():
+        key, sep, value = line.partition(" = ")
+        param = key.rsplit("/", 1)[-1]
+        value = value.strip()
+        if not sep or not value or "$" in value:
+            continue
+        if param in ("smtp_helo_name", "lmtp_lhlo_name"):
+            name = _norm_name(value)
+            if name and " " not in name:
+                helos.add(name)
+        elif param in ("smtp_bind_address", "smtp_bind_address6"):
+            ip = _norm_ip(value)
+            if ip:
+                ips.add(ip)
+    return helos, ips
+
+
 def interface_addresses() -> list[str]:
     """Global unicast addresses configured on this host's interfaces (not loopback/link-local)."""
     exe = shutil.which("ip")
@@ -139,21 +169,36 @@ def detect_identity(
                 domains.add(_norm_name(pc[k]))
         if domains:
             sources["domains"] = "postconf mydomain/myorigin"
+    t_helos, t_ips = (
+        transport_overrides(config_dir)
+        if use_postconf and not (s.ips and s.helo_names)
+        else (set(), set())
+    )
+    if not s.helo_names and t_helos - helos:
+        # per-transport HELO names (a bulk transport's -o smtp_helo_name) are ours too
+        helos |= t_helos
+        sources["helo_names"] = (sources.get("helo_names", "") + " + master.cf").lstrip(" +")
     if not ips:
-        for k in ("smtp_bind_address", "smtp_bind_address6"):
-            ip = _norm_ip(pc.get(k, ""))
-            if ip:
-                ips.add(ip)
+        found: set[str] = set(t_ips)  # per-transport source addresses
+        main_bind = {
+            ip
+            for k in ("smtp_bind_address", "smtp_bind_address6")
+            if (ip := _norm_ip(pc.get(k, "")))
+        }
+        found |= main_bind
         for part in pc.get("inet_interfaces", "").replace(",", " ").split():
             ip = _norm_ip(part)
             if ip and not ipaddress.ip_address(ip).is_loopback:
-                ips.add(ip)
-        if ips:
+                found.add(ip)
+        if found:
             sources["ips"] = "postconf"
-        elif use_interfaces:
-            ips = set(interface_addresses())
-            if ips:
-                sources["ips"] = "interfaces"
+        if not main_bind and use_interfaces:
+            # the default transport leaves from whatever address routing picks
+            iface = set(interface_addresses())
+            if iface - found:
+                found |= iface
+                sources["ips"] = (sources.get("ips", "") + " + interfaces").lstrip(" +")
+        ips = found
     return Identity(
         ips=frozenset(ips),
         names=frozenset(names),

@@ -31,3 +31,38 @@ def test_interfaces_are_detected_without_loopback() -> None:
         assert not ip.startswith("127.") and ip != "::1" and not ip.startswith("fe80")
     ident = detect_identity(IdentitySettings(), use_postconf=False)
     assert ident.ips == set(interface_addresses())
+
+
+def test_master_cf_transport_helo_and_source_are_ours(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import shutil
+    import subprocess
+    import time
+
+    import pytest
+
+    if shutil.which("postconf") is None:
+        pytest.skip("Postfix not installed")
+    d = tmp_path / "pf"
+    d.mkdir()
+    for f in ("main.cf", "master.cf"):
+        shutil.copy(f"/etc/postfix/{f}", d / f)
+    pc = ["postconf", "-c", str(d)]
+    subprocess.run(
+        [*pc, "-e", "myhostname = mail.example.test", "smtp_bind_address = 192.0.2.5"], check=True
+    )
+    subprocess.run([*pc, "-M", "bulk/unix=bulk unix - - y - - smtp"], check=True)
+    subprocess.run(
+        [
+            *pc,
+            "-P",
+            "bulk/unix/smtp_bind_address=192.0.2.6",
+            "bulk/unix/smtp_helo_name=bulk.example.test",
+        ],
+        check=True,
+    )
+    for f in d.iterdir():
+        os.utime(f, (time.time() - 60, time.time() - 60))
+    ident = detect_identity(IdentitySettings(), config_dir=str(d))
+    assert {"192.0.2.5", "192.0.2.6"} <= ident.ips
+    assert {"mail.example.test", "bulk.example.test"} <= ident.helo_names

@@ -185,7 +185,11 @@ def test_bulk_transport_with_its_own_address_and_helo_is_ours(
     )
     assert report.verdict.kind == "postfix", report.verdict
     # without the master.cf overrides the same mail would look like a direct send
-    plain = _identity(postfix)
+    plain = detect_identity(
+        IdentitySettings(ips=[postfix.address], helo_names=[postfix.myhostname]),
+        use_postconf=False,
+        use_interfaces=False,
+    )
     report, _ = trace_message(
         _received_by(mx, mx.delivered()[0], dns_server), Settings(), identity=plain, use_store=False
     )

@@ -7,15 +7,13 @@ DNS checks on request. The JSON form is documented in ``docs/trace-json.md``.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from mailwarden.config import Settings
 from mailwarden.forensics.message import read_headers
-from mailwarden.forensics.received import host_name, parse_ip, parse_received
+from mailwarden.forensics.received import parse_received
 from mailwarden.forensics.trace import (
     EgressLookup,
     MessageLookup,
@@ -32,56 +30,10 @@ MAX_HOPS = 20_000
 _UNSET: Any = object()
 
 
-def transport_overrides(config_dir: str | None = None) -> tuple[set[str], set[str]]:
-    """HELO names and source addresses set per transport in master.cf (``-o smtp_helo_name``,
-    ``-o smtp_bind_address[6]``, e.g. a bulk transport): ``postconf -P -x``. Empty without
-    Postfix."""
-    exe = shutil.which("postconf")
-    if not exe:
-        return set(), set()
-    cmd = [exe, "-P", "-x"] + (["-c", config_dir] if config_dir else [])
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return set(), set()
-    helos: set[str] = set()
-    ips: set[str] = set()
-    for line in out.splitlines():
-        key, sep, value = line.partition(" = ")
-        param = key.rsplit("/", 1)[-1]
-        value = value.strip()
-        if not sep or not value or "$" in value:
-            continue
-        if param in ("smtp_helo_name", "lmtp_lhlo_name"):
-            name = host_name(value).lower()
-            if name:
-                helos.add(name)
-        elif param in ("smtp_bind_address", "smtp_bind_address6"):
-            ip = parse_ip(value)[0]
-            if ip:
-                ips.add(ip)
-    return helos, ips
-
-
 def our_identity(settings: Settings, *, config_dir: str | None = None) -> Identity:
-    """:func:`~mailwarden.identity.detect_identity`, plus per-transport HELO names and source
-    addresses from master.cf where ``[identity]`` does not configure them."""
-    me = detect_identity(settings.identity, config_dir=config_dir)
-    want_helo = not settings.identity.helo_names
-    want_ips = not settings.identity.ips
-    if not (want_helo or want_ips):
-        return me
-    helos, ips = transport_overrides(config_dir)
-    helos = helos - me.helo_names if want_helo else set()
-    ips = ips - me.ips if want_ips else set()
-    if not (helos or ips):
-        return me
-    sources = dict(me.sources)
-    if helos:
-        sources["helo_names"] = (sources.get("helo_names", "") + " + master.cf").lstrip(" +")
-    if ips:
-        sources["ips"] = (sources.get("ips", "") + " + master.cf").lstrip(" +")
-    return replace(me, helo_names=me.helo_names | helos, ips=me.ips | ips, sources=sources)
+    """Our identity as :func:`~mailwarden.identity.detect_identity` sees it (config, postconf,
+    per-transport HELO names and source addresses from master.cf, interfaces)."""
+    return detect_identity(settings.identity, config_dir=config_dir)
 
 
 def open_store(settings: Settings, notes: list[str]) -> Any:
