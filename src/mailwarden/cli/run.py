@@ -17,9 +17,7 @@ is written at once and the socketmap server rereads it within 50 ms.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -38,65 +36,44 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailwarden.run")
 
 
-class Tail:
-    """Follow one log file: new complete lines, across rotation and truncation."""
+class LogReader:
+    """Follows the logs with :class:`mailwarden.sources.follow.Follower` (rotation, restarts,
+    checkpoints) without blocking, so the caller's timers run while the log is quiet."""
 
-    def __init__(self, path: Path, *, offset: int | None = None, inode: int | None = None) -> None:
-        from mailwarden.sources import Envelope, PostfixParser
+    def __init__(self, paths: list[Path], checkpoints: Path, *, from_start: bool) -> None:
+        from mailwarden.sources import PostfixParser
+        from mailwarden.sources.follow import Follower, JsonCheckpointStore
 
-        self.path = path
-        self.env = Envelope(source=str(path))
+        store = JsonCheckpointStore(checkpoints)
+        self.followers = [Follower(p, store=store, from_start=from_start) for p in paths]
         self.parser = PostfixParser()
-        self.fh: Any = None
-        self.inode = inode
-        self.offset = offset
-        self.rest = b""
-
-    def _open(self) -> bool:
-        try:
-            fh = open(self.path, "rb")  # noqa: SIM115 (kept open while following)
-        except FileNotFoundError:
-            return False
-        st = os.fstat(fh.fileno())
-        if self.offset is None or self.inode != st.st_ino or self.offset > st.st_size:
-            # first start (from the end), or another file than the checkpoint's: all of it
-            self.offset = st.st_size if self.offset is None else 0
-        fh.seek(self.offset)
-        self.fh, self.inode, self.rest = fh, st.st_ino, b""
-        return True
-
-    def read(self, limit: int = 1 << 20) -> list[bytes]:
-        if self.fh is None and not self._open():
-            return []
-        data = self.fh.read(limit)
-        if not data:
-            try:
-                st = os.stat(self.path)
-            except FileNotFoundError:
-                return []
-            if st.st_ino != self.inode or st.st_size < (self.offset or 0):
-                self.fh.close()  # rotated or truncated: the old file is read to its end above
-                self.fh, self.offset, self.inode = None, 0, None
-                self._open()
-            return []
-        self.offset = (self.offset or 0) + len(data)
-        buf = self.rest + data
-        cut = buf.rfind(b"\n") + 1
-        self.rest = buf[cut:]
-        lines: list[bytes] = buf[:cut].splitlines(keepends=True)
-        return lines
+        self.envs: dict[tuple[str, int], Any] = {}
 
     def events(self) -> list[PostfixEvent | Unparsed]:
-        from mailwarden.sources import parse_lines
+        """Events of the lines written since the last call (the caller commits)."""
+        from mailwarden.sources import Envelope, parse_lines
 
-        lines = self.read()
-        if not lines:
-            return []
-        return list(parse_lines(lines, env=self.env, parser=self.parser))
+        out: list[PostfixEvent | Unparsed] = []
+        for f in self.followers:
+            for chunk in f.poll():
+                key = (chunk.path, chunk.inode)
+                env = self.envs.get(key)
+                if env is None:
+                    if len(self.envs) > 16:
+                        self.envs.clear()
+                    env = self.envs[key] = Envelope(source=chunk.path)
+                out.extend(
+                    parse_lines(chunk.lines, env=env, parser=self.parser, start_offset=chunk.offset)
+                )
+        return out
 
-    @property
-    def checkpoint(self) -> dict[str, int]:
-        return {"inode": self.inode or 0, "offset": (self.offset or 0) - len(self.rest)}
+    def commit(self) -> None:
+        for f in self.followers:
+            f.commit()
+
+    def close(self) -> None:
+        for f in self.followers:
+            f.close()
 
 
 class Supervisor:
@@ -162,19 +139,7 @@ def run(
     settings = load_settings()
     paths = list(logs or []) or default_logs()[0]
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = settings.state_dir / "run-checkpoint.json"
-    try:
-        ckpt: dict[str, Any] = json.loads(ckpt_path.read_text())
-    except (OSError, ValueError):
-        ckpt = {}
-    tails = []
-    for p in paths:
-        c = ckpt.get(str(p))
-        if c:
-            tails.append(Tail(p, offset=int(c["offset"]), inode=int(c["inode"])))
-        else:
-            tails.append(Tail(p, offset=0 if from_start else None))
-
+    reader = LogReader(paths, settings.state_dir / "run-follow.json", from_start=from_start)
     w = build(settings)
     engine = w.engine
     engine.publish()
@@ -188,16 +153,16 @@ def run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     poll = settings.breaker.poll
-    next_refresh = next_guard = next_ckpt = 0.0
+    next_refresh = next_guard = 0.0
     log.info("following %s", ", ".join(str(p) for p in paths))
     try:
         while not stopping.is_set():
-            busy = False
-            for t in tails:
-                for ev in t.events():
-                    busy = True
-                    if isinstance(ev, Delivery):
-                        engine.observe(ev)
+            events = reader.events()
+            for ev in events:
+                if isinstance(ev, Delivery):
+                    engine.observe(ev)
+            if events:
+                reader.commit()
             now = time.time()
             engine.tick(now)
             if now >= next_refresh:
@@ -206,13 +171,10 @@ def run(
             if now >= next_guard:
                 threading.Thread(target=_guard, args=(w,), daemon=True).start()
                 next_guard = now + 60.0
-            if now >= next_ckpt:
-                _save_checkpoint(ckpt_path, tails)
-                next_ckpt = now + 5.0
-            if not busy:
+            if not events:
                 stopping.wait(poll)
     finally:
-        _save_checkpoint(ckpt_path, tails)
+        reader.close()
         if sup is not None:
             sup.stop()
         w.close()
@@ -223,10 +185,3 @@ def _guard(w: Any) -> None:
         w.queue.guard_expiry()
     except Exception as exc:
         log.warning("expiry guard: %s", exc)
-
-
-def _save_checkpoint(path: Path, tails: list[Tail]) -> None:
-    data = {str(t.path): t.checkpoint for t in tails if t.inode}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
