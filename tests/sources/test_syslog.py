@@ -177,3 +177,29 @@ def test_property_arbitrary_bytes_never_raise(raw: bytes) -> None:
     out = split_line(raw, utc_env(), stats=stats)
     assert isinstance(out, LogLine | Unparsed)
     assert stats.total == 1
+
+
+def test_repeated_hour_when_summer_time_ends() -> None:
+    # Europe/Zurich leaves CEST on 2026-10-25 at 03:00 local: 02:00-02:59 happens twice
+    env = Envelope(tz=ZoneInfo("Europe/Zurich"), reference=ts(2026, 10, 26))
+    stamps = [b"Oct 25 01:59:59", b"Oct 25 02:00:00", b"Oct 25 02:59:59", b"Oct 25 02:00:00",
+              b"Oct 25 02:30:00", b"Oct 25 03:00:00"]  # fmt: skip
+    got = [split_line(p + b" mail postfix/qmgr[1]: x", env).ts for p in stamps]  # type: ignore[union-attr]
+    want = [ts(2026, 10, 24, 23, 59, 59), ts(2026, 10, 25, 0, 0, 0),
+            ts(2026, 10, 25, 0, 59, 59), ts(2026, 10, 25, 1, 0, 0),
+            ts(2026, 10, 25, 1, 30, 0), ts(2026, 10, 25, 2, 0, 0)]  # fmt: skip
+    assert got == want
+
+
+def test_host_zone_is_used_without_tz(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as _time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    _time.tzset()
+    try:
+        env = Envelope(reference=ts(2026, 12, 1))
+        ll = split_line(b"Nov 27 12:00:00 mail postfix/qmgr[1]: x", env)
+        assert isinstance(ll, LogLine) and ll.ts == ts(2026, 11, 27, 17, 0, 0)
+    finally:
+        monkeypatch.undo()
+        _time.tzset()

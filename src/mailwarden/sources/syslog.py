@@ -57,6 +57,7 @@ class Stamps:
 
     __slots__ = (
         "_last_month",
+        "_latest",
         "_min",
         "_ref",
         "_tz",
@@ -70,6 +71,7 @@ class Stamps:
         self._ref = time.time() if reference is None else reference
         self._year: int | None = None
         self._last_month = 0
+        self._latest = 0.0  # latest traditional stamp seen (for the repeated DST hour)
         self.sec: dict[bytes, float] = {}  # "Nov 27 17:19:54" -> ts (read directly by hot loops)
         self._min: dict[bytes, float] = {}  # "Nov 27 17:19" -> ts of second 0
         # "2026-11-27T17:31:17+00:00" -> ts (read directly by hot loops)
@@ -80,10 +82,9 @@ class Stamps:
         """The year currently assumed for traditional stamps (None before the first one)."""
         return self._year
 
-    def _local(self, y: int, mo: int, d: int, h: int, mi: int) -> float:
-        if self._tz is None:
-            return time.mktime((y, mo, d, h, mi, 0, 0, 0, -1))
-        return datetime(y, mo, d, h, mi, tzinfo=self._tz).timestamp()
+    def _local(self, y: int, mo: int, d: int, h: int, mi: int, fold: int = 0) -> float:
+        """Local wall time -> POSIX seconds; ``fold=1`` is the second pass of a repeated hour."""
+        return datetime(y, mo, d, h, mi, tzinfo=self._tz, fold=fold).timestamp()
 
     def trad(self, prefix: bytes) -> float | None:
         """``b"Nov 27 17:19:54"`` (exactly 15 bytes) -> POSIX seconds, or None if malformed."""
@@ -138,15 +139,25 @@ class Stamps:
             self._min.clear()
         mkey = p[:12]
         base = self._min.get(mkey)
+        cache = month == self._last_month
         if base is None:
             try:
                 base = self._local(year, month, day, hour, minute)
+                later = self._local(year, month, day, hour, minute, fold=1)
             except (ValueError, OverflowError):  # Feb 30, Feb 29 in a non-leap year
                 return None
-            if month == self._last_month:
+            if later != base:
+                # the hour repeated when summer time ends: the second pass once the first
+                # one has been seen (time does not go back by an hour within a log)
+                cache = False
+                if self._latest >= base + 1800.0:
+                    base = later
+            elif cache:
                 self._min[mkey] = base
         ts = base + sec
-        if month == self._last_month:
+        if ts > self._latest:
+            self._latest = ts
+        if cache:
             if len(self.sec) > 200_000:
                 self.sec.clear()
             self.sec[p] = ts
