@@ -172,9 +172,9 @@ _ACTION = re.compile(
     re.S,
 )
 _FROM_CLIENT = re.compile(r"from (?P<name>[^\[\]\s]*)\[(?P<ip>[^\]]*)\](?::\d+)?(?:: |;|$)")
-_TAIL_KV = re.compile(
-    r"from=<(?P<from>.*?)>(?: to=<(?P<to>.*?)>)?(?: proto=(?P<proto>\S+))?"
-    r"(?: helo=<(?P<helo>.*?)>)?(?:: (?P<text>.*))?$",
+_TAIL_KV = re.compile(  # smtpd/cleanup "from=<a> to=<b> proto=P helo=<h>" (postscreen: ", ")
+    r"from=<(?P<from>.*?)>(?:,? to=<(?P<to>.*?)>)?(?:,? proto=(?P<proto>[^\s,]+))?"
+    r"(?:,? helo=<(?P<helo>.*?)>)?(?:: (?P<text>.*))?$",
     re.S,
 )
 _SASL = re.compile(
@@ -182,31 +182,58 @@ _SASL = re.compile(
     r"authentication failed: ?(?P<detail>.*?)(?:, sasl_username=(?P<user>.*))?$"
 )
 
-#: Postfix messages that are understood and deliberately not turned into events.
-_IGNORE = re.compile(
-    r"(?:dis)?connect (?:from|to) |lost connection |timeout after |too many errors after |"
-    r"improper command pipelining after |(?:warning|error|fatal|panic|info|debug): |"
-    r"statistics: |daemon started|reload |terminating on signal|(?:starting|refreshing|stopping) "
-    r"the Postfix|table \S+ has changed|(?:Deleted|Placed on hold|Released from hold|Requeued|"
-    r"Expired|Moved|Renamed|Skipped|Held|Released): \d|(?:Anonymous|Trusted|Untrusted|Verified) "
-    r"TLS connection (?:established|reused)|setting up TLS connection|SSL_(?:accept|connect) error|"
-    r"(?:Host|Server) (?:offered|certificate)|TLS|host \S*\[[^\]]*\]|conversation with |"
-    r"enabling PIX workarounds|skipped, still being delivered|requeued|expired|"
-    r"(?:CONNECT|HANGUP|DISCONNECT|PREGREET|COMMAND|BARE NEWLINE|NON-SMTP COMMAND|DNSBL rank|"
-    r"PASS NEW|PASS OLD|WHITELISTED|BLACKLISTED|ALLOWLISTED|DENYLISTED|WHITELIST VETO|"
-    r"COMMAND PIPELINING|COMMAND COUNT LIMIT|COMMAND TIME LIMIT|COMMAND LENGTH LIMIT) |"
-    r"NOQUEUE: (?:lost connection|client=)|client=|replace: |redirect: |"
-    r"(?:sender|postmaster) \S+ notification|SMTPUTF8|XCLIENT|XFORWARD|"
-    r"(?:no|using) (?:configuration|backwards)|mail system|postfix/|"
-    r"(?:removed|requeue|deleted|placed on hold|released from hold|forcibly expired)$|"
-    r"setting up|Untrusted|Trusted|Verified|Anonymous|certificate|subject_CN=|"
-    r"Compiled against|Run-time|connection (?:established|reused)|"
-    r"(?:maximal|minimal|max|min) |\w+ time limit|write queue file|"
-    r"refusing|auth|verify|dict_|open|close|unknown|sent mail|"
-    r"address not listed|hostname \S+ does not resolve|Illegal address syntax|"
-    r"message size|queue file size limit|"
-    r"discard: |filter: |hold: ",
+#: Postfix messages that are understood and deliberately not turned into events (matched
+#: at the start of the message, after an optional "QID: "). Anything else is "unparsed".
+_IGNORED_SHAPES = (
+    # severity-prefixed diagnostics of every daemon
+    r"(?:warning|error|fatal|panic|info|debug): ",
+    # smtpd sessions
+    r"(?:dis)?connect from ",
+    r"(?:NOQUEUE: )?lost connection after \S+ from ",
+    r"timeout after \S+ from ",
+    r"too many errors after \S+ from ",
+    r"improper command pipelining after \S+ from ",
+    r"discarding EHLO keywords: ",
+    r"NOQUEUE: client=",
+    r"SSL_(?:accept|connect) error (?:from|to) ",
+    r"(?:Anonymous|Trusted|Untrusted|Verified) TLS connection (?:established|reused) (?:from|to) ",
+    r"setting up TLS connection (?:from|to) ",
+    # smtp: attempts at one MX before the next is tried, TLS chatter
+    r"connect to \S*\[[^\]]*\](?::\d+)?: ",
+    r"host \S*\[[^\]]*\] (?:said|refused to talk to me): ",
+    r"lost connection with \S*\[[^\]]*\] while ",
+    r"conversation with \S*\[[^\]]*\] timed out while ",
+    r"enabling PIX workarounds: ",
+    r"breaking line > \d+ bytes",
+    r"Host offered STARTTLS: ",
+    r"(?:server )?certificate verification failed for ",
+    r"Cannot start TLS: ",
+    r"TLS is required, but ",
+    r"(?:Server|Peer) certificate not (?:trusted|verified)",
+    # qmgr, postsuper, cleanup actions that change nothing we track
+    r"skipped, still being delivered",
+    r"requeued$",
+    r"(?:Deleted|Placed on hold|Released from hold|Requeued|Expired): \d+ messages?$",
+    r"replace: (?:header|body) ",
+    r"info: (?:header|body) ",
+    # master, postfix-script, statistics, table reloads
+    r"daemon started -- version ",
+    r"reload -- version ",
+    r"terminating on signal ",
+    r"master exit time has arrived",
+    r"(?:starting|refreshing|stopping) the Postfix mail system",
+    r"waiting for the Postfix mail system to terminate",
+    r"the Postfix mail system is (?:not )?running",
+    r"statistics: ",
+    r"table \S+ has changed -- restarting",
+    # postscreen and dnsblog
+    r"(?:CONNECT from|PASS NEW|PASS OLD|DNSBL rank \d+ for|HANGUP after|DISCONNECT|PREGREET \d+"
+    r" after|BARE NEWLINE from|COMMAND PIPELINING from|NON-SMTP COMMAND from|"
+    r"COMMAND (?:TIME|COUNT|LENGTH) LIMIT from|(?:WHITE|ALLOW|BLACK|DENY)LISTED|"
+    r"(?:WHITE|ALLOW)LIST VETO) ",
+    r"addr \S+ listed by domain ",
 )
+_IGNORE = re.compile("|".join(f"(?:{x})" for x in _IGNORED_SHAPES))
 
 _HEAD_TO, _HEAD_FROM, _HEAD_MID, _HEAD_REMOVED, _HEAD_UID, _HEAD_CLIENT = range(6)
 _HEAD_NOTICE, _HEAD_HOLD, _HEAD_RESENT = 6, 7, 8
