@@ -167,7 +167,7 @@ class RuleModel(BaseModel):
     @field_validator("reason")
     @classmethod
     def _reason(cls, v: str) -> str:
-        if v and not REASON_TEXT.match(v):
+        if v and not REASON_TEXT.fullmatch(v):
             raise ValueError(f"reason text must match {REASON_TEXT.pattern}")
         return v
 
@@ -281,7 +281,7 @@ def _compile(model: RuleModel, provider: str, path: Path) -> Rule:
     prov = provs[0]
     trigger = Trigger.parse(model.trigger)
     reason = model.reason or f"rule {model.id}"
-    if not REASON_TEXT.match(reason):
+    if not REASON_TEXT.fullmatch(reason):
         raise TableError(f"{path}: rule {model.id}: reason text must match {REASON_TEXT.pattern}")
     return Rule(
         id=model.id,

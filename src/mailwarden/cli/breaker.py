@@ -166,7 +166,7 @@ def _fmt_time(ts: float | None) -> str:
 
 def _check_provider(name: str) -> str:
     n = name.strip().lower()
-    if not _PROVIDER.match(n):
+    if not _PROVIDER.fullmatch(n):
         raise ConfigError(f"bad provider name {name!r} (a provider table name or a domain)")
     return n
 
@@ -283,7 +283,7 @@ def open_(
     from mailwarden.breaker.rules import REASON_TEXT, parse_duration
 
     name = _check_provider(provider)
-    if not REASON_TEXT.match(reason):
+    if not REASON_TEXT.fullmatch(reason):
         raise ConfigError(f"--reason must match {REASON_TEXT.pattern} (it goes into Postfix)")
     try:
         secs = parse_duration(duration) if duration else None

@@ -40,6 +40,7 @@ from mailwarden.postfix.mx import MxCache
 log = logging.getLogger(__name__)
 
 NOTFOUND = b"9:NOTFOUND ,"
+_LOCAL_OK = validate.LOCAL_PART
 MAP_NAME = "transport"
 VIEW_VERSION = 1
 
@@ -58,6 +59,7 @@ class Entry:
     transport: str = ""  # the validated clone name while slowed
     probe_round: int = 0
     probe_recipients: int = 0
+    wire: bytes = b""  # the encoded reply (netstring) for this entry
 
 
 @dataclass(slots=True)
@@ -85,12 +87,14 @@ class EnforcementView:
                 if not t:
                     continue  # no clone installed: do nothing rather than guess
                 transport = validate.transport(t)
+            wire = ns(f"OK {transport}:") if state == "slowed" else ns(f"OK {answer}")
             provs[str(name)] = Entry(
                 state,
                 answer,
                 transport,
                 int(e.get("probe_round", 0)),
                 max(0, int(e.get("probe_recipients", 0))),
+                wire,
             )
         never: set[str] = set()
         for item in data.get("never_park", []):
@@ -220,11 +224,18 @@ class Policy:
         view = self.watcher.view
         if not view.providers:
             return None
-        try:
-            local, dom = validate.address(key)
-        except ValidationError:
+        local, _, dom = key.rpartition("@")
+        if not _LOCAL_OK.fullmatch(local):
             return None
-        if dom in view.never_park or f"{local.lower()}@{dom}" in view.never_park:
+        dom = dom.lower()
+        if self.mx.cached(dom) is None:  # cached domains were validated when they went in
+            try:
+                dom = validate.domain(dom)
+            except ValidationError:
+                return None
+        if dom in view.never_park or (
+            view.never_park and f"{local.lower()}@{dom}" in view.never_park
+        ):
             return None
         return dom
 
@@ -280,7 +291,7 @@ class Policy:
             return NOTFOUND
         if entry.state == "slowed":
             self.stats.slowed += 1
-            return ns(f"OK {entry.transport}:")
+            return entry.wire
         if entry.state == "probing":
             rnd, used = self._probes.get(provider, (-1, 0))
             if rnd != entry.probe_round:
@@ -291,7 +302,7 @@ class Policy:
                 return NOTFOUND  # this one goes out as a probe
             self._probes[provider] = (rnd, used)
         self.stats.parked += 1
-        return ns(f"OK {entry.answer}")
+        return entry.wire
 
 
 def _rank(e: Entry) -> int:
