@@ -43,10 +43,10 @@ if TYPE_CHECKING:
 
 #: Inputs smaller than this run in one process (forking costs more than it saves).
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
-BATCH_MESSAGES = 20_000
+BATCH_MESSAGES = 5_000
 MAX_UNPARSED_SHOWN = 10_000
 _READ_BUFFER = 1 << 20
-_CLASSIFY_CACHE = 50_000
+_CLASSIFY_CACHE = 10_000
 
 FINAL_STATES = {"sent": "delivered", "bounced": "bounced", "expired": "bounced"}
 
@@ -770,6 +770,12 @@ def _run_parallel(
     # Load what every worker needs once, before forking, so they share it (copy on write):
     # the public suffix list behind the provider fallback is the big one.
     classifier.provider_for_domain("warm-up.example.com")
+    # Keep the garbage collector of the workers off the objects inherited from the parent
+    # (it would write to their pages and so copy them into every worker).
+    import gc
+
+    gc.collect()
+    gc.freeze()
     ctx = mp.get_context("fork")
     procs = []
     conns = []
@@ -802,6 +808,7 @@ def _run_parallel(
 
                     raise MailwardenError(f"analyze worker failed: {msg[1]}\n{msg[2]}")
     finally:
+        gc.unfreeze()
         for pr in procs:
             if pr.is_alive() and len(results) < n:
                 pr.terminate()
