@@ -107,7 +107,9 @@ def test_collector_to_store_with_verdicts_alerts_and_views(
             stdout=subprocess.PIPE,
             text=True,
         )
-        time.sleep(0.3)
+        assert watch.stdout is not None
+        hello = watch.stdout.readline()  # connected: events from now on reach it
+        assert json.loads(hello)["type"] == "hello"
         c = net.clients
         r1 = net.run_as("nobody", [PY, "mx_send.py", net.b4, "25"], cwd=c)
         r2 = net.run_as("www-data", ["/usr/bin/perl", "mx_send.pl", net.b6, "587"], cwd=c)
@@ -165,7 +167,6 @@ def test_collector_to_store_with_verdicts_alerts_and_views(
         "destinations",
     }
     lines = [json.loads(x) for x in watched.splitlines()]
-    assert [m["type"] for m in lines][:1] == ["hello"]
     assert sum(1 for m in lines if m["type"] == "connect") == 4
 
 
@@ -353,7 +354,9 @@ def test_cli_run_ingest_top_as_separate_processes(egress_net: EgressNet, tmp_pat
             time.sleep(0.05)
         assert sock.exists(), run.stderr.read() if run.poll() is not None and run.stderr else ""
         assert oct(sock.stat().st_mode & 0o777) == "0o600"
-        ing = subprocess.Popen([MW, "egress", "ingest"], env=env, stderr=subprocess.PIPE, text=True)
+        ing = subprocess.Popen(
+            [MW, "egress", "ingest", "--once"], env=env, stderr=subprocess.PIPE, text=True
+        )
         assert ing.stderr is not None
         first = ing.stderr.readline()  # printed once connected (the hello line arrived)
         assert first.startswith("egress: recording events of"), first
@@ -373,3 +376,42 @@ def test_cli_run_ingest_top_as_separate_processes(egress_net: EgressNet, tmp_pat
         (465, str(net.clients / "mx_send.pl"), 1)
     ]
     assert r["result"] == "ok:220"
+
+
+def test_views_print_process_text_inertly(tmp_path: Path) -> None:
+    """argv and paths come from other users: no terminal escapes, no rich markup."""
+    cfg = tmp_path / "mailwarden.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}"\n')
+    eng = open_engine(f"sqlite:///{tmp_path / 'mailwarden.db'}")
+    evil = "/w/[red]x\x1b[2J\x07.php"
+    Recorder(eng, notifier=Captured()).record(
+        [
+            EgressConnect(
+                ts=time.time(),
+                source="ebpf",
+                daddr="192.0.2.7",
+                dport=25,
+                uid=33,
+                user="www-data",
+                exe="/usr/bin/php",
+                script=evil,
+                cmdline=("php", evil),
+            )
+        ]
+    )
+    env = dict(os.environ, MAILWARDEN_CONFIG=str(cfg), COLUMNS="300")
+    for cmd in (["egress", "top"], ["egress", "alerts"]):
+        p = subprocess.run([MW, *cmd], capture_output=True, text=True, env=env)
+        assert p.returncode == 0, p.stderr
+        assert "\x1b" not in p.stdout and "\x07" not in p.stdout
+        assert "[red]x?[2J?.php" in p.stdout
+
+
+def test_ingest_waits_for_the_collector_unless_once(tmp_path: Path) -> None:
+    cfg = tmp_path / "mailwarden.toml"
+    cfg.write_text(f'state_dir = "{tmp_path}"\n[egress]\nsocket = "{tmp_path}/absent.sock"\n')
+    env = dict(os.environ, MAILWARDEN_CONFIG=str(cfg))
+    p = subprocess.run([MW, "egress", "ingest", "--once"], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and "cannot connect to the egress collector" in p.stderr
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run([MW, "egress", "ingest"], capture_output=True, text=True, env=env, timeout=4)

@@ -55,8 +55,15 @@ def run(
 
 
 @eg.command()
-def ingest(socket_path: Socket = None) -> None:
-    """Record the collector's events in the store (summaries, raw events, alerts). Unprivileged."""
+def ingest(
+    socket_path: Socket = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="stop when the collector goes away (else reconnect)")
+    ] = False,
+) -> None:
+    """Record the collector's events in the store (summaries, raw events, alerts). Unprivileged.
+
+    Reconnects (every 2 s) when the collector is not there or restarts, unless ``--once``."""
     import logging
 
     from mailwarden.egress.client import ProviderResolver
@@ -68,6 +75,7 @@ def ingest(socket_path: Socket = None) -> None:
         Recorder,
         WebhookNotifier,
     )
+    from mailwarden.errors import MailwardenError
     from mailwarden.store.db import open_engine
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -82,23 +90,47 @@ def ingest(socket_path: Socket = None) -> None:
         alert_window=s.egress.alert_window,
     )
     res = ProviderResolver(nameservers=s.dns.nameservers, port=s.dns.port, timeout=s.dns.timeout)
+    path = socket_path or s.egress.socket
+    total = 0
+    warned = False
     try:
-        n = do_ingest(
-            socket_path or s.egress.socket,
-            rec,
-            resolver=res,
-            on_hello=lambda m: typer.echo(
-                f"egress: recording events of {m.get('host')} "
-                f"(collectors: {', '.join(m.get('collectors', []))})",
-                err=True,
-            ),
-        )
+        while True:
+            try:
+                total += do_ingest(
+                    path,
+                    rec,
+                    resolver=res,
+                    on_hello=lambda m: typer.echo(
+                        f"egress: recording events of {m.get('host')} "
+                        f"(collectors: {', '.join(m.get('collectors', []))})",
+                        err=True,
+                    ),
+                )
+                typer.echo(
+                    f"egress: collector closed the socket; {total} events recorded", err=True
+                )
+                warned = False
+            except MailwardenError as exc:
+                if once:
+                    raise
+                if not warned:
+                    typer.echo(f"egress: {exc}; retrying every 2 s", err=True)
+                    warned = True
+            if once:
+                return
+            time.sleep(2.0)
     except KeyboardInterrupt:
-        n = -1
+        pass
     finally:
         res.close()
-    if n >= 0:
-        typer.echo(f"egress: collector closed the socket; {n} events recorded", err=True)
+
+
+_CONTROL = dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0)], "?")
+
+
+def _printable(value: object) -> str:
+    """Text from a process (argv, paths) made safe for a terminal: no escape sequences."""
+    return str(value).translate(_CONTROL)
 
 
 def _since(hours: float) -> float:
@@ -121,17 +153,19 @@ def top(
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(
         "user", "exe / unit", "script", "port", "provider", "allowed", "count", "dests", "last seen"
     )
     for r in rows:
+        # names and paths come from other users' processes: plain text, never rich markup
         t.add_row(
-            r["user"] or str(r["uid"]),
-            r["unit"] or r["exe"],
-            r["script"],
+            Text(_printable(r["user"] or str(r["uid"]))),
+            Text(_printable(r["unit"] or r["exe"])),
+            Text(_printable(r["script"])),
             str(r["port"]),
-            r["provider"],
+            Text(_printable(r["provider"])),
             "yes" if r["allowed"] else "[red]no[/red]",
             str(r["count"]),
             str(r["destinations"]),
@@ -156,11 +190,13 @@ def alerts_cmd(
     for a in rows:
         ev = a["evidence"]
         typer.echo(
-            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(a['raised_at']))} "
-            f"{a['user'] or a['uid']} {a['script'] or a['exe'] or a['unit']} port {a['port']}: "
-            f"{a['count']} attempts ({a['blocked']} blocked) pid {ev.get('pid')} "
-            f"cmdline {' '.join(ev.get('cmdline', []))!r} "
-            f"to {', '.join(ev.get('destinations', []))}"
+            _printable(
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(a['raised_at']))} "
+                f"{a['user'] or a['uid']} {a['script'] or a['exe'] or a['unit']} port {a['port']}: "
+                f"{a['count']} attempts ({a['blocked']} blocked) pid {ev.get('pid')} "
+                f"cmdline {' '.join(ev.get('cmdline', []))!r} "
+                f"to {', '.join(ev.get('destinations', []))}"
+            )
         )
 
 
@@ -172,6 +208,8 @@ def watch(
 ) -> None:
     """Live view of the collector's events."""
     from mailwarden.egress.client import read_messages
+    from mailwarden.egress.wire import decode
+    from mailwarden.errors import ValidationError
 
     n = 0
     for msg in read_messages(socket_path or _settings().egress.socket):
@@ -185,16 +223,20 @@ def watch(
                 err=True,
             )
         elif kind == "connect":
-            who = msg.get("script") or msg.get("exe") or msg.get("comm")
+            try:
+                ev = decode(msg)
+            except ValidationError as exc:
+                typer.echo(f"# skipped: {exc}", err=True)
+                continue
             flag = {"blocked": "BLOCKED", "allowed": "allowed", "monitored": "monitored"}.get(
-                msg.get("verdict", ""), "-"
+                ev.verdict, "-"
             )
-            typer.echo(
-                f"{time.strftime('%H:%M:%S', time.localtime(msg['ts']))} {flag:9} "
-                f"{msg.get('user') or msg.get('uid')}({msg.get('pid')}) {who} -> "
-                f"{msg['daddr']}:{msg['dport']} [{msg.get('source')}]"
-                + (" mta" if msg.get("mta") else "")
+            line = (
+                f"{time.strftime('%H:%M:%S', time.localtime(ev.ts))} {flag:9} "
+                f"{ev.user or ev.uid}({ev.pid}) {ev.script or ev.exe or ev.comm} -> "
+                f"{ev.daddr}:{ev.dport} [{ev.source}]" + (" mta" if ev.mta else "")
             )
+            typer.echo(_printable(line))
         if kind == "connect":
             n += 1
             if count and n >= count:
