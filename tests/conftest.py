@@ -14,6 +14,7 @@ pytest_plugins = [
     "fixtures.slot",
     "fixtures.postfix",
     "fixtures.smtp",
+    "fixtures.postgres",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

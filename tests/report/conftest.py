@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.postgres import postgres_server, postgres_url  # noqa: F401
-
 ROOT = Path(__file__).resolve().parents[2]
 REAL_LOG = ROOT / "tests" / "data" / "report" / "postfix-real.log"
 

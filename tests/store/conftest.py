@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from fixtures.postgres import postgres_server, postgres_url  # noqa: F401  (not in the root plugin list yet)
 from mailwarden.store.db import open_engine
 
 
