@@ -116,7 +116,8 @@ def analyze(
     err = Console(stderr=True)
     progress = None
     bar = None
-    if err.is_terminal and sum(p.stat().st_size for p in paths if p.is_file()) > 8_000_000:
+    size = sum(p.stat().st_size for p in paths if p.is_file())
+    if err.is_terminal and size > 8_000_000:
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
         bar = Progress(
@@ -127,7 +128,7 @@ def analyze(
             console=err,
             transient=True,
         )
-        task = bar.add_task("reading", total=None)
+        task = bar.add_task("reading", total=size)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
