@@ -121,7 +121,7 @@ def _client(
 def pct(sorted_ns: list[int], p: float) -> float:
     if not sorted_ns:
         return 0.0
-    i = min(len(sorted_ns) - 1, int(round(p / 100 * (len(sorted_ns) - 1))))
+    i = min(len(sorted_ns) - 1, round(p / 100 * (len(sorted_ns) - 1)))
     return sorted_ns[i] / 1e6
 
 
