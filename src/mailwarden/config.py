@@ -81,6 +81,8 @@ class EgressSettings(Section):
     socket_group: str = ""  # group allowed to read the socket ("" = root only)
     poll_interval: float = Field(0.2, gt=0)  # sock_diag fallback poll period, seconds
     ring_mb: int = Field(32, ge=1, le=1024)  # eBPF ring buffer (MiB, power of 2): burst headroom
+    fpm_status: list[str] = Field(default_factory=list)  # "unix:/run/php/x.sock", "tcp:h:p"
+    fpm_status_path: str = "/status"  # the pools' pm.status_path
     verdict_wait: float = Field(0.5, ge=0)  # wait this long for the rule's NFLOG verdict
     raw_days: int = Field(7, ge=1)  # raw egress events kept this many days
     alert_window: int = Field(3600, ge=60)  # one alert per (who, port) per window, seconds

@@ -58,12 +58,16 @@ class Attributor:
         mta_uids: Iterable[int],
         *,
         proc: Path = Path("/proc"),
+        fpm_status: list[str] | None = None,
+        fpm_status_path: str = "/status",
     ) -> None:
         self.tables = tables
         self.mta_uids = frozenset(mta_uids)
         self.proc = proc
         self.cgroups = CgroupIndex(cgroup2_mount())
         self.offset = boottime_offset()
+        self.fpm_status = list(fpm_status or [])
+        self.fpm_status_path = fpm_status_path
         self._cache: dict[tuple[object, ...], tuple[float, dict[str, object]]] = {}
         self._raw_cache: dict[tuple[object, ...], tuple[float, dict[str, object]]] = {}
 
@@ -96,9 +100,10 @@ class Attributor:
             cgroup_id=cgroup_id,
             at_boot=at_boot,
         )
-        if len(self._cache) > 4096:
-            self._cache.clear()
-        self._cache[key] = (now, who)
+        if not who["pool"]:  # an FPM worker runs another script with every request
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[key] = (now, who)
         return who
 
     def _who_uncached(
@@ -137,6 +142,11 @@ class Attributor:
         if not cgroup and cgroup_id:
             cgroup = self.cgroups.path_of(cgroup_id)
         script, pool = find_script(argv, exe=exe, cwd=cwd, env=info.env, tables=self.tables)
+        if pool and not script and pid and self.fpm_status:
+            # a PHP-FPM worker: its pool's status page says which script it runs now
+            from mailwarden.egress.fpm import script_of
+
+            script = script_of(pid, self.fpm_status, self.fpm_status_path)[0]
         return {
             "cmdline": argv,
             "exe": exe,
@@ -178,9 +188,10 @@ class Attributor:
                 cgroup_id=raw.cgroup_id,
                 at_boot=raw.ts_ns / 1e9,
             )
-            if len(self._raw_cache) > 1024:
-                self._raw_cache.clear()
-            self._raw_cache[key] = (now, who)
+            if not who["pool"]:
+                if len(self._raw_cache) > 1024:
+                    self._raw_cache.clear()
+                self._raw_cache[key] = (now, who)
         family = 4 if raw.family == 2 else 6
         return EgressConnect(
             ts=self.offset + raw.ts_ns / 1e9,

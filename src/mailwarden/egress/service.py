@@ -216,7 +216,12 @@ class EgressService:
                 mta.append(v.uid_of(u))
             except Exception:
                 log.warning("egress: allowed user %r does not exist here", u)
-        self.attr = Attributor(load_tables(), mta)
+        self.attr = Attributor(
+            load_tables(),
+            mta,
+            fpm_status=settings.fpm_status,
+            fpm_status_path=settings.fpm_status_path,
+        )
         self.active: list[str] = []
         self.problems: dict[str, str] = {}
         self.stop_event = threading.Event()
