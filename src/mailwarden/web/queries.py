@@ -1,0 +1,489 @@
+"""Read-side queries of the dashboard that :mod:`mailwarden.store.queries` does not offer.
+
+Every function takes an open ``Connection`` and returns plain data. Time series and per-provider
+/ per-origin totals come from ``daily_rollups`` (small: one row per day, host, provider, origin,
+status and reason), never from a scan of ``attempts``; detail (rejection kinds of a period, a
+message, search) uses the indexed columns of ``attempts``/``messages`` (``ts``, ``recipient``,
+``qid``, ``message_id``, ``arrival``).
+
+``host`` is ``""`` for the fleet-wide view, else one syslog host name: every mail record carries
+the host it was logged on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, and_, func, literal, select
+
+from mailwarden.store import schema
+
+#: Statuses shown as columns, in this order; anything else is counted under "other".
+STATUSES = ("sent", "deferred", "bounced", "expired")
+DAY = 86400.0
+
+
+def day_of(ts: float) -> dt.date:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
+
+
+def day_start(d: dt.date) -> float:
+    return dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """The window a page shows: ``[since, until)`` in POSIX seconds and as UTC days."""
+
+    since: float
+    until: float
+    days: int
+    anchored: bool  # True: the store's data ends before now, the window ends at its newest row
+
+    @property
+    def first_day(self) -> dt.date:
+        return day_of(self.since)
+
+    @property
+    def last_day(self) -> dt.date:
+        return day_of(self.until - 1)
+
+    def day_list(self) -> list[dt.date]:
+        d, out = self.first_day, []
+        while d <= self.last_day:
+            out.append(d)
+            d += dt.timedelta(days=1)
+        return out
+
+
+def newest_ts(conn: Connection) -> float | None:
+    """Time of the newest stored delivery attempt or arrival (both indexed: two index probes)."""
+    a = conn.execute(select(func.max(schema.attempts.c.ts))).scalar()
+    m = conn.execute(select(func.max(schema.messages.c.arrival))).scalar()
+    vals = [float(v) for v in (a, m) if v is not None]
+    return max(vals) if vals else None
+
+
+def period(conn: Connection, days: int, now: float) -> Period:
+    """The last ``days`` UTC days up to now, or up to the newest data when the store is older
+    than that (an imported archive): a page always shows the data it has."""
+    newest = newest_ts(conn)
+    end = now
+    anchored = False
+    if newest is not None and newest < now - days * DAY:
+        end, anchored = newest, True
+    last = day_of(end)
+    first = last - dt.timedelta(days=days - 1)
+    return Period(day_start(first), day_start(last) + DAY, days, anchored)
+
+
+def hosts(conn: Connection) -> list[str]:
+    """Every host that has records (the rollups name them all; messages when none yet)."""
+    ru = schema.daily_rollups
+    rows = conn.execute(select(ru.c.host).distinct().order_by(ru.c.host)).scalars().all()
+    if not rows:
+        m = schema.messages
+        rows = conn.execute(select(m.c.host).distinct().order_by(m.c.host)).scalars().all()
+    return [str(h) for h in rows]
+
+
+def _rollup_where(p: Period, host: str) -> list[ColumnElement[bool]]:
+    ru = schema.daily_rollups
+    conds: list[ColumnElement[bool]] = [ru.c.day >= p.first_day, ru.c.day <= p.last_day]
+    if host:
+        conds.append(ru.c.host == host)
+    return conds
+
+
+def _status_key(status: str) -> str:
+    return status if status in STATUSES else "other"
+
+
+@dataclass(slots=True)
+class ProviderRow:
+    provider: str
+    counts: Counter[str] = field(default_factory=Counter)  # status -> attempts
+    daily: dict[dt.date, Counter[str]] = field(default_factory=dict)
+    reasons: Counter[str] = field(default_factory=Counter)  # non-success reason -> attempts
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def failures(self) -> int:
+        return self.total - self.counts["sent"]
+
+
+def provider_overview(conn: Connection, p: Period, host: str) -> list[ProviderRow]:
+    """Attempts per provider and status, per day, from the rollups; most failures first."""
+    ru = schema.daily_rollups
+    q = (
+        select(ru.c.provider, ru.c.day, ru.c.status, ru.c.reason, func.sum(ru.c.count))
+        .where(*_rollup_where(p, host))
+        .group_by(ru.c.provider, ru.c.day, ru.c.status, ru.c.reason)
+    )
+    rows: dict[str, ProviderRow] = {}
+    for prov, day, status, reason, n in conn.execute(q):
+        r = rows.get(prov)
+        if r is None:
+            r = rows[prov] = ProviderRow(prov)
+        k = _status_key(status)
+        r.counts[k] += int(n)
+        r.daily.setdefault(day, Counter())[k] += int(n)
+        if reason and status != "sent":
+            r.reasons[reason] += int(n)
+    return sorted(rows.values(), key=lambda r: (-r.failures, -r.total, r.provider))
+
+
+def daily_totals(rows: list[ProviderRow], p: Period) -> list[tuple[dt.date, Counter[str]]]:
+    out = []
+    for d in p.day_list():
+        c: Counter[str] = Counter()
+        for r in rows:
+            c.update(r.daily.get(d, {}))
+        out.append((d, c))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class KindRow:
+    id: int
+    provider: str
+    reason: str
+    scope: str
+    code: int | None
+    enhanced: str
+    command: str
+    issuer: str
+    url: str
+    cited_ip: str
+    rule: str
+    sample: str
+    count: int  # attempts in the period (and host)
+    first: float
+    last: float
+
+
+def rejection_kinds(
+    conn: Connection,
+    p: Period,
+    host: str,
+    *,
+    provider: str = "",
+    reason: str = "",
+    issuer: str = "",
+    limit: int = 500,
+) -> list[KindRow]:
+    """Rejection kinds seen in the period (attempt counts), with the full stored reply."""
+    a, r, m = schema.attempts, schema.rejections, schema.messages
+    n = func.count(a.c.id)
+    q = (
+        select(
+            r.c.id,
+            r.c.provider,
+            r.c.reason,
+            r.c.scope,
+            r.c.code,
+            r.c.enhanced,
+            r.c.command,
+            r.c.issuer,
+            r.c.url,
+            r.c.cited_ip,
+            r.c.rule,
+            r.c.sample,
+            n,
+            func.min(a.c.ts),
+            func.max(a.c.ts),
+        )
+        .select_from(a.join(r, r.c.id == a.c.rejection_id))
+        .where(a.c.ts >= p.since, a.c.ts < p.until, r.c.internal.is_(False))
+        .group_by(r.c.id)
+        .order_by(n.desc(), r.c.provider, r.c.id)
+        .limit(limit)
+    )
+    if host:
+        q = q.join(m, m.c.id == a.c.message_pk).where(m.c.host == host)
+    if provider:
+        q = q.where(r.c.provider == provider)
+    if reason:
+        q = q.where(r.c.reason == reason)
+    if issuer:
+        q = q.where(r.c.issuer == issuer)
+    out: list[KindRow] = []
+    for row in conn.execute(q):
+        v: tuple[Any, ...] = (*row[:12], int(row[12]), float(row[13]), float(row[14]))
+        out.append(KindRow(*v))
+    return out
+
+
+def kind_facets(kinds: list[KindRow]) -> dict[str, Counter[str]]:
+    """Attempt counts by provider, by reason and by issuer (for the filter links)."""
+    out: dict[str, Counter[str]] = {"provider": Counter(), "reason": Counter(), "issuer": Counter()}
+    for k in kinds:
+        out["provider"][k.provider] += k.count
+        out["reason"][k.reason] += k.count
+        if k.issuer:
+            out["issuer"][k.issuer] += k.count
+    return out
+
+
+@dataclass(slots=True)
+class OriginRow:
+    id: int
+    kind: str
+    ident: str
+    name: str
+    counts: Counter[str] = field(default_factory=Counter)
+    messages: int = 0
+    hourly: dict[int, int] = field(default_factory=dict)  # hour start -> messages
+    top_providers: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def bounce_ratio(self) -> float:
+        done = self.counts["sent"] + self.counts["bounced"] + self.counts["expired"]
+        return (self.counts["bounced"] + self.counts["expired"]) / done if done else 0.0
+
+    @property
+    def peak(self) -> tuple[int, int]:
+        """(hour start, messages) of the busiest hour, (0, 0) without messages."""
+        if not self.hourly:
+            return 0, 0
+        h = max(self.hourly, key=lambda k: (self.hourly[k], -k))
+        return h, self.hourly[h]
+
+    @property
+    def typical(self) -> float:
+        """Median messages per active hour."""
+        return float(statistics.median(self.hourly.values())) if self.hourly else 0.0
+
+    @property
+    def spike(self) -> bool:
+        """The busiest hour has at least 20 messages and 5 times the typical active hour."""
+        _, top = self.peak
+        others = [v for v in self.hourly.values()]
+        if top < 20:
+            return False
+        if len(others) == 1:
+            return True  # everything in one hour: a burst out of silence
+        return top >= 5 * self.typical
+
+    @property
+    def label(self) -> str:
+        if self.kind == "uid":
+            return f"uid {self.ident}" + (f" ({self.name})" if self.name else "")
+        if self.kind == "sasl":
+            return f"sasl {self.ident}"
+        if self.kind == "client":
+            return f"client {self.ident}" + (f" ({self.name})" if self.name else "")
+        if self.kind == "bounce":
+            return "bounces (MAILER-DAEMON)"
+        return self.kind + (f" {self.ident}" if self.ident else "")
+
+
+def origins(conn: Connection, p: Period, host: str, *, limit: int = 200) -> list[OriginRow]:
+    """Who submitted how much: attempts per status (rollups), messages per hour (messages)."""
+    ru, o, m = schema.daily_rollups, schema.origins, schema.messages
+    q = (
+        select(
+            o.c.id, o.c.kind, o.c.ident, o.c.name, ru.c.provider, ru.c.status, func.sum(ru.c.count)
+        )
+        .join(o, o.c.id == ru.c.origin_id)
+        .where(*_rollup_where(p, host))
+        .group_by(o.c.id, o.c.kind, o.c.ident, o.c.name, ru.c.provider, ru.c.status)
+    )
+    rows: dict[int, OriginRow] = {}
+    provs: dict[int, Counter[str]] = defaultdict(Counter)
+    for oid, kind, ident, name, prov, status, n in conn.execute(q):
+        r = rows.get(oid)
+        if r is None:
+            r = rows[oid] = OriginRow(oid, kind, ident, name)
+        r.counts[_status_key(status)] += int(n)
+        provs[oid][prov] += int(n)
+    hour = func.floor(m.c.arrival / 3600) if conn.dialect.name != "sqlite" else _sqlite_hour(m)
+    hq = (
+        select(m.c.origin_id, hour.label("h"), func.count())
+        .where(m.c.arrival >= p.since, m.c.arrival < p.until)
+        .group_by(m.c.origin_id, hour)
+    )
+    if host:
+        hq = hq.where(m.c.host == host)
+    for oid, h, n in conn.execute(hq):
+        r = rows.get(oid)
+        if r is None:
+            continue
+        r.hourly[int(h) * 3600] = int(n)
+        r.messages += int(n)
+    for oid, c in provs.items():
+        rows[oid].top_providers = sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    out = sorted(rows.values(), key=lambda r: (-r.total, r.kind, r.ident))
+    return out[:limit]
+
+
+def _sqlite_hour(m: Any) -> Any:
+    from sqlalchemy import Integer, cast
+
+    return cast(m.c.arrival / 3600, Integer)
+
+
+# ------------------------------------------------------------------------------ search
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    ts: float
+    recipient: str
+    orig_recipient: str
+    relay_host: str
+    relay_ip: str
+    relay_port: int | None
+    provider: str
+    delay: float | None
+    delays: str
+    dsn: str
+    status: str
+    code: int | None
+    enhanced: str
+    reason: str
+    scope: str
+    issuer: str
+    url: str
+    sample: str
+    internal: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    id: int
+    host: str
+    qid: str
+    arrival: float
+    origin: str
+    sender: str
+    message_id: str
+    size: int | None
+    nrcpt: int | None
+    bounce_of: str
+    expired_at: float | None
+    removed_at: float | None
+    attempts: tuple[AttemptRow, ...] = ()
+
+
+def _message_select() -> Any:
+    m, o = schema.messages, schema.origins
+    label = o.c.kind + literal(":") + o.c.ident
+    return select(
+        m.c.id,
+        m.c.host,
+        m.c.qid,
+        m.c.arrival,
+        label,
+        m.c.sender,
+        m.c.message_id,
+        m.c.size,
+        m.c.nrcpt,
+        m.c.bounce_of,
+        m.c.expired_at,
+        m.c.removed_at,
+    ).join(o, o.c.id == m.c.origin_id)
+
+
+def attempts_of(conn: Connection, message_pks: list[int]) -> dict[int, list[AttemptRow]]:
+    a, r = schema.attempts, schema.rejections
+    out: dict[int, list[AttemptRow]] = defaultdict(list)
+    for i in range(0, len(message_pks), 500):
+        q = (
+            select(
+                a.c.message_pk,
+                a.c.ts,
+                a.c.recipient,
+                a.c.orig_recipient,
+                a.c.relay_host,
+                a.c.relay_ip,
+                a.c.relay_port,
+                a.c.provider,
+                a.c.delay,
+                a.c.delays,
+                a.c.dsn,
+                a.c.status,
+                a.c.code,
+                a.c.enhanced,
+                func.coalesce(r.c.reason, ""),
+                func.coalesce(r.c.scope, ""),
+                func.coalesce(r.c.issuer, ""),
+                func.coalesce(r.c.url, ""),
+                func.coalesce(r.c.sample, ""),
+                func.coalesce(r.c.internal, False),
+            )
+            .outerjoin(r, r.c.id == a.c.rejection_id)
+            .where(a.c.message_pk.in_(message_pks[i : i + 500]))
+            .order_by(a.c.ts, a.c.id)
+        )
+        for row in conn.execute(q):
+            v: tuple[Any, ...] = (*row[1:19], bool(row[19]))
+            out[int(row[0])].append(AttemptRow(*v))
+    return out
+
+
+def messages_by(
+    conn: Connection,
+    *,
+    ids: list[int] | None = None,
+    qid: str = "",
+    message_id: str = "",
+    recipient: str = "",
+    host: str = "",
+    limit: int = 100,
+) -> list[MessageRow]:
+    """Messages (with their attempts) by primary key, queue id, Message-ID or recipient.
+
+    Message-IDs match with or without angle brackets; recipients case-insensitively when the
+    stored address is lower case (as Postfix logs it in most set-ups).
+    """
+    m, a = schema.messages, schema.attempts
+    q = _message_select()
+    if ids is not None:
+        q = q.where(m.c.id.in_(ids))
+    elif qid:
+        q = q.where(m.c.qid == qid)
+    elif message_id:
+        bare = message_id.strip()
+        if bare.startswith("<") and bare.endswith(">"):
+            bare = bare[1:-1]
+        q = q.where(m.c.message_id.in_([bare, f"<{bare}>"]))
+    elif recipient:
+        variants = sorted({recipient, recipient.lower()})
+        sub = select(a.c.message_pk).where(a.c.recipient.in_(variants)).distinct()
+        q = q.where(m.c.id.in_(sub))
+    else:
+        return []
+    if host:
+        q = q.where(m.c.host == host)
+    q = q.order_by(m.c.arrival.desc(), m.c.id.desc()).limit(limit)
+    rows = conn.execute(q).all()
+    att = attempts_of(conn, [int(r[0]) for r in rows])
+    return [MessageRow(*r, attempts=tuple(att.get(int(r[0]), ()))) for r in rows]  # type: ignore[misc]
+
+
+def bounce_links(conn: Connection, msg: MessageRow) -> list[MessageRow]:
+    """The bounce notices we sent about ``msg`` (same host, ``bounce_of`` = its queue id,
+    arrived after it), without attempts."""
+    m = schema.messages
+    q = (
+        _message_select()
+        .where(
+            and_(m.c.host == msg.host, m.c.bounce_of == msg.qid, m.c.arrival >= msg.arrival),
+            m.c.arrival < msg.arrival + 10 * DAY,
+        )
+        .order_by(m.c.arrival)
+        .limit(20)
+    )
+    return [MessageRow(*r) for r in conn.execute(q)]

@@ -1,0 +1,429 @@
+"""The dashboard app in process (ASGI test client) over a store filled by importing real logs:
+authentication, CSRF, errors, and that each page shows what the store holds."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from mailwarden.store import schema
+from mailwarden.store.breaker import BreakerStore
+
+from .conftest import PASSWORD, SAMPLE, TOKEN, Dashboard
+
+HTML = {"accept": "text/html"}
+PAGES = ["/", "/rejections", "/origins", "/egress", "/search?q=x", "/health", "/message/1"]
+
+
+def nonce_of(html: str) -> str:
+    m = re.search(r'name="nonce" value="([^"]+)"', html)
+    assert m, "login form without nonce"
+    return m[1]
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, "page without a CSRF field"
+    return m[1]
+
+
+def login(c: TestClient, secret: str = TOKEN) -> Any:
+    r = c.get("/login", headers=HTML)
+    return c.post(
+        "/login",
+        data={"secret": secret, "nonce": nonce_of(r.text), "next": "/"},
+        headers=HTML,
+        follow_redirects=False,
+    )
+
+
+@pytest.fixture
+def client(dashboard: Dashboard) -> TestClient:
+    return TestClient(dashboard.app)
+
+
+@pytest.fixture
+def authed(client: TestClient) -> TestClient:
+    r = login(client)
+    assert r.status_code == 303, r.text
+    return client
+
+
+# ------------------------------------------------------------------------------ auth
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_pages_need_a_session(client: TestClient, path: str) -> None:
+    r = client.get(path, headers=HTML)
+    assert r.status_code == 401
+    assert 'id="login-form"' in r.text and "Log in first" in r.text
+    r = client.get(path, headers={"accept": "application/json"})
+    assert r.status_code == 401
+    assert r.json()["error"].startswith("Log in first")
+    assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_wrong_token_then_token_then_logout(client: TestClient) -> None:
+    r = login(client, "not-the-token-at-all")
+    assert r.status_code == 401 and "Wrong token or password" in r.text
+    assert "mw_session" not in client.cookies
+    r = login(client)
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    page = client.get("/", headers=HTML)
+    assert page.status_code == 200 and 'id="logout"' in page.text
+    stolen = client.cookies.get("mw_session")
+    r = client.post("/logout", data={"csrf": csrf_of(page.text)}, headers=HTML)
+    assert r.status_code == 200 and "Logged out" in r.text
+    assert client.get("/", headers=HTML).status_code == 401
+    # the old cookie, replayed, is dead too (revoked server-side, not only cleared)
+    client.cookies.set("mw_session", stolen or "")
+    assert client.get("/", headers=HTML).status_code == 401
+
+
+def test_password_login(client: TestClient) -> None:
+    assert login(client, PASSWORD).status_code == 303
+    assert client.get("/origins", headers=HTML).status_code == 200
+    assert login(TestClient(client.app), PASSWORD + "x").status_code == 401
+
+
+def test_login_needs_its_own_form(client: TestClient) -> None:
+    """A login posted from elsewhere (no nonce cookie) is refused: no login CSRF."""
+    r = client.post("/login", data={"secret": TOKEN, "nonce": "x" * 20}, headers=HTML,
+                    follow_redirects=False)  # fmt: skip
+    assert r.status_code == 403 and "expired or came from elsewhere" in r.text
+
+
+def test_login_open_redirect_refused(client: TestClient) -> None:
+    r = client.get("/login", headers=HTML)
+    r = client.post(
+        "/login",
+        data={"secret": TOKEN, "nonce": nonce_of(r.text), "next": "//evil.example/"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+def test_failed_logins_are_throttled(client: TestClient) -> None:
+    codes = [login(client, f"wrong-{i}").status_code for i in range(11)]
+    assert codes[:10] == [401] * 10 and codes[10] == 429
+    r = login(client)  # even the right token waits
+    assert r.status_code == 429 and "Too many failed logins" in r.text
+
+
+def test_tampered_cookie_is_no_session(authed: TestClient) -> None:
+    good = authed.cookies["mw_session"]
+    body, sig = good.split(".")
+    authed.cookies.set("mw_session", body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + sig)
+    assert authed.get("/", headers=HTML).status_code == 401
+
+
+# ------------------------------------------------------------------------------ CSRF and actions
+
+
+def states(d: Dashboard) -> dict[str, str]:
+    return {r["provider"]: r["state"] for r in BreakerStore(d.engine).load_states()}
+
+
+def test_forged_posts_change_nothing(authed: TestClient, dashboard: Dashboard) -> None:
+    form = {"provider": "google", "reason": "forged", "duration": "1h"}
+    r = authed.post("/breaker/open", data=form, headers=HTML, follow_redirects=False)
+    assert r.status_code == 403 and "CSRF token missing or wrong" in r.text
+    r = authed.post("/breaker/open", data={**form, "csrf": "guess"}, follow_redirects=False)
+    assert r.status_code == 403 and "CSRF" in r.json()["error"]
+    csrf = csrf_of(authed.get("/", headers=HTML).text)
+    r = authed.post(
+        "/breaker/open",
+        data={**form, "csrf": csrf},
+        headers={"origin": "http://evil.example"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 403 and "Cross-site" in r.json()["error"]
+    # a session's token is no good in another session
+    other = TestClient(authed.app)
+    assert login(other).status_code == 303
+    r = other.post("/breaker/open", data={**form, "csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 403
+    # without a session at all: 401
+    r = TestClient(authed.app).post("/breaker/open", data={**form, "csrf": csrf})
+    assert r.status_code == 401
+    assert "google" not in states(dashboard)
+    assert not dashboard.view.exists() or "google" not in dashboard.view.read_text()
+
+
+def test_open_and_close_change_the_stored_state(authed: TestClient, dashboard: Dashboard) -> None:
+    import json
+
+    csrf = csrf_of(authed.get("/", headers=HTML).text)
+    r = authed.post(
+        "/breaker/open",
+        data={"provider": "t-online", "reason": "listed at t-online", "duration": "2h",
+              "csrf": csrf, "host": "mail", "days": "30"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("/?") and "host=mail" in r.headers["location"]
+    row = next(
+        s for s in BreakerStore(dashboard.engine).load_states() if s["provider"] == "t-online"
+    )
+    assert row["state"] == "open" and row["note"] == "listed at t-online"
+    assert 7100 < row["until"] - row["since"] <= 7200
+    assert json.loads(dashboard.view.read_text())  # the socketmap's view names it
+    assert "t-online" in dashboard.view.read_text()
+    page = authed.get(r.headers["location"], headers=HTML).text
+    assert "t-online opened" in page and 'id="close-t-online"' in page
+    r = authed.post(
+        "/breaker/close", data={"provider": "t-online", "csrf": csrf}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    assert states(dashboard)["t-online"] == "closed"
+    assert "t-online" not in dashboard.view.read_text()
+    hist = BreakerStore(dashboard.engine).history("t-online")
+    assert [(h["old"], h["new"], h["actor"]) for h in hist] == [
+        ("open", "closed", "person"),
+        ("closed", "open", "person"),
+    ]
+    # closing again says so and changes nothing
+    r = authed.post("/breaker/close", data={"provider": "t-online", "csrf": csrf})
+    assert r.status_code == 200 and "was already closed" in r.text
+    assert len(BreakerStore(dashboard.engine).history("t-online")) == 2
+
+
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        ({"provider": "Google; rm -rf", "reason": "x"}, "Bad provider name"),
+        ({"provider": "google", "reason": "bad\nnewline"}, "The reason must be"),
+        ({"provider": "google", "reason": "ok", "duration": "soon"}, "Bad duration"),
+        ({"provider": "google", "reason": "ok", "days": "many"}, "days"),
+        ({"provider": "google"}, "reason"),
+    ],
+)
+def test_bad_actions_are_422_with_a_message(
+    authed: TestClient, dashboard: Dashboard, form: dict[str, str], message: str
+) -> None:
+    csrf = csrf_of(authed.get("/", headers=HTML).text)
+    r = authed.post("/breaker/open", data={**form, "csrf": csrf}, headers=HTML)
+    assert r.status_code == 422
+    assert message in r.text and "Traceback" not in r.text
+    assert states(dashboard) == {}
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("/?days=0", 422, "days: Input should be greater than or equal to 1"),
+        ("/?days=week", 422, "days: Input should be a valid integer"),
+        ("/rejections?host=a%20b", 422, "host: String should match pattern"),
+        ("/search?q=x&kind=sql", 422, "kind: String should match pattern"),
+        ("/message/notanumber", 422, "pk: Input should be a valid integer"),
+        ("/message/999999", 404, "No message 999999 in the store"),
+        ("/nowhere", 404, "Nothing here: /nowhere"),
+    ],
+)
+def test_malformed_requests(authed: TestClient, path: str, status: int, message: str) -> None:
+    r = authed.get(path, headers=HTML)
+    assert r.status_code == status and message in r.text
+    r = authed.get(path, headers={"accept": "application/json"})
+    assert r.status_code == status and message in r.json()["error"]
+
+
+def test_store_failure_is_a_message_not_a_trace(authed: TestClient, dashboard: Dashboard) -> None:
+    with dashboard.engine.begin() as c:
+        c.exec_driver_sql("DROP TABLE daily_rollups")
+    c = TestClient(authed.app, raise_server_exceptions=False, cookies=dict(authed.cookies))
+    r = c.get("/", headers=HTML)
+    assert r.status_code == 500
+    assert "Internal error" in r.text and "Traceback" not in r.text and "sqlite" not in r.text
+
+
+# ------------------------------------------------------------------------------ content
+
+
+def attempt_counts(d: Dashboard, host: str = "") -> Counter[str]:
+    a, m = schema.attempts, schema.messages
+    q = select(a.c.status, func.count()).join(m, m.c.id == a.c.message_pk).group_by(a.c.status)
+    if host:
+        q = q.where(m.c.host == host)
+    with d.engine.connect() as c:
+        return Counter({s: int(n) for s, n in c.execute(q)})
+
+
+def shown_totals(html: str) -> Counter[str]:
+    return Counter({s: int(n) for s, n in re.findall(r'id="total-(\w+)">(\d+)<', html)})
+
+
+@pytest.mark.parametrize("host", ["", "mail", "mx2"])
+def test_overview_totals_follow_the_host_filter(
+    authed: TestClient, dashboard: Dashboard, host: str
+) -> None:
+    """Totals (from the rollups) equal the attempts counted in the attempts table."""
+    html = authed.get(f"/?host={host}&days=30", headers=HTML).text
+    want = attempt_counts(dashboard, host)
+    assert +shown_totals(html) == +want
+    assert sum(want.values()) > 0
+    if host:
+        assert f'<option value="{host}" selected>' in html
+
+
+def test_hosts_are_the_imported_ones(authed: TestClient) -> None:
+    html = authed.get("/", headers=HTML).text
+    assert re.findall(r'<option value="(m[^"]+)"', html) == ["mail", "mx2"]
+
+
+def test_rejections_show_every_kind_with_its_full_reply(authed: TestClient, store: Any) -> None:
+    html = authed.get("/rejections?days=30&host=mail", headers=HTML).text
+    doc = store.documents[0]
+    import html as h
+
+    text = h.unescape(html)
+    for p in doc["providers"]:
+        for k in p["rejections"]:
+            assert k["sample"] in text, k["sample"]
+    only = authed.get("/rejections?days=30&provider=swisscom", headers=HTML).text
+    rows = re.findall(r'<tr data-provider="([^"]+)" data-reason="([^"]+)"', only)
+    assert rows and {r[0] for r in rows} == {"swisscom"}
+    issuer = authed.get("/rejections?days=30&issuer=spamhaus", headers=HTML).text
+    assert "zen.spamhaus.org" in issuer
+    assert set(re.findall(r"<tr data-provider=\"([^\"]+)\"", issuer)) == {"posteo.de"}
+
+
+def log_facts() -> dict[str, Any]:
+    """Read straight from the sample log (not through mailwarden)."""
+    text = SAMPLE.read_text()
+    mids = re.findall(r"postfix/cleanup\[\d+\]: (\w+): message-id=<([^>]+)>", text)
+    rcpts = re.findall(r"postfix/smtp\[\d+\]: (\w+): to=<([^>]+)>.*status=sent", text)
+    uid33 = set(re.findall(r"postfix/pickup\[\d+\]: (\w+): uid=33 ", text))
+    return {"mids": mids, "rcpts": rcpts, "uid33": uid33}
+
+
+def test_search_finds_queue_id_message_id_and_recipient(authed: TestClient) -> None:
+    facts = log_facts()
+    qid, mid = facts["mids"][3]
+    r = authed.get(f"/search?q={qid}&days=7", headers=HTML).text
+    found = re.findall(r'<tr data-qid="(\w+)"', r)
+    assert found == [qid, qid]  # one per host of the fleet
+    r = authed.get(f"/search?q={qid}&host=mx2", headers=HTML).text
+    assert re.findall(r'<tr data-qid="(\w+)"', r) == [qid] and ">mx2<" in r
+    for form in (mid, f"<{mid}>"):
+        r = authed.get("/search", params={"q": form, "kind": "message_id"}, headers=HTML).text
+        assert set(re.findall(r'<tr data-qid="(\w+)"', r)) == {qid}
+    rq, rcpt = facts["rcpts"][0]
+    r = authed.get("/search", params={"q": rcpt.upper(), "host": "mail"}, headers=HTML).text
+    assert rq in re.findall(r'<tr data-qid="(\w+)"', r)
+    r = authed.get("/search", params={"q": "nobody@nowhere.invalid"}, headers=HTML).text
+    assert "0 messages" in r
+
+
+def test_message_page_lists_attempts(authed: TestClient, dashboard: Dashboard) -> None:
+    m, a = schema.messages, schema.attempts
+    with dashboard.engine.connect() as c:
+        pk, qid = c.execute(
+            select(m.c.id, m.c.qid)
+            .join(a, a.c.message_pk == m.c.id)
+            .where(a.c.status == "bounced")
+            .limit(1)
+        ).one()
+        n = c.execute(select(func.count()).where(a.c.message_pk == pk)).scalar_one()
+    html = authed.get(f"/message/{pk}", headers=HTML).text
+    assert f'id="msg-qid">{qid}<' in html
+    statuses = re.findall(r'<tr class="attempt" data-status="(\w+)">', html)
+    assert len(statuses) == n and "bounced" in statuses
+
+
+def test_origins_count_the_submitters(authed: TestClient) -> None:
+    facts = log_facts()
+    html = authed.get("/origins?days=30&host=mail", headers=HTML).text
+    row = re.search(r'data-kind="uid" data-ident="33".*?</tr>', html, re.S)
+    assert row and "www-data" in row[0]
+    nums = re.findall(r'<td class="num[^"]*">([\d.%]+)</td>', row[0])
+    assert int(nums[0]) == len(facts["uid33"])  # messages
+    fleet = authed.get("/origins?days=30", headers=HTML).text
+    row2 = re.search(r'data-kind="uid" data-ident="33".*?</tr>', fleet, re.S)
+    assert row2 and int(re.findall(r'<td class="num[^"]*">(\d+)</td>', row2[0])[0]) == 2 * len(
+        facts["uid33"]
+    )
+
+
+def test_pages_fetch_nothing_from_elsewhere(authed: TestClient) -> None:
+    for path in ["/", "/rejections?days=30", "/origins", "/egress", "/search?q=a", "/health"]:
+        r = authed.get(path, headers=HTML)
+        assert r.status_code == 200, path
+        assert "default-src 'none'" in r.headers["content-security-policy"]
+        assert r.headers["x-frame-options"] == "DENY"
+        for tag, url in re.findall(
+            r"<(script|link|img|iframe)[^>]*(?:src|href)=\"([^\"]*)\"", r.text
+        ):
+            assert url.startswith("/static/"), (path, tag, url)
+        for action in re.findall(r'<form[^>]*action="([^"]*)"', r.text):
+            assert action.startswith("/"), (path, action)
+    for asset in ("/static/style.css", "/static/app.js", "/static/favicon.svg"):
+        r = authed.get(asset)
+        body = r.text.replace('xmlns="http://www.w3.org/2000/svg"', "")  # a name, not a fetch
+        assert r.status_code == 200 and "http://" not in body and "https://" not in body
+
+
+def test_health_shows_the_findings(store: Any, tmp_path: Path) -> None:
+    """The doctor's findings: the local run shown at once, the full run in the background."""
+    from mailwarden.config import Settings
+    from mailwarden.reputation.findings import Finding
+    from mailwarden.web.app import create_app
+
+    calls: list[bool] = []
+
+    def doctor(full: bool) -> list[Finding]:
+        calls.append(full)
+        return (
+            [Finding("ptr", "problem", "no PTR for 192.0.2.1", "192.0.2.1", fix="ask the ISP")]
+            if full
+            else [Finding("postfix.relay", "ok", "not an open relay", "mynetworks")]
+        )
+
+    s = Settings.model_validate(
+        {"state_dir": str(tmp_path), "store": {"url": store.url}, "web": {"token": TOKEN}}
+    )
+    app = create_app(s, health=doctor)
+    c = TestClient(app)
+    login(c)
+    app.state.health[0].wait()
+    app.state.health[1].wait()
+    html = c.get("/health", headers=HTML).text
+    assert "not an open relay" in html and "no PTR for 192.0.2.1" in html and "ask the ISP" in html
+    assert html.index("no PTR") > html.index('id="full-findings"')
+    assert sorted(calls) == [False, True]
+    csrf = csrf_of(html)
+    assert c.post("/health/refresh", data={"csrf": "x"}).status_code == 403
+    r = c.post("/health/refresh", data={"csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303
+    app.state.health[1].wait()
+    assert calls.count(True) == 2
+
+
+def test_health_with_the_real_doctor(store: Any, tmp_path: Path) -> None:
+    """The default wiring runs mailwarden.reputation.doctor (local checks only here)."""
+    from mailwarden.config import Settings
+    from mailwarden.web.app import create_app
+
+    s = Settings.model_validate(
+        {
+            "state_dir": str(tmp_path),
+            "store": {"url": store.url},
+            "web": {"token": TOKEN},
+            "breaker": {"postfix_config": str(tmp_path / "no-postfix")},
+        }
+    )
+    app = create_app(s)
+    c = TestClient(app)
+    login(c)
+    snap = app.state.health[0].wait(60)
+    assert snap.error == "" and snap.value, snap
+    html = c.get("/health", headers=HTML).text
+    for f in snap.value:
+        assert f.check in html
