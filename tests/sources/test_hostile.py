@@ -67,3 +67,15 @@ def test_status_line_with_unknown_extra_field_still_parses() -> None:
         "sent",
     )
     assert d.reply is not None and d.reply.code == 250
+
+
+def test_foreign_program_names_are_bounded() -> None:
+    lines = [f"Nov 27 17:19:54 mail prog{i}[1]: hello\n".encode() for i in range(3000)]
+    stats = ParseStats()
+    assert list(parse_lines(lines, env=utc_env(), stats=stats)) == []
+    assert stats.foreign == 3000
+    assert len(stats.programs) == 1001 and stats.programs["(other)"] == 2000
+    merged = ParseStats()
+    merged.merge(stats)
+    merged.merge(stats)
+    assert sum(merged.programs.values()) == 6000 and len(merged.programs) == 1001

@@ -424,7 +424,7 @@ def correlate_lines(
                 if isinstance(out, str):
                     if out == "syslogd":
                         foreign += 1
-                        stats.programs["syslogd"] += 1
+                        stats.program("syslogd")
                         continue
                     if track and not raw.endswith(b"\n") and out != "empty":
                         out = "truncated"
@@ -452,7 +452,7 @@ def correlate_lines(
                     if info is None:
                         if tag in (b"last", b"--", b"message"):
                             foreign += 1
-                            stats.programs["syslogd"] += 1
+                            stats.program("syslogd")
                             continue
                         u = stats.unparsed_line(source, this_offset, raw, "no program tag")
                         if yield_unparsed:
@@ -466,7 +466,7 @@ def correlate_lines(
                 latest = ts
             if not info[1]:
                 foreign += 1
-                stats.programs[info[0]] += 1
+                stats.program(info[0])
                 continue
             if msg[:8] in _SKIP8:
                 ignored += 1

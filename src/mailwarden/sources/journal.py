@@ -130,7 +130,7 @@ def parse_journal(
             pf = programs[program] = is_postfix(program)
         if not pf:
             stats.foreign += 1
-            stats.programs[program] += 1
+            stats.program(program)
             continue
         ev = parser.message(ts, host, program, msg)
         if isinstance(ev, str):

@@ -647,7 +647,7 @@ class PostfixParser:
         if not is_postfix(line.program):
             if stats is not None:
                 stats.foreign += 1
-                stats.programs[line.program] += 1
+                stats.program(line.program)
             return None
         out = self.message(line.ts, line.host, line.program, line.message.encode("utf-8"))
         if isinstance(out, str):
@@ -737,7 +737,7 @@ def parse_lines(
                 if isinstance(out, str):
                     if out == "syslogd":
                         foreign += 1
-                        stats.programs["syslogd"] += 1
+                        stats.program("syslogd")
                         continue
                     if track and not raw.endswith(b"\n") and out != "empty":
                         out = "truncated"
@@ -765,7 +765,7 @@ def parse_lines(
                     if info is None:
                         if tag in (b"last", b"--", b"message"):
                             foreign += 1
-                            stats.programs["syslogd"] += 1
+                            stats.program("syslogd")
                             continue
                         u = stats.unparsed_line(source, this_offset, raw, "no program tag")
                         if yield_unparsed:
@@ -779,7 +779,7 @@ def parse_lines(
                 latest = ts
             if not info[1]:
                 foreign += 1
-                stats.programs[info[0]] += 1
+                stats.program(info[0])
                 continue
             if msg[:8] in _SKIP8:  # smtpd connect/disconnect: most frequent, never needed
                 ignored += 1

@@ -14,6 +14,7 @@ from typing import Any
 from mailwarden.events import Unparsed
 
 MAX_SAMPLE_CHARS = 2000
+MAX_PROGRAMS = 1000
 
 
 @dataclass(slots=True)
@@ -39,6 +40,14 @@ class ParseStats:
         if len(self.errors) < 100:
             self.errors.append(message)
 
+    def program(self, name: str) -> None:
+        """Count one line of a foreign program (at most 1,000 names, the rest as "(other)")."""
+        programs = self.programs
+        if name in programs or len(programs) < MAX_PROGRAMS:
+            programs[name] += 1
+        else:
+            programs["(other)"] += 1
+
     def unparsed_line(self, source: str, offset: int, line: bytes | str, why: str) -> Unparsed:
         """Count one unreadable line and keep it as a sample while there is room."""
         self.unparsed += 1
@@ -62,7 +71,11 @@ class ParseStats:
         self.foreign += other.foreign
         self.out_of_order += other.out_of_order
         self.why.update(other.why)
-        self.programs.update(other.programs)
+        for name, n in other.programs.items():
+            if name in self.programs or len(self.programs) < MAX_PROGRAMS:
+                self.programs[name] += n
+            else:
+                self.programs["(other)"] += n
         self.errors_total += other.errors_total
         self.errors.extend(other.errors[: max(0, 100 - len(self.errors))])
         room = self.max_samples - len(self.samples)

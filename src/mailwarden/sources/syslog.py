@@ -316,7 +316,7 @@ def split_line(
             stats.total += 1
             if out == "syslogd":
                 stats.foreign += 1
-                stats.programs["syslogd"] += 1
+                stats.program("syslogd")
                 return Unparsed(env.source, offset, "", out)
             return stats.unparsed_line(env.source, offset, raw, out)
         text = raw[:8000].decode("utf-8", "replace")[:2000].rstrip("\r\n")
