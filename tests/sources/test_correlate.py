@@ -260,3 +260,17 @@ def test_refused_by_our_cleanup_ends_the_message_and_holds_are_marked() -> None:
         assert len(c) == 1
         (held,) = c.flush()
         assert held.qid == "9F6012C0A22" and held.held and not held.complete
+
+
+def test_unknown_event_kinds_do_not_start_messages() -> None:
+    from dataclasses import dataclass
+
+    from mailwarden.events import PostfixEvent
+
+    @dataclass(frozen=True, slots=True)
+    class SomethingNew(PostfixEvent):
+        pass
+
+    c = Correlator(resolve_users=False)
+    assert c.feed(SomethingNew(1.0, "mail", "ABCDEF1", "postfix/x")) == ()
+    assert len(c) == 0

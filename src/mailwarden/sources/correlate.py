@@ -59,6 +59,10 @@ DEFAULT_HORIZON = 7 * 86400.0
 DEFAULT_MAX_OPEN = 200_000
 _NOTHING: tuple[Message, ...] = ()
 _NO_KV: dict[str, str] = {}
+#: Event classes that belong to a queue file (others, even with a queue id, are passed over).
+_MESSAGE_EVENTS = frozenset(
+    {Delivery, QueueActive, MessageIdSeen, Removed, BounceNotice, Expired, Held, InboundReject}
+)
 
 
 class Correlator:
@@ -206,7 +210,7 @@ class Correlator:
                 or _NOTHING
             )
         if slot is None:
-            if cls is Removed:  # nothing known about it: nothing to emit
+            if cls is Removed or cls not in _MESSAGE_EVENTS:  # nothing to start a message with
                 return out or _NOTHING
             m, out = self._start(host, qid, ts, out)
         else:
