@@ -4,6 +4,7 @@ would expire, and released paced when the breaker closes (delivered exactly once
 from __future__ import annotations
 
 import collections
+import itertools
 import time
 from typing import Any
 
@@ -97,3 +98,31 @@ def test_postfix_time_values() -> None:
     assert postfix_time("3600s") == 3600
     assert postfix_time("7") == 7 * 86400
     assert postfix_time("2h", "s") == 7200
+
+
+def test_slowed_provider_goes_through_the_throttled_clone(
+    postfix: Any, fake_mx: Any, socketmap: Any
+) -> None:
+    from mailwarden.postfix.setup import SlowClone
+
+    swiss = fake_mx.provider("swisscom")
+    classifier = Classifier.load()
+    m = socketmap({})
+    assert m.server is not None
+    m.server.policy.provider_for_host = classifier.provider_for_host
+    pf = Postfix(postfix.config_dir)
+    s = Setup(pf, socketmap_port=m.port, slow=[SlowClone(1, 1)])
+    s.apply(s.plan())
+    try:
+        m.publish({"swisscom": {"state": "slowed", "transport": "mwslow1s1"}})
+        for i in range(3):
+            sendmail(postfix, make_message("app@example.test", [f"s{i}@bluewin.ch"]),
+                     [f"s{i}@bluewin.ch"], sender="app@example.test")  # fmt: skip
+        wait(lambda: sum(len(x.delivered_to()) for x in swiss) == 3, 60, "delivered slowly")
+        sent = [ln for ln in postfix.test_log_lines() if "status=sent" in ln and "bluewin" in ln]
+        assert len(sent) == 3 and all("postfix/mwslow1s1/smtp[" in ln for ln in sent)
+        starts = sorted(sess.started for x in swiss for sess in x.sessions)
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        assert gaps and min(gaps) >= 0.8  # one delivery per second to the destination
+    finally:
+        s.teardown(s.teardown_plan())
