@@ -32,7 +32,7 @@ from mailwarden.classify.model import (
     validate,
 )
 from mailwarden.classify.providers import SuffixIndex, normalise_host, org_domain
-from mailwarden.classify.text import cited_ip, fold, normalise, split_reply, urls
+from mailwarden.classify.text import MAX_TEXT, cited_ip, fold, normalise, split_reply, urls
 from mailwarden.errors import TableError
 from mailwarden.events import Classification, Reply, Scope
 from mailwarden.tables import iter_dir, load_file, merge
@@ -98,6 +98,10 @@ class Stage:
             else None
         )
 
+    def maybe_at_start(self, text: str) -> bool:
+        """Cheap pre-check for anchored stages: could a rule match at the start of ``text``?"""
+        return self._any is not None and self._any.match(text) is not None
+
     def first(
         self, text: str, code: str, enh: str, command: str
     ) -> tuple[Rule, re.Match[str]] | None:
@@ -147,6 +151,7 @@ class Classifier:
             (r.from_, c): (r.to, r.id) for r in reasons.remap if r.enabled for c in r.commands
         }
         self._issuer_re = [(i, i.compiled()) for i in self.issuers.values()]
+        self._issuer_rx = {i.id: rx for i, rx in self._issuer_re}
         self._mx = SuffixIndex()
         self._domains = SuffixIndex()
         self._provider_stage: dict[str, Stage] = {}
@@ -171,6 +176,7 @@ class Classifier:
         )
         self._decide = lru_cache(maxsize=_CACHE_SIZE)(self._decide_uncached)
         self._internal_decide = lru_cache(maxsize=_CACHE_SIZE)(self._internal_uncached)
+        self._classify_raw = lru_cache(maxsize=_CACHE_SIZE)(self._classify_raw_uncached)
         self.provider_for_host = lru_cache(maxsize=_CACHE_SIZE)(self._provider_for_host)  # type: ignore[method-assign]
         self.provider_for_domain = lru_cache(maxsize=_CACHE_SIZE)(self._provider_for_domain)  # type: ignore[method-assign]
 
@@ -263,25 +269,47 @@ class Classifier:
         """
         if reply is not None:
             code, enh, body = reply.code, reply.enhanced, reply.text or text
-            if code is None and not enh:
-                code, enh, body = split_reply(body)
             command, remote, rip, host = reply.command, reply.remote, reply.ip, reply.host
             # What Postfix wrote around the reply ("delivery temporarily suspended: host X
             # said: ..."): the reply parser may have unwrapped it, the raw text still says it.
             local = reply.raw or text or ("" if reply.remote else reply.text)
         else:
-            code, enh, body = split_reply(text)
+            code, enh, body = None, "", text
             command, remote, rip, host, local = "", None, "", "", text
-        enh = enh or _valid_dsn(dsn)
         prov = provider or (self.provider_for_host(host) if host else "")
-        scode = "" if code is None else str(code)
-        d = self._internal_decide(normalise(fold(local)), prov, status) if local else None
-        if d is None:
-            norm = normalise(fold(body, code, enh))
-            d = self._decide(prov, command, scode, enh, norm, status)
-            if command and (d.reason, command) in self._remap:
-                to, rid = self._remap[(d.reason, command)]
-                d = Decision(to, self._scope[to], d.issuer, f"{d.rule}+remap/{rid}", d.url)
+        return self._classify_raw(
+            prov,
+            command,
+            code,
+            enh,
+            body[:MAX_TEXT],
+            local[:MAX_TEXT],
+            _valid_dsn(dsn),
+            status,
+            remote,
+            rip,
+        )
+
+    def _classify_raw_uncached(
+        self,
+        prov: str,
+        command: str,
+        code: int | None,
+        enh: str,
+        body: str,
+        local: str,
+        dsn: str,
+        status: str,
+        remote: bool | None,
+        rip: str,
+    ) -> Classification:
+        """The whole classification of one raw reply: the same reply seen again (same IPs and
+        ids, as in a log of one sender) costs one dictionary lookup. Otherwise the text is
+        normalised, and replies that differ only in IPs and ids share the decision cache."""
+        if code is None and not enh:
+            code, enh, body = split_reply(body)
+        enh = enh or dsn
+        d = self._decide_raw_uncached(prov, command, code, enh, body, local, status)
         cited = "" if d.internal or not d.cite or remote is False else cited_ip(body, exclude=rip)
         return Classification(
             reason=d.reason,
@@ -294,6 +322,31 @@ class Classifier:
             internal=d.internal,
         )
 
+    def _decide_raw_uncached(
+        self,
+        prov: str,
+        command: str,
+        code: int | None,
+        enh: str,
+        body: str,
+        local: str,
+        status: str,
+    ) -> Decision:
+        """Decision for the raw texts: the same reply seen again (same IP, same ids) costs one
+        dictionary lookup; otherwise the texts are normalised for the second-level cache."""
+        if local:
+            folded = fold(local)
+            if self._internal.maybe_at_start(folded):
+                hit = self._internal_decide(normalise(folded), prov, status)
+                if hit is not None:
+                    return hit
+        norm = normalise(fold(body, code, enh))
+        d = self._decide(prov, command, "" if code is None else str(code), enh, norm, status)
+        if command and (d.reason, command) in self._remap:
+            to, rid = self._remap[(d.reason, command)]
+            d = Decision(to, self._scope[to], d.issuer, f"{d.rule}+remap/{rid}", d.url)
+        return d
+
     def is_internal(self, text: str) -> bool:
         """True when ``text`` is one of Postfix's or mailwarden's own deferral reasons."""
         return self._internal_decide(normalise(fold(text)), "", "") is not None
@@ -302,7 +355,7 @@ class Classifier:
         found = urls(body) if ("http" in body or "www." in body) else []
         issuer = self.issuers.get(d.issuer)
         if found and issuer is not None:
-            rx = issuer.compiled()
+            rx = self._issuer_rx[issuer.id]
             for u in found:
                 if rx.search(u):
                     return u

@@ -196,6 +196,15 @@ class ReasonsTable(_Model):
     code: dict[str, str] = Field(default_factory=dict)  # "521" -> reason
     command: dict[str, str] = Field(default_factory=dict)  # "CONNECT" -> reason (for 5xx)
 
+    @field_validator("internal")
+    @classmethod
+    def _anchored(cls, v: list[Pattern]) -> list[Pattern]:
+        for p in v:
+            bad = [m for m in p.match if not m.startswith("^")]
+            if bad:
+                raise ValueError(f"internal pattern {p.id}: must start with ^ (got {bad})")
+        return v
+
     @field_validator("scope")
     @classmethod
     def _scope_keys(cls, v: dict[str, str]) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 
 _CODE_HEAD = re.compile(
     r"""^\s*
@@ -35,7 +36,7 @@ _IPV6_RE = re.compile(_IPV6, re.I)
 _LOCAL_CH = r"[\w.+=!#$%&'*/?^`{|}~-]"
 _EMAIL_LOCAL = re.compile(rf"(?<!{_LOCAL_CH}){_LOCAL_CH}{{1,64}}@(?=[a-z0-9-]{{1,63}}\.)", re.I)
 _LONGNUM = re.compile(r"(?<![\w.])\d{6,}(?![\w])")
-_LONGID = re.compile(r"(?<![a-z0-9])[a-z0-9]{10,}(?![a-z0-9])")
+_LONGID = re.compile(r"(?<![a-z0-9])(?=[a-z]*\d)[a-z0-9]{10,}(?![a-z0-9])")
 _ISOTIME = re.compile(r"\d{4}-\d\d-\d\dt\d\d:\d\d:\d\d(?:\.\d+)?z?")
 
 
@@ -66,32 +67,57 @@ def split_reply(raw: str) -> tuple[int | None, str, str]:
     return code, enh, s.strip()
 
 
+@lru_cache(maxsize=1024)
+def _prefix_re(code: int, enhanced: str) -> re.Pattern[str]:
+    e = re.escape(enhanced) if enhanced else r"[245]\.\d{1,3}\.\d{1,3}"
+    return re.compile(rf"(?:(?<=\s)|^){code}(?:-|[ ](?:{e}(?:\s|$))?)(?:{e}(?:\s|$))?")
+
+
 def fold(text: str, code: int | None = None, enhanced: str = "") -> str:
     """Lower-case, one line, inline multi-line prefixes of this reply's code removed."""
     t = text[:MAX_TEXT]
-    if code is not None:
-        c = str(code)
-        e = re.escape(enhanced) if enhanced else r"[245]\.\d{1,3}\.\d{1,3}"
-        t = re.sub(rf"(?:(?<=\s)|^){c}[- ](?:{e}(?:\s|$))?", " ", t)
-        t = re.sub(rf"(?:(?<=\s)|^){c}-", " ", t)
-    return _WS.sub(" ", t).strip().lower()
+    if code is not None and str(code) in t:
+        t = _prefix_re(code, enhanced).sub(" ", t)
+    return " ".join(t.split()).lower()
+
+
+_NORM = re.compile(
+    rf"(?P<t>{_ISOTIME.pattern})|(?P<v6>{_IPV6})|(?P<v4>{_IPV4})|(?P<em>{_EMAIL_LOCAL.pattern})"
+    rf"|(?P<n>{_LONGNUM.pattern})|(?P<id>{_LONGID.pattern})",
+    re.I,
+)
+
+
+def _norm_one(m: re.Match[str]) -> str:
+    kind = m.lastgroup
+    s = m.group(0)
+    if kind == "v4":
+        return "0.0.0.0"
+    if kind == "id":
+        digits = sum(map(str.isdigit, s))
+        return "#" if 3 <= digits < len(s) else s
+    if kind == "em":
+        return "x@"
+    if kind == "n":
+        return "0"
+    if kind == "v6":
+        return _v6(m)
+    return "#"
+
+
+# A "word" (no spaces or brackets) that holds a digit or an "@": only those can change. Atomic
+# scanning (possessive quantifiers, Python 3.11) keeps this linear on hostile input.
+_WORD_CH = r"[^\s\[\]()<>,;\"']"
+_CANDIDATE = re.compile(rf"(?<!{_WORD_CH})(?=[^\s\[\]()<>,;\"'\d@]*+[\d@]){_WORD_CH}++")
+
+
+def _norm_word(m: re.Match[str]) -> str:
+    return _NORM.sub(_norm_one, m.group(0))
 
 
 def normalise(folded: str) -> str:
     """Replace the parts of a folded reply that vary per message (see the module docstring)."""
-    t = _ISOTIME.sub("#", folded)
-    t = _IPV6_RE.sub(_v6, t)
-    t = _IPV4_RE.sub("0.0.0.0", t)
-    t = _EMAIL_LOCAL.sub("x@", t)
-    t = _LONGNUM.sub("0", t)
-    return _LONGID.sub(_longid, t)
-
-
-def _longid(m: re.Match[str]) -> str:
-    """Machine ids (10+ letters and digits with at least three digits) become ``#``."""
-    s = m.group(0)
-    digits = sum(ch.isdigit() for ch in s)
-    return "#" if digits >= 3 and digits < len(s) else s
+    return _CANDIDATE.sub(_norm_word, folded)
 
 
 def _v6(m: re.Match[str]) -> str:
@@ -128,7 +154,9 @@ def cited_ip(text: str, *, exclude: str = "") -> str:
     ``client host`` or in brackets, else the first address in the text. ``exclude`` (the
     receiver's own address) is never returned."""
     best: tuple[int, int, str] | None = None
-    for m in _ANY_IP.finditer(text[:MAX_TEXT]):
+    t = text[:MAX_TEXT]
+    rx = _ANY_IP if "::" in t or t.count(":") >= 3 else _IPV4_RE
+    for m in rx.finditer(t):
         ip = _ip(m.group(0))
         if not ip or ip == exclude:
             continue
