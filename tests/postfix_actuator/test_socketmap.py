@@ -321,3 +321,26 @@ def test_postfix_own_socketmap_client_gets_our_answers(swiss_open: RunningMap) -
         timeout=20,
     )
     assert p.returncode == 1 and p.stdout == ""  # not found
+
+
+def test_random_garbage_never_hurts_the_server(swiss_open: RunningMap) -> None:
+    """Fuzz: arbitrary bytes on one connection; the server keeps answering everyone else."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    good = Client(swiss_open.port)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.binary(min_size=1, max_size=300))
+    def fuzz(blob: bytes) -> None:
+        bad = socket.create_connection(("127.0.0.1", swiss_open.port), timeout=2)
+        try:
+            bad.sendall(blob)
+        except OSError:
+            pass
+        finally:
+            bad.close()
+        assert good.query("a@bluewin-smtest.ch").startswith("OK retry:")
+
+    fuzz()
+    assert swiss_open.stats.errors == 0
