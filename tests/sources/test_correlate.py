@@ -274,3 +274,22 @@ def test_unknown_event_kinds_do_not_start_messages() -> None:
     c = Correlator(resolve_users=False)
     assert c.feed(SomethingNew(1.0, "mail", "ABCDEF1", "postfix/x")) == ()
     assert len(c) == 0
+
+
+def test_discard_and_milter_hold_from_smtpd() -> None:
+    lines = [
+        b"Nov 27 18:07:00 mail postfix/smtpd[1]: AAAAAAAAA1: client=unknown[203.0.113.5]\n",
+        b"Nov 27 18:07:00 mail postfix/smtpd[1]: AAAAAAAAA1: discard: RCPT from unknown[203.0.11"
+        b"3.5]: <x@example.test>: Recipient address triggers DISCARD action; from=<a@b.test> "
+        b"to=<x@example.test> proto=ESMTP helo=<x>\n",
+        b"Nov 27 18:07:01 mail postfix/smtpd[1]: AAAAAAAAA2: client=unknown[203.0.113.6]\n",
+        b"Nov 27 18:07:01 mail postfix/smtpd[1]: AAAAAAAAA2: milter-hold: END-OF-MESSAGE from "
+        b"unknown[203.0.113.6]: milter triggers HOLD action; from=<a@b.test> to=<y@example.test> "
+        b"proto=ESMTP helo=<x>\n",
+    ]
+    c = Correlator(resolve_users=False)
+    out = [x for x in correlate_lines(lines, correlator=c, env=utc_env(), flush=False)]
+    assert [m.qid for m in out if isinstance(m, Message)] == ["AAAAAAAAA1"]
+    assert [e.action for e in out if isinstance(e, InboundReject)] == ["discard", "milter-hold"]
+    (held,) = c.flush()
+    assert held.held and held.qid == "AAAAAAAAA2"

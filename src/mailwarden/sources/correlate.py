@@ -255,10 +255,12 @@ class Correlator:
                 m.held = True
         elif cls is InboundReject:
             assert isinstance(ev, InboundReject)
-            if ev.action == "hold":
+            action = ev.action
+            if action in ("hold", "milter-hold"):
                 m.held = True
-            elif ev.action in ("reject", "discard", "milter-reject", "milter-discard") and (
-                ev.program.endswith("/cleanup") or ev.stage in ("DATA", "END-OF-MESSAGE")
+            elif action in ("discard", "milter-discard") or (
+                action in ("reject", "milter-reject")
+                and (ev.program.endswith("/cleanup") or ev.stage in ("DATA", "END-OF-MESSAGE"))
             ):
                 # the whole message was refused or dropped: its queue file is gone
                 del self._open[key]

@@ -54,9 +54,7 @@ def _pid(rec: dict[str, Any]) -> int | None:
     return None
 
 
-def split_record(
-    line: bytes | str, *, offset: int = -1
-) -> tuple[float, str, str, int | None, bytes, str] | str:
+def split_record(line: bytes | str) -> tuple[float, str, str, int | None, bytes, str] | str:
     """One ``journalctl -o json`` line -> ``(ts, host, program, pid, message, cursor)``, or the
     reason it cannot be read."""
     try:
@@ -86,7 +84,7 @@ def split_record(
 
 def record_to_logline(line: bytes | str, *, offset: int = -1) -> LogLine | Unparsed:
     """One ``journalctl -o json`` line -> :class:`LogLine` (``source="journal"``)."""
-    out = split_record(line, offset=offset)
+    out = split_record(line)
     if isinstance(out, str):
         text = line if isinstance(line, str) else line.decode("utf-8", "replace")
         return Unparsed(SOURCE, offset, text[:2000].rstrip("\r\n"), out)
@@ -113,7 +111,7 @@ def parse_journal(
     programs: dict[str, bool] = {}
     for n, line in enumerate(lines):
         stats.total += 1
-        out = split_record(line, offset=n)
+        out = split_record(line)
         if isinstance(out, str):
             u = stats.unparsed_line(SOURCE, n, line, out)
             if yield_unparsed:
