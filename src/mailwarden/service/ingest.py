@@ -173,23 +173,28 @@ class StoreWriter:
         a_cut, _ = cutoffs(self.attempts_days, 1)
         now = time.time()
         checkpoints: dict[str, dict[str, Any]] = {}
+        n_msg = n_att = 0
         with write_transaction(self.engine) as conn:
-            w = Writer(conn, attempts_cutoff=a_cut)
             sasl: list[tuple[Any, ...]] = []
             for u in units:
+                # one Writer per unit: a message written open by one unit and complete by the
+                # next is then an update of a known row, never a second insert in one batch
+                w = Writer(conn, attempts_cutoff=a_cut)
                 for b in u.batches:
                     w.write(b)
+                st = w.finish()
+                n_msg += st.messages
+                n_att += st.attempts
                 sasl.extend(u.sasl)
                 checkpoints.update(u.checkpoints)
-            st = w.finish()
             n_sasl = insert_sasl(conn, sasl)
             for source, data in checkpoints.items():
                 save_checkpoint(conn, self.host, source, data, now)
         s = self.stats
         s.units += len(units)
         s.transactions += 1
-        s.messages += st.messages
-        s.attempts += st.attempts
+        s.messages += n_msg
+        s.attempts += n_att
         s.sasl += n_sasl
         s.last_commit = now
         s.waiting = self._q.qsize()
