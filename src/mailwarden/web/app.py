@@ -229,6 +229,7 @@ def create_app(
                 "hosts": hosts,
                 "nav_qs": urlencode(nav),
                 "now": time.time(),
+                "refresh": 0,
                 **ctx,
             },
             status_code=status,
@@ -514,6 +515,8 @@ def create_app(
         from mailwarden.reputation.findings import rank
 
         quick, full = quick_health.get(), full_health.get()
+        if quick.value is None and not quick.error:
+            quick = quick_health.wait(3)  # usually quick: spare the first visit a reload
 
         def ordered(fs: list[Any] | None) -> list[Any]:
             return sorted(fs or [], key=lambda f: (-rank(f.severity), f.check, f.subject))
@@ -529,6 +532,7 @@ def create_app(
             full=full,
             quick_findings=ordered(quick.value),
             full_findings=ordered(full.value),
+            refresh=5 if (quick.running or full.running) else 0,
         )
 
     @app.post("/health/refresh")
