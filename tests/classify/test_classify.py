@@ -147,3 +147,12 @@ def test_huge_and_binary_input_is_cut_not_fatal() -> None:
     assert cl.reason == "mailboxfull"
     cl = C.classify(None, text="550 " + "a1" * 100_000)
     assert cl.reason == "onhold"
+
+
+def test_stage_from_postfix_in_reply_to_note() -> None:
+    text = (
+        "host mx.example.org[192.0.2.1] said: 550 5.1.1 <bob@example.org>... User unknown "
+        "(in reply to end of DATA command)"
+    )
+    assert C.classify(None, text=text).reason == "filtered"
+    assert C.classify(None, text=text.replace("end of DATA", "RCPT TO")).reason == "userunknown"

@@ -32,7 +32,15 @@ from mailwarden.classify.model import (
     validate,
 )
 from mailwarden.classify.providers import SuffixIndex, normalise_host, org_domain
-from mailwarden.classify.text import MAX_TEXT, cited_ip, fold, normalise, split_reply, urls
+from mailwarden.classify.text import (
+    MAX_TEXT,
+    cited_ip,
+    command_of,
+    fold,
+    normalise,
+    split_reply,
+    urls,
+)
 from mailwarden.errors import TableError
 from mailwarden.events import Classification, Reply, Scope
 from mailwarden.tables import iter_dir, load_file, merge
@@ -309,6 +317,7 @@ class Classifier:
         if code is None and not enh:
             code, enh, body = split_reply(body)
         enh = enh or dsn
+        command = command or command_of(body)
         d = self._decide_raw_uncached(prov, command, code, enh, body, local, status)
         cited = "" if d.internal or not d.cite or remote is False else cited_ip(body, exclude=rip)
         return Classification(

@@ -73,6 +73,30 @@ def _prefix_re(code: int, enhanced: str) -> re.Pattern[str]:
     return re.compile(rf"(?:(?<=\s)|^){code}(?:-|[ ](?:{e}(?:\s|$))?)(?:{e}(?:\s|$))?")
 
 
+_IN_REPLY = re.compile(r"\(in reply to (?P<cmd>[a-z][a-z -]{1,20}?) command\)", re.I)
+_COMMANDS = {
+    "mail from": "MAIL FROM",
+    "rcpt to": "RCPT TO",
+    "data": "DATA",
+    "end of data": "end of DATA",
+    "ehlo": "EHLO",
+    "helo": "HELO",
+    "lhlo": "LHLO",
+    "starttls": "STARTTLS",
+    "auth": "AUTH",
+    "quit": "QUIT",
+    "rset": "RSET",
+}
+
+
+def command_of(text: str) -> str:
+    """The SMTP stage named by Postfix's ``(in reply to RCPT TO command)`` note, or ``""``."""
+    if "in reply to" not in text:
+        return ""
+    m = _IN_REPLY.search(text[:MAX_TEXT])
+    return _COMMANDS.get(m.group("cmd").lower(), "") if m else ""
+
+
 def fold(text: str, code: int | None = None, enhanced: str = "") -> str:
     """Lower-case, one line, inline multi-line prefixes of this reply's code removed."""
     t = text[:MAX_TEXT]
