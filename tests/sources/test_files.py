@@ -160,3 +160,31 @@ def test_log_line_sources_name_the_file(tmp_path: Path) -> None:
 
     ll = split_line(raw, env, offset=0)
     assert isinstance(ll, LogLine) and ll.source == str(paths[1])
+
+
+def test_a_year_long_plain_file_gets_its_years_from_its_last_line(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    stamps = [b"Feb  5 10:00:00", b"Jun  1 10:00:00", b"Dec 31 23:59:59", b"Jan  1 00:00:00",
+              b"Feb  3 10:00:00"]  # fmt: skip
+    log.write_bytes(b"".join(s + b" mail postfix/qmgr[1]: AAAAAA%d: removed\n" % i
+                             for i, s in enumerate(stamps)))  # fmt: skip
+    # written to later than its last line (e.g. copied): the first line's day of the year is
+    # before the mtime's, so only the last line tells that the file started a year earlier
+    _set_mtime(log, datetime(2026, 2, 20, tzinfo=UTC))
+    assert LogFile.of(log).last_stamp() == b"Feb  3 10:00:00"
+    evs = list(parse_files([log], tz=UTC_TZ))
+    assert [datetime.fromtimestamp(e.ts, UTC).year for e in evs] == [  # type: ignore[union-attr]
+        2025,
+        2025,
+        2025,
+        2026,
+        2026,
+    ]
+
+
+def test_last_stamp_skips_a_partial_or_foreign_tail(tmp_path: Path) -> None:
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"Nov 27 17:19:54 mail postfix/qmgr[1]: AAAAAA1: removed\ngarbage\nNov 2")
+    assert LogFile.of(log).last_stamp() == b"Nov 27 17:19:54"
+    (tmp_path / "empty.log").write_bytes(b"")
+    assert LogFile.of(tmp_path / "empty.log").last_stamp() is None

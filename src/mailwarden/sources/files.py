@@ -14,6 +14,7 @@ import bz2
 import gzip
 import lzma
 import os
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from mailwarden.sources.stats import ParseStats
 from mailwarden.sources.syslog import Envelope
 
 _READ_BUFFER = 1 << 20
+_TAIL_PROBE = 64 * 1024
+_TRAD_STAMP = re.compile(rb"[A-Z][a-z]{2} [ 0-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9] ")
 #: How far into a file to look for its first readable time stamp.
 _PROBE_LINES = 200
 
@@ -81,8 +84,26 @@ class LogFile:
         return raw
 
     def envelope(self, tz: tzinfo | None = None) -> Envelope:
-        """The syslog envelope state for this file (year inferred from its mtime)."""
-        return Envelope(tz=tz, reference=self.mtime, source=str(self.path))
+        """The syslog envelope state for this file: the year of traditional stamps is inferred
+        from its mtime and, for a plain file, from its last stamp too (exact for spans up to
+        a year)."""
+        last = self.last_stamp() if self.compression == "plain" else None
+        return Envelope(tz=tz, reference=self.mtime, source=str(self.path), last=last)
+
+    def last_stamp(self) -> bytes | None:
+        """The traditional stamp (``b"Nov 27 17:19:54"``) of the last line that has one, read
+        from the end of a plain file; None if there is none near the end."""
+        try:
+            with open(self.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                fh.seek(max(0, size - _TAIL_PROBE))
+                tail = fh.read(_TAIL_PROBE)
+        except OSError:
+            return None
+        for line in reversed(tail.split(b"\n")[1 if size > _TAIL_PROBE else 0 :]):
+            if _TRAD_STAMP.match(line):
+                return line[:15]
+        return None
 
     def lines(self, on_error: ErrorHandler | None = None, start: int = 0) -> Iterator[bytes]:
         """The raw lines (with their ``\\n``). Stops at a read or decompression error, which is

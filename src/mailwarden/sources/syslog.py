@@ -30,6 +30,10 @@ MAX_LINE = 64 * 1024
 _MONTHS = {
     m: i + 1 for i, m in enumerate(b"Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())
 }
+_TRAD = re.compile(
+    rb"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+    rb"[ 0-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9]"
+)
 _PROGRAM_OK = re.compile(rb"[A-Za-z0-9_.@+/-]{1,100}")
 _SYSLOGD_TAGS = frozenset({b"last", b"--", b"message"})  # "last message repeated N times", MARK
 
@@ -56,6 +60,7 @@ class Stamps:
     """
 
     __slots__ = (
+        "_last_hint",
         "_last_month",
         "_latest",
         "_min",
@@ -66,9 +71,12 @@ class Stamps:
         "sec",
     )
 
-    def __init__(self, tz: tzinfo | None = None, reference: float | None = None) -> None:
+    def __init__(
+        self, tz: tzinfo | None = None, reference: float | None = None, last: bytes | None = None
+    ) -> None:
         self._tz = tz
         self._ref = time.time() if reference is None else reference
+        self._last_hint = last if last is not None and _TRAD.fullmatch(last) else None
         self._year: int | None = None
         self._last_month = 0
         self._latest = 0.0  # latest traditional stamp seen (for the repeated DST hour)
@@ -85,6 +93,32 @@ class Stamps:
     def _local(self, y: int, mo: int, d: int, h: int, mi: int, fold: int = 0) -> float:
         """Local wall time -> POSIX seconds; ``fold=1`` is the second pass of a repeated hour."""
         return datetime(y, mo, d, h, mi, tzinfo=self._tz, fold=fold).timestamp()
+
+    def _year_of(self, month: int, day: int, hour: int, minute: int) -> int:
+        """The latest year, from the reference's back, that does not put the stamp after the
+        reference (Feb 29 goes back to a leap year)."""
+        year = datetime.fromtimestamp(self._ref, self._tz).year
+        for y in range(year, year - 8, -1):
+            try:
+                when = self._local(y, month, day, hour, minute)
+            except (ValueError, OverflowError):
+                continue
+            if when <= self._ref + _FUTURE_SLACK:
+                return y
+        return year
+
+    def _first_year(self, p: bytes, month: int, day: int, hour: int, minute: int) -> int:
+        """Year of the first stamp of the source. With the source's last stamp known (``last``)
+        the last line gets the reference's year and the first one that year, or the year
+        before when it comes later in the calendar (spans up to a year are exact); otherwise
+        the first line gets the reference's year (or the year before)."""
+        last = self._last_hint
+        if last is None:
+            return self._year_of(month, day, hour, minute)
+        lm = _MONTHS[last[:3]]
+        lkey = (lm, int(last[4:6]), last[7:15])
+        last_year = self._year_of(lm, lkey[1], int(last[7:9]), int(last[10:12]))
+        return last_year if (month, day, p[7:15]) <= lkey else last_year - 1
 
     def trad(self, prefix: bytes) -> float | None:
         """``b"Nov 27 17:19:54"`` (exactly 15 bytes) -> POSIX seconds, or None if malformed."""
@@ -115,14 +149,7 @@ class Stamps:
             return None
         year = self._year
         if year is None:
-            ref = datetime.fromtimestamp(self._ref, self._tz)
-            year = ref.year
-            try:
-                first = self._local(year, month, day, hour, minute)
-            except (ValueError, OverflowError):
-                first = 0.0
-            if first > self._ref + _FUTURE_SLACK:
-                year -= 1
+            year = self._first_year(p, month, day, hour, minute)
             self._year = year
             self._last_month = month
         elif month < self._last_month - 6:  # Dec -> Jan: a new year inside the file
@@ -218,8 +245,9 @@ class Envelope:
         tz: tzinfo | None = None,
         reference: float | None = None,
         source: str = "",
+        last: bytes | None = None,
     ) -> None:
-        self.stamps = Stamps(tz, reference)
+        self.stamps = Stamps(tz, reference, last)
         self.source = source
         # b"postfix/smtp[11683]:" -> (program, pid), or None when the tag is malformed
         self.tags: dict[bytes, tuple[str, int | None] | None] = {}
