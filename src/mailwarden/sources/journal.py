@@ -125,7 +125,9 @@ def parse_journal(
                 cursor.append(cur)
         pf = programs.get(program)
         if pf is None:
-            pf = programs[program] = is_postfix(program)
+            pf = is_postfix(program)
+            if len(programs) < 10_000:
+                programs[program] = pf
         if not pf:
             stats.foreign += 1
             stats.program(program)
