@@ -154,7 +154,9 @@ def from_listing_change(
         kind="dnsbl",
         key=f"dnsbl:{zone_id}:{subject}:{state}",
         severity="critical" if listed else "info",
-        title=f"{subject} {state} on {zone_name}",
+        title=f"{subject} listed on {zone_name}"
+        if listed
+        else f"{subject} delisted from {zone_name}",
         text=text,
         host=host,
         data={
