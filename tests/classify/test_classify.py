@@ -156,3 +156,17 @@ def test_stage_from_postfix_in_reply_to_note() -> None:
     )
     assert C.classify(None, text=text).reason == "filtered"
     assert C.classify(None, text=text.replace("end of DATA", "RCPT TO")).reason == "userunknown"
+
+
+def test_blocklist_reply_at_mail_from_stays_blocked() -> None:
+    r = Reply(
+        554,
+        "5.7.1",
+        "Client host [192.0.2.1] blocked using zen.spamhaus.org",
+        command="MAIL FROM",
+        remote=True,
+    )
+    cl = C.classify(r)
+    assert (cl.reason, cl.issuer) == ("blocked", "spamhaus")
+    r2 = Reply(550, "5.7.1", "<root@example.jp>... Access denied", command="MAIL FROM", remote=True)
+    assert C.classify(r2).reason == "rejected"
