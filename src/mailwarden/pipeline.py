@@ -494,11 +494,11 @@ class ShardWriter:
 
     Storing where the rows are made saves pickling them to another process, and lets the
     Python side of writing run on both cores; the database's write lock serialises only the
-    inserts themselves. Message ids are interleaved between the workers (see
+    inserts themselves. Message ids are allocated per batch under that lock (see
     :class:`mailwarden.store.ingest.Writer`).
     """
 
-    def __init__(self, plan: StorePlan, me: int, n: int) -> None:
+    def __init__(self, plan: StorePlan) -> None:
         from mailwarden.store.db import open_engine, write_transaction
         from mailwarden.store.ingest import Writer
 
@@ -510,8 +510,6 @@ class ShardWriter:
                 conn,
                 attempts_cutoff=plan.attempts_cutoff,
                 base=plan.base,
-                id_offset=me,
-                id_step=n,
             )
 
     def take(self, msg: Any) -> None:
@@ -547,7 +545,7 @@ def run_shard(
     from mailwarden.sources.postfix import parse_lines
     from mailwarden.sources.stats import ParseStats
 
-    writer = ShardWriter(plan, me, nshards) if plan is not None and not plan.skip else None
+    writer = ShardWriter(plan) if plan is not None and not plan.skip else None
     stats = ParseStats()
     folder = Folder(
         classifier,

@@ -259,3 +259,77 @@ def test_postgresql_store_gets_the_same_rows(
     again = run([real_log], classifier, db_url=postgres_url)["store"]
     assert again["already_imported"]
     assert json.dumps(pg)  # plain data
+
+
+def test_concurrent_imports_into_one_store_keep_every_attempt_with_its_message(
+    tmp_path: Path,
+) -> None:
+    """Two analyze processes at once on one SQLite store: ids are allocated under the write
+    lock per batch, so no attempt lands on another import's message."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    logs = []
+    for seed in (11, 12):
+        out = tmp_path / f"g{seed}.log"
+        subprocess.run(
+            [
+                sys.executable,
+                str(root / "bench" / "genlog.py"),
+                "--lines",
+                "20000",
+                "--out",
+                str(out),
+                "--seed",
+                str(seed),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        logs.append(out)
+    cfg = tmp_path / "mw.toml"
+    cfg.write_text("[store]\nattempts_days = 100000\n")
+    env = {**__import__("os").environ, "MAILWARDEN_CONFIG": str(cfg)}
+
+    def start(db: Path, log: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mailwarden.cli",
+                "analyze",
+                "--json",
+                "--workers",
+                "2",
+                "--db",
+                f"sqlite:///{db}",
+                str(log),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+
+    both = [start(tmp_path / "both.db", lg) for lg in logs]
+    alone = [start(tmp_path / f"alone{i}.db", lg) for i, lg in enumerate(logs)]
+    for p in both + alone:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+
+    def rows(dbs: list[Path]) -> Counter[tuple[Any, ...]]:
+        out: Counter[tuple[Any, ...]] = Counter()
+        for db in dbs:
+            e = open_engine(f"sqlite:///{db}")
+            m, a = schema.messages, schema.attempts
+            q = select(m.c.qid, m.c.arrival, a.c.recipient, a.c.ts, a.c.status).join(
+                a, a.c.message_pk == m.c.id
+            )
+            with e.connect() as c:
+                out.update(tuple(r) for r in c.execute(q))
+            e.dispose()
+        return out
+
+    together = rows([tmp_path / "both.db"])
+    assert together == rows([tmp_path / "alone0.db", tmp_path / "alone1.db"])
+    assert sum(together.values()) > 5000

@@ -272,8 +272,8 @@ def test_two_writers_of_one_import_share_a_base_and_never_collide(engine: Engine
         base = snapshot(conn)
         assert not defer_indexes(conn)  # not empty: indexes stay
     with engine.connect() as c0:
-        w0 = Writer(c0, base=base, id_offset=0, id_step=2)
-        w1 = Writer(c0, base=base, id_offset=1, id_step=2)
+        w0 = Writer(c0, base=base)
+        w1 = Writer(c0, base=base)
     b0 = Batch(
         messages=[msg("AAA0000001", T0 + 50), msg("AAA0000002", T0 + 51)],
         attempts=[

@@ -29,6 +29,7 @@ from mailwarden.errors import StoreError
 from mailwarden.store import schema
 
 _BUSY_TIMEOUT_MS = 30_000
+_LOCK_KEY = 7262311  # PostgreSQL advisory lock of the store's writers
 
 
 def normalise_url(url: str) -> str:
@@ -76,11 +77,11 @@ def _sqlite_engine(url: str, echo: bool) -> Engine:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")  # first: the next ones may wait
         if db != ":memory:":
             cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         # checkpoint the WAL every ~40 MB instead of 4 MB: fewer fsyncs during bulk imports
         cur.execute("PRAGMA wal_autocheckpoint=10000")
         cur.close()
@@ -103,9 +104,15 @@ def open_engine(url: str, *, create: bool = True, echo: bool = False) -> Engine:
             engine = create_engine(url, echo=echo, pool_pre_ping=True)
         if create:
             _load_table_modules()
-            with engine.begin() as conn:
-                schema.metadata.create_all(conn, checkfirst=True)
-                _check_version(conn)
+            # with the write lock from the start: two processes creating a new store at once
+            # must queue, not fail upgrading a read transaction
+            with engine.connect() as conn:
+                conn = conn.execution_options(mailwarden_write_lock=True)
+                with conn.begin():
+                    if not is_sqlite(conn):
+                        conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})"))
+                    schema.metadata.create_all(conn, checkfirst=True)
+                    _check_version(conn)
             _restore_indexes(engine)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot open the store {safe_url(url)}: {_first_line(exc)}") from exc
@@ -150,7 +157,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             conn = conn.execution_options(mailwarden_write_lock=True)
             with conn.begin():
                 if not is_sqlite(conn):
-                    conn.execute(text("SELECT pg_advisory_xact_lock(7262311)"))
+                    conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})"))
                 yield conn
     except SQLAlchemyError as exc:
         raise StoreError(f"store write failed: {_first_line(exc)}") from exc

@@ -155,9 +155,10 @@ class Writer:
     Alone (``base`` None) it snapshots the store itself and, for an empty store, defers the
     secondary indexes until :meth:`finish`; give every call the same connection and commit
     after :meth:`finish`. Several writers of one import (one per worker process) share a
-    ``base`` taken by the coordinator and allocate message ids ``base.max_id + 1 + id_offset``,
-    stepping by ``id_step``, so they never collide; each :meth:`write` may then run in its own
-    write transaction (``conn`` argument).
+    ``base`` taken by the coordinator, and each :meth:`write` runs in its own write
+    transaction (``conn`` argument). Message ids are allocated per batch under the write lock
+    (the highest stored id plus one onwards), so writers, and concurrent imports, never
+    collide.
     """
 
     def __init__(
@@ -166,8 +167,6 @@ class Writer:
         *,
         attempts_cutoff: float | None = None,
         base: ImportBase | None = None,
-        id_offset: int = 0,
-        id_step: int = 1,
     ) -> None:
         self.conn = conn
         self.cutoff = attempts_cutoff if attempts_cutoff is not None else float("-inf")
@@ -177,8 +176,6 @@ class Writer:
             base = snapshot(conn)
         self._old_lo, self._old_hi = base.lo, base.hi
         self._max_old_id: int = base.max_id  # messages with a higher id are from this import
-        self._next_id = self._max_old_id + 1 + id_offset
-        self._id_step = id_step
         self._origins: dict[tuple[str, str], int] = {}
         self._kinds: dict[tuple[str, str], int] = {}
         self._kind_new: dict[int, list[float]] = {}  # id -> [count, first, last]
@@ -337,6 +334,9 @@ class Writer:
         new_rows: list[tuple[Any, ...]] = []
         updates: list[dict[str, Any]] = []
         links = self._links
+        m = schema.messages
+        # under the write lock: nobody else allocates between this and the insert
+        next_id = (self.conn.execute(select(func.max(m.c.id))).scalar() or 0) + 1
         for r in rows:
             oid = self._origin_id(r[M_OKIND], r[M_OIDENT], r[M_ONAME])
             origin_of.append(oid)
@@ -355,8 +355,8 @@ class Writer:
                     }
                 )
                 continue
-            mid = self._next_id
-            self._next_id += self._id_step
+            mid = next_id
+            next_id += 1
             ids.append(mid)
             if not bounce_of and not r[M_SENDER]:
                 self._dsn_candidates[(host, qid)] = mid
