@@ -674,6 +674,8 @@ def analyze(
     plan = None
     if db_url is not None:
         importer = Importer(db_url, [fingerprint(lf) for lf in files], attempts_days, rollup_days)
+        # a --since/--until run stores only part of the files: do not record them as imported
+        importer.partial = since is not None or until is not None
         plan = importer.begin()
     prog = (lambda b: progress(b, total)) if progress else None
     if n == 1:
@@ -833,6 +835,7 @@ class Importer:
         self.rollup_days = rollup_days
         self.started = time.time()
         self.plan: StorePlan | None = None
+        self.partial = False
 
     def begin(self) -> StorePlan:
         from mailwarden.store.db import open_engine, write_transaction
@@ -875,7 +878,8 @@ class Importer:
                     for r in results:
                         for k, v in r.bytes_read.items():
                             read[k] = max(read.get(k, 0), v)
-                    record_imports(conn, self.fps, read, st, self.started)
+                    if not self.partial:
+                        record_imports(conn, self.fps, read, st, self.started)
             pr = prune(engine, attempts_days=self.attempts_days, rollup_days=self.rollup_days)
         finally:
             engine.dispose()

@@ -211,6 +211,21 @@ def test_since_and_until_leave_events_out(real_log: Path, classifier: Any) -> No
     assert none["totals"]["attempts"] == 0
 
 
+def test_a_partial_import_does_not_mark_the_file_imported(
+    real_log: Path, classifier: Any, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    url = f"sqlite:///{tmp_path}/part.db"
+    full = run([real_log], classifier)
+    t0 = dt.datetime.fromisoformat(full["period"]["first"].replace("Z", "+00:00")).timestamp()
+    part = run([real_log], classifier, db_url=url, until=t0 + 60)["store"]
+    rest = run([real_log], classifier, db_url=url)["store"]
+    assert not rest["already_imported"]
+    assert rest["attempts"] > 0 and part["attempts"] > 0
+    assert run([real_log], classifier, db_url=url)["store"]["already_imported"]
+
+
 def test_store_reimport_adds_nothing_and_a_grown_file_adds_only_the_rest(
     synthetic_log: Path, classifier: Any, tmp_path: Path
 ) -> None:
