@@ -273,3 +273,58 @@ def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
         timeout=60,
     )
     assert p.returncode == 2 and "unsupported database" in p.stderr
+
+
+def test_dashboard_and_metrics_served_by_the_daemon(tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from alerts.conftest import free_port
+
+    log = tmp_path / "mail.log"
+    genlog(log, 600, seed=4)
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    port = free_port()
+    cfg = write_config(
+        tmp_path / "mw.toml",
+        tmp_path / "state",
+        url,
+        service={"web": True},
+        web={"bind": f"127.0.0.1:{port}", "token": "t0ken-for-the-test-0123456789"},
+    )
+    d = DaemonProc(
+        cfg, tmp_path / "etc", ["--from-start", "--no-socketmap", str(log)], tmp_path / "run.log"
+    )
+
+    def get(path: str, token: str = "") -> tuple[int, str]:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    try:
+        d.start()
+        wait_for(lambda: checkpoint_offset(url, str(log)) == log.stat().st_size, 60, "ingested")
+        wait_for(lambda: _port_open(port), 60, "dashboard listening")
+        assert get("/healthz")[0] == 200
+        code, body = get("/metrics")
+        assert code == 401 and "Bearer" in body  # unauthenticated: a clear refusal
+        assert get("/metrics", "wrong")[0] == 401
+        code, body = get("/metrics", "t0ken-for-the-test-0123456789")
+        assert code == 200
+        assert 'mailwarden_deliveries_total{host="vm"' in body
+        parsed = [
+            ln
+            for ln in body.splitlines()
+            if ln.startswith('mailwarden_log_lines_total{result="parsed"}')
+        ]
+        assert parsed and float(parsed[0].split()[-1]) > 500
+        assert get("/?days=notanumber")[0] in (401, 422)
+        assert d.term() == 0
+    finally:
+        d.stop()
+    assert not _port_open(port)

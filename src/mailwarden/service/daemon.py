@@ -292,20 +292,65 @@ class Daemon:
             raise RuntimeError(f"the egress collector closed its socket after {n} events")
 
     def _web_component(self) -> ThreadComponent | None:
-        factory = _web_factory()
-        if factory is None:
+        """The dashboard and /metrics of :mod:`mailwarden.web` (when installed) on ``[web]
+        bind``, over the daemon's store; its breaker buttons act through a second engine on
+        the same store (the log thread's engine picks the change up within a second), and
+        their transitions are alerted through the daemon's dispatcher."""
+        try:
+            from mailwarden.cli.web import parse_bind
+            from mailwarden.web.app import create_app
+            from mailwarden.web.auth import Credentials
+        except ImportError:
             log.info("web dashboard not available in this installation; not serving it")
             return None
         import uvicorn
 
         s = self.settings
-        host, _, port = s.web.bind.rpartition(":")
-        host = host.strip("[]") or "127.0.0.1"
+        host, port = parse_bind(s.web.bind)
+        w = s.web
+        if w.token or w.password_hash:
+            creds = Credentials(w.token, w.password_hash)
+        else:
+            import secrets
+
+            one_time = secrets.token_urlsafe(24)
+            creds = Credentials(one_time)
+            log.warning(
+                "no [web] token or password_hash configured: this run's login token follows",
+                extra={"token": one_time, "login": f"http://{host}:{port}/login"},
+            )
 
         def serve(stop: threading.Event) -> None:
-            app = factory(s)
+            from mailwarden.cli.breaker import build as build_breaker
+            from mailwarden.web.services import EngineControl, Parked
+
+            control = parked = None
+            closer: Any = None
+            try:
+                wb = build_breaker(s)
+                wb.dispatcher.close(0.1)
+                wb.engine.notify = lambda trs: self.dispatcher.transitions(
+                    trs, s.service.public_url
+                )
+                control = EngineControl(wb.engine)
+
+                def parked_fn() -> dict[str, Parked]:
+                    return {p: Parked(q.parked, q.held) for p, q in wb.queue.inventory().items()}
+
+                parked, closer = parked_fn, wb.close
+            except Exception as exc:
+                log.warning("dashboard without breaker control", extra={"error": str(exc)[:200]})
+            app = create_app(
+                s, engine=self.engine, control=control, parked=parked, credentials=creds
+            )
             config = uvicorn.Config(
-                app, host=host, port=int(port), log_config=None, access_log=False, lifespan="on"
+                app,
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                lifespan="off",
             )
             server = uvicorn.Server(config)  # no signal handlers outside the main thread
 
@@ -314,9 +359,14 @@ class Daemon:
                 server.should_exit = True
 
             threading.Thread(target=watch, daemon=True).start()
-            server.run()
+            log.info("serving the dashboard", extra={"bind": f"{host}:{port}"})
+            try:
+                server.run()
+            finally:
+                if closer is not None:
+                    closer()
             if not stop.is_set():
-                raise RuntimeError("web server stopped")
+                raise RuntimeError(f"web server stopped (is {host}:{port} in use?)")
 
         return ThreadComponent("web", serve, backoff_max=s.service.restart_backoff_max)
 
@@ -429,21 +479,6 @@ class Daemon:
             "writer": self.writer.stats.__dict__ if hasattr(self, "writer") else {},
             "alerts": self.dispatcher.stats.__dict__ if hasattr(self, "dispatcher") else {},
         }
-
-
-def _web_factory() -> Any:
-    """The dashboard's app factory ``(settings) -> ASGI app``, or None when not installed."""
-    import importlib
-
-    for mod, attr in (("mailwarden.web.app", "create_app"), ("mailwarden.web", "create_app")):
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
-        f = getattr(m, attr, None)
-        if callable(f):
-            return f
-    return None
 
 
 def _guard(w: Any) -> None:

@@ -53,6 +53,7 @@ class Unit:
     checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     lines: int = 0
     created: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)  # parsed / ignored / unparsed lines
 
 
 @dataclass(slots=True)
@@ -198,6 +199,17 @@ class StoreWriter:
         s.sasl += n_sasl
         s.last_commit = now
         s.waiting = self._q.qsize()
+        counts: dict[str, int] = {}
+        for u in units:
+            for k, v in u.counts.items():
+                counts[k] = counts.get(k, 0) + v
+        if any(counts.values()):
+            try:  # the /metrics line counters (best effort: a separate transaction)
+                from mailwarden.report.metrics import record_line_counts
+
+                record_line_counts(self.engine, counts)
+            except Exception as exc:
+                log.debug("line counts not recorded: %s", exc)
 
 
 class _Preloaded:
@@ -350,6 +362,7 @@ class LogIngest:
         self.jsource: JournalSource | None = None
         self.folder: Any = None
         self._sasl: list[tuple[Any, ...]] = []
+        self._counts: dict[str, int] = {}
         self._batches: list[Batch] = []
         self._flushed: dict[tuple[str, str, float], tuple[Any, ...]] = {}
         self._dirty = False
@@ -417,6 +430,8 @@ class LogIngest:
                 if holder:
                     self.jsource.cursor = holder[0]
         self.stats.unparsed += stats.unparsed
+        for k in ("parsed", "ignored", "unparsed"):
+            self._counts[k] = self._counts.get(k, 0) + int(getattr(stats, k))
         if busy:
             self._dirty = True
         return busy
@@ -464,8 +479,8 @@ class LogIngest:
         self._flush_open()
         folder.flush_batch()
         folder.agg = Aggregate()  # the daemon keeps no running report: bounded memory
-        unit = Unit(self._batches, self._sasl, {}, self.stats.lines, time.time())
-        self._batches, self._sasl = [], []
+        unit = Unit(self._batches, self._sasl, {}, self.stats.lines, time.time(), self._counts)
+        self._batches, self._sasl, self._counts = [], [], {}
         for f, _env, _p in self.followers:
             cp = f.checkpoint()
             if cp is not None:
