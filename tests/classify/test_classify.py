@@ -170,3 +170,9 @@ def test_blocklist_reply_at_mail_from_stays_blocked() -> None:
     assert (cl.reason, cl.issuer) == ("blocked", "spamhaus")
     r2 = Reply(550, "5.7.1", "<root@example.jp>... Access denied", command="MAIL FROM", remote=True)
     assert C.classify(r2).reason == "rejected"
+
+
+def test_a_success_is_never_a_failure() -> None:
+    for text in ("250 2.0.0 Ok: queued as 4B2C1162231", "250 2.1.5 mailbox full of joy, accepted"):
+        cl = C.classify(None, text=text)
+        assert (cl.reason, cl.scope) == ("delivered", "")

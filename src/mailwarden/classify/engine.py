@@ -412,6 +412,9 @@ class Classifier:
     def _decide_uncached(
         self, prov: str, command: str, code: str, enh: str, text: str, status: str
     ) -> Decision:
+        if code.startswith("2") or enh.startswith("2."):
+            reason, rule_id = self._by_code(code, enh, command, text, status)  # a success
+            return Decision(reason, self._scope[reason], "", rule_id)
         issuer = self._find_issuer(text)
         iid = issuer.id if issuer else ""
         stages = [self._provider_stage.get(prov), self._anywhere, self._generic]

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mailwarden.errors import TableError
 from mailwarden.events import REASONS
 
-ScopeName = Literal["ours", "recipient", "transient"]
+ScopeName = Literal["ours", "recipient", "transient", ""]  # "" only for delivered
 
 #: SMTP stages as :class:`mailwarden.events.Reply` names them, for ``commands`` conditions.
 COMMANDS = frozenset(
