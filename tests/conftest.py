@@ -15,6 +15,7 @@ pytest_plugins = [
     "fixtures.postfix",
     "fixtures.smtp",
     "fixtures.postgres",
+    "fixtures.alerts",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from alerts.conftest import SmtpSink, SyslogSink, WebhookSink
+from fixtures.alerts import SmtpSink, SyslogSink, WebhookSink
 from mailwarden.breaker.machine import Transition
 from mailwarden.config import Settings
 from mailwarden.errors import ConfigError
@@ -192,7 +192,7 @@ def test_a_failing_channel_is_recorded_and_the_others_still_get_it(
 
 
 def test_alerts_still_go_out_when_the_store_is_down(webhook_sink: WebhookSink) -> None:
-    from alerts.conftest import free_port
+    from fixtures.alerts import free_port
 
     # a PostgreSQL URL where nothing listens: every store access fails
     dead = open_engine(f"postgresql://mw@127.0.0.1:{free_port()}/mw", create=False)

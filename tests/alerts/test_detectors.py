@@ -3,12 +3,12 @@ SASL failure bursts, and blocklist listing changes against a real DNS server."""
 
 from __future__ import annotations
 
-import datetime as dt
 import random
 import time
 from pathlib import Path
 from typing import Any
 
+from alerts.logwriter import LogWriter
 from fixtures.dns import DnsServer
 from mailwarden.config import AlertSettings, Settings
 from mailwarden.pipeline import analyze
@@ -31,49 +31,6 @@ class Sink:
 
     def send(self, a: Alert) -> None:
         self.got.append(a)
-
-
-def _stamp(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds")
-
-
-class LogWriter:
-    """Postfix 3.7 lines (formats copied from tests/data/sources) for chosen origins."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.n = 0
-
-    def message(self, ts: float, origin: str, rcpts: list[str]) -> None:
-        self.n += 1
-        qid = f"{0x4A0000 + self.n:X}{self.n % 16:X}"
-        s = _stamp(ts)
-        if origin.startswith("sasl:"):
-            user = origin[5:]
-            self.lines.append(
-                f"{s} mail postfix/submission/smtpd[3301]: {qid}: client=laptop.example.net"
-                f"[198.51.100.7]:52344, sasl_method=PLAIN, sasl_username={user}"
-            )
-        else:
-            self.lines.append(
-                f"{s} mail postfix/pickup[1201]: {qid}: uid={origin[4:]} from=<www-data>"
-            )
-        self.lines.append(f"{s} mail postfix/cleanup[1202]: {qid}: message-id=<{qid}@example.test>")
-        self.lines.append(
-            f"{s} mail postfix/qmgr[1203]: {qid}: from=<sender@example.test>, size=900, "
-            f"nrcpt={len(rcpts)} (queue active)"
-        )
-        for r in rcpts:
-            dom = r.split("@")[1]
-            self.lines.append(
-                f"{_stamp(ts + 0.5)} mail postfix/smtp[1204]: {qid}: to=<{r}>, relay=mx.{dom}"
-                "[192.0.2.9]:25, delay=0.5, delays=0/0/0.2/0.3, dsn=2.0.0, "
-                "status=sent (250 2.0.0 OK)"
-            )
-        self.lines.append(f"{_stamp(ts + 1)} mail postfix/qmgr[1203]: {qid}: removed")
-
-    def write(self, path: Path) -> None:
-        path.write_text("\n".join(self.lines) + "\n")
 
 
 def _store(tmp: Path, w: LogWriter) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from alerts.conftest import WebhookSink
+from fixtures.alerts import WebhookSink
 from mailwarden.egress.wire import encode, encode_msg
 from mailwarden.events import EgressConnect
 from service.helpers import DaemonProc, checkpoint_offset, genlog, wait_for, write_config
@@ -279,7 +279,7 @@ def test_dashboard_and_metrics_served_by_the_daemon(tmp_path: Path) -> None:
     import urllib.error
     import urllib.request
 
-    from alerts.conftest import free_port
+    from fixtures.alerts import free_port
 
     log = tmp_path / "mail.log"
     genlog(log, 600, seed=4)
