@@ -181,6 +181,7 @@ def run(seconds: float = 5.0, clients: int = 50, procs: int = 2) -> dict[str, An
             }
         }
         kw: dict[str, Any] = {"port": port, "clients": clients, "procs": procs}
+        scenario("warm-up", view, open_view, seconds=2.0, **kw)  # first connections, caches
         out = {
             "cpus": os.cpu_count(),
             "targets": {"lookups_per_s": 10000, "p99_ms": 2.0},
