@@ -164,3 +164,27 @@ def test_bad_local_table_names_the_file(etc: Path, where: str, text: str, messag
         Classifier.load()
     assert str(path) in str(err.value) or path.name in str(err.value)
     assert message in str(err.value)
+
+
+def test_local_rule_can_go_before_a_shipped_one(etc: Path) -> None:
+    text = "550 5.2.2 mailbox full (our lab calls this a suspension)"
+    assert Classifier.load().classify(None, text=text).reason == "mailboxfull"
+    _write(
+        etc / "reasons.toml",
+        """
+[[rule]]
+id = "lab-suspension"
+reason = "suspend"
+before = "mailboxfull"
+match = 'our lab calls this a suspension'
+samples = ["550 5.2.2 mailbox full (our lab calls this a suspension)"]
+""",
+    )
+    cl = Classifier.load().classify(None, text=text)
+    assert (cl.reason, cl.rule) == ("suspend", "reasons/lab-suspension")
+    _write(
+        etc / "reasons.toml",
+        '[[rule]]\nid = "x"\nreason = "suspend"\nbefore = "nope"\nmatch = "x"\n',
+    )
+    with pytest.raises(TableError, match="names no rule"):
+        Classifier.load()

@@ -207,6 +207,12 @@ class Classifier:
             _unique((p.id for p in prov.pattern), tf.path)
             providers[prov.name] = prov
             paths[prov.name] = tf.path
+        reasons = reasons.model_copy(
+            update={
+                "rule": _reorder(reasons.rule, "reasons.toml [[rule]]"),
+                "internal": _reorder(reasons.internal, "reasons.toml [[internal]]"),
+            }
+        )
         _unique((p.id for p in reasons.rule), "reasons.toml [[rule]]")
         _unique((p.id for p in reasons.internal), "reasons.toml [[internal]]")
         _unique((i.id for i in issuers.issuer), "issuers.toml")
@@ -461,6 +467,20 @@ class Classifier:
 
 def _valid_dsn(dsn: str) -> str:
     return dsn if re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", dsn or "") else ""
+
+
+def _reorder(rules: list[Pattern], where: str) -> list[Pattern]:
+    """Move every rule with ``before = "<id>"`` right in front of that rule (local tables add
+    rules at the end otherwise)."""
+    out = [p for p in rules if not p.before]
+    for p in rules:
+        if not p.before:
+            continue
+        ids = [q.id for q in out]
+        if p.before not in ids:
+            raise TableError(f"{where}: rule {p.id}: before = {p.before!r} names no rule")
+        out.insert(ids.index(p.before), p)
+    return out
 
 
 def _unique(ids: Iterable[str], where: object) -> None:

@@ -111,6 +111,7 @@ class Pattern(_Model):
     status: list[str] = Field(default_factory=list)  # enhanced-code prefixes: "5.7.", "4.7.28"
     commands: list[str] = Field(default_factory=list)
     not_commands: list[str] = Field(default_factory=list)
+    before: str = ""  # local reasons.toml rules: try this rule before the one with this id
     inner: bool = False  # internal rules: classify the text after the match too
     anywhere: bool = False  # provider patterns: distinctive enough to try for any relay host
     cite: bool = True  # False for Postfix-written texts: an IP in them is the receiver's, not ours
