@@ -104,3 +104,38 @@ def test_apply_then_audit_sees_the_split(pfdir: Path) -> None:
         load_config(str(pfdir)).get("sender_dependent_default_transport_maps")
         == f"regexp:{pfdir}/mailwarden_bulk_senders"
     )
+
+
+@needs_postfix
+def test_cli_prints_then_applies(pfdir: Path) -> None:
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "mailwarden.cli",
+        "postfix",
+        "bulk-transport",
+        "--sender",
+        "*@news.example.com",
+        "--bind",
+        "192.0.2.88",
+        "--helo",
+        "bulk.example.com",
+        "-c",
+        str(pfdir),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "smtp_bind_address=192.0.2.88" in r.stdout
+    assert "sender_dependent_default_transport_maps" not in (pfdir / "main.cf").read_text()
+    r = subprocess.run([*cmd, "--apply"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert load_config(str(pfdir)).services["bulk/unix"]["smtp_bind_address"] == "192.0.2.88"
+    bad = subprocess.run(
+        [*cmd[:-4], "--bind", "192.0.2.888", "-c", str(pfdir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "bad IP address" in bad.stderr

@@ -3,6 +3,8 @@
 * ``setup [--dry-run] [-c CONFIG_DIR]``: print and apply the main.cf/master.cf changes the
   breaker needs (idempotent; backup first; ``postfix check`` before reload);
 * ``teardown [--dry-run] [-c CONFIG_DIR]``: revert them;
+* ``bulk-transport --sender P --bind IP [--helo H] [--apply]``: keep bulk mail apart (own
+  transport, source IP and HELO);
 * ``socketmap``: serve the breaker's transport lookup in the foreground (``mailwarden run``
   starts and supervises it; run it alone to enforce without following the log).
 
@@ -11,6 +13,7 @@ Exit codes: 0 ok (also "nothing to do"), 2 error (Postfix refused the change: it
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -133,3 +136,36 @@ def socketmap(
         await server.close()
 
     asyncio.run(serve())
+
+
+@postfix_app.command("bulk-transport")
+def bulk_transport(
+    sender: list[str] = typer.Option(
+        ..., "--sender", help="Bulk sender: local@domain, *@domain or @domain (repeatable)."
+    ),
+    bind: str = typer.Option(..., "--bind", help="Source IP address of the bulk transport."),
+    helo: str = typer.Option("", "--helo", help="HELO name of the bulk transport (its PTR)."),
+    name: str = typer.Option("bulk", "--name", help="Name of the master.cf transport."),
+    apply: bool = typer.Option(False, "--apply", help="Apply (default: print what would be done)."),
+    config_dir: Path | None = _CONFIG_DIR,
+) -> None:
+    """Keep bulk mail apart: its own smtp transport, source IP and HELO for the given senders
+    (sender_dependent_default_transport_maps). Prints the plan; --apply carries it out."""
+    from mailwarden.postfix import bulk
+    from mailwarden.reputation.postfix_audit import load_config
+
+    cdir = str(config_dir or "/etc/postfix")
+    existing = ""
+    with contextlib.suppress(Exception):  # no Postfix here: a plan can still be printed
+        existing = load_config(cdir).get("sender_dependent_default_transport_maps")
+    plan = bulk.plan(
+        sender, bind, helo=helo, transport=name, config_dir=cdir, existing_maps=existing
+    )
+    typer.echo(plan.render())
+    if apply:
+        bulk.apply(plan)
+        typer.echo(
+            f"applied: bulk mail of {', '.join(sender)} now leaves through {name} from {bind}"
+        )
+    elif not helo:
+        typer.echo("note: give --helo with the PTR name of the bulk IP", err=True)
