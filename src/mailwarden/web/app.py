@@ -50,6 +50,7 @@ from mailwarden.web.services import Background, BreakerControl, Parked, ParkedSo
 log = logging.getLogger("mailwarden.web")
 
 HERE = Path(__file__).resolve().parent
+KINDS_LIMIT = 500  # rejection kinds listed per page
 PROVIDER_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,253}$")
 HOST_PATTERN = r"^[A-Za-z0-9._-]{0,253}$"
 CSP = (
@@ -157,6 +158,10 @@ def create_app(
         Background("queue", parked, 30) if parked is not None else None
     )
     db: Engine = engine
+    try:
+        wq.ensure_indexes(db)
+    except Exception as exc:  # a read-only store still serves, only slower
+        log.warning("could not add the dashboard's index: %s", exc)
 
     app = FastAPI(title="mailwarden", docs_url=None, redoc_url=None, openapi_url=None, debug=False)
     app.state.settings = settings
@@ -398,12 +403,13 @@ def create_app(
         s = require(request)
         with db.connect() as conn:
             p = wq.period(conn, days, time.time())
-            every = wq.rejection_kinds(conn, p, host)
-            kinds = (
-                wq.rejection_kinds(conn, p, host, provider=provider, reason=reason, issuer=issuer)
-                if (provider or reason or issuer)
-                else every
-            )
+            every = wq.rejection_kinds(conn, p, host, limit=KINDS_LIMIT)
+            if len(every) < KINDS_LIMIT:  # complete: filter it here instead of asking again
+                kinds = wq.filter_kinds(every, provider=provider, reason=reason, issuer=issuer)
+            else:
+                kinds = wq.rejection_kinds(
+                    conn, p, host, provider=provider, reason=reason, issuer=issuer
+                )
         return page(
             request,
             "rejections.html",
