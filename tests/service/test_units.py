@@ -1,0 +1,54 @@
+"""The shipped systemd unit of the daemon: unprivileged, with log access, a state directory,
+reload by SIGHUP and hardening; accepted by ``systemd-analyze verify`` where it is installed."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+UNIT = ROOT / "contrib" / "systemd" / "mailwarden.service"
+
+
+def _unit() -> configparser.RawConfigParser:
+    cp = configparser.RawConfigParser(strict=False, delimiters=("=",))
+    cp.optionxform = str  # type: ignore[assignment,method-assign]
+    cp.read_string(UNIT.read_text())
+    return cp
+
+
+def test_main_unit_is_unprivileged_and_hardened() -> None:
+    s = _unit()["Service"]
+    assert s["ExecStart"] == "/usr/bin/mailwarden run"
+    assert s["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert s["User"] == "mailwarden" and s["Group"] == "mailwarden"
+    assert set(s["SupplementaryGroups"].split()) == {"adm", "systemd-journal"}
+    assert s["StateDirectory"] == "mailwarden" and s["CapabilityBoundingSet"] == ""
+    for key in (
+        "NoNewPrivileges",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateDevices",
+        "RestrictSUIDSGID",
+        "ProtectKernelTunables",
+    ):
+        assert s[key] == "yes", key
+    assert s["ProtectSystem"] == "strict" and "/var/lib/mailwarden" in s["ReadWritePaths"]
+    assert s["Restart"] == "always"
+
+
+def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed")
+    exe = Path(sys.executable).with_name("mailwarden")
+    unit = tmp_path / "mailwarden.service"
+    unit.write_text(UNIT.read_text().replace("/usr/bin/mailwarden", str(exe)))
+    p = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr
