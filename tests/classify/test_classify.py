@@ -176,3 +176,10 @@ def test_a_success_is_never_a_failure() -> None:
     for text in ("250 2.0.0 Ok: queued as 4B2C1162231", "250 2.1.5 mailbox full of joy, accepted"):
         cl = C.classify(None, text=text)
         assert (cl.reason, cl.scope) == ("delivered", "")
+
+
+def test_breaker_deferral_names_its_provider_when_the_caller_knows_none() -> None:
+    text = "circuit open for provider swisscom (breaker)"
+    cl = C.classify(Reply(None, "", text, remote=False, raw=text))
+    assert (cl.internal, cl.provider) == (True, "swisscom")
+    assert C.classify(Reply(None, "", text, remote=False, raw=text), provider="x").provider == "x"

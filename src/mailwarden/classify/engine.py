@@ -133,6 +133,7 @@ class Decision:
     url: str = ""
     internal: bool = False
     cite: bool = True
+    provider: str = ""  # a provider named in an internal text ("circuit open for provider x")
 
 
 class Classifier:
@@ -329,7 +330,7 @@ class Classifier:
         return Classification(
             reason=d.reason,
             scope=d.scope,
-            provider=prov,
+            provider=prov or d.provider,
             issuer=d.issuer,
             url="" if d.internal else self._url(d, body, cited),
             cited_ip=cited,
@@ -401,7 +402,8 @@ class Classifier:
         rule, m = hit
         if not rule.inner:
             own = self._scope_of(rule, rule.reason)
-            return Decision(rule.reason, own, rule.issuer, rule.id, rule.url, True)
+            named = normalise_host((m.groupdict().get("provider") or "").rstrip("."))
+            return Decision(rule.reason, own, rule.issuer, rule.id, rule.url, True, provider=named)
         rest = text[m.end() :]
         command = "CONNECT" if "refused to talk to me" in rest[:200] else ""
         icode, ienh, itext = split_reply(rest)
