@@ -140,3 +140,27 @@ def test_one_time_token_when_none_is_configured(env: dict[str, str]) -> None:
             proc.kill()
             rc = proc.wait()
     assert rc in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown
+
+
+def test_serving_from_a_thread(store: Imported, tmp_path: Path) -> None:
+    """How the daemon serves the dashboard beside its own loop."""
+    from mailwarden.config import Settings
+    from mailwarden.web.app import create_app
+    from mailwarden.web.server import start_in_thread
+
+    s = Settings.model_validate(
+        {"state_dir": str(tmp_path), "store": {"url": store.url}, "web": {"token": "t" * 20}}
+    )
+    app = create_app(s, health=lambda full: [])
+    port = free_port()
+    running = start_in_thread(app, "127.0.0.1", port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            assert r.read() == b"ok\n"
+        with pytest.raises(ConfigError, match="could not listen"):
+            start_in_thread(app, "127.0.0.1", port, timeout=5)
+    finally:
+        running.stop()
+    assert not running.thread.is_alive()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)

@@ -7,7 +7,8 @@
 
 The breaker buttons act through the same wiring as ``mailwarden breaker open/close``
 (:func:`mailwarden.cli.breaker.build`: store, enforcement view, Postfix hooks, alerts);
-``mailwarden run`` mounts the same app with its own engine (:func:`wire` is the recipe).
+``mailwarden run`` serves the same app beside its loop (:func:`wire` builds the breaker control and
+queue inventory, :func:`mailwarden.web.server.start_in_thread` serves).
 Exit codes: 0 (or death by the SIGTERM/SIGINT it was stopped with, as uvicorn re-raises it after
 a clean shutdown), 2 error (bad bind address, bad config, port taken).
 """
