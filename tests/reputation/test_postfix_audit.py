@@ -167,3 +167,14 @@ def test_full_audit_runs_on_the_packaged_config(pfdir: Path) -> None:
         "postfix.bulk",
     }
     assert all(x.severity != "problem" or x.fix for x in f)
+
+
+def test_breaker_lookup_makes_long_blocks_safe(pfdir: Path) -> None:
+    postconf(
+        pfdir,
+        "-e",
+        "maximal_queue_lifetime = 1d",
+        "transport_maps = hash:/etc/postfix/transport, socketmap:inet:127.0.0.1:10041:transport",
+    )
+    f = [x for x in audit(load_config(str(pfdir))) if x.check == "postfix.queue"]
+    assert [x.severity for x in f] == ["ok"] and "hold" in f[0].title

@@ -133,7 +133,12 @@ def run_doctor(settings: Settings, opts: DoctorOptions | None = None) -> list[Fi
                     )
                 )
             else:
-                out.extend(postfix_audit.audit(cfg))
+                hold = postfix_audit.breaker_installed(cfg) and settings.breaker.hold_margin > 0
+                out.extend(postfix_audit.audit(cfg, breaker_hold=hold))
     if opts.egress:
-        out.extend(postfix_audit.check_egress_rule())
+        out.extend(
+            postfix_audit.check_egress_rule(
+                settings.egress.firewall_backend, settings.egress.firewall_table
+            )
+        )
     return out

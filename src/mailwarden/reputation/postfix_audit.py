@@ -486,38 +486,25 @@ def check_bulk_split(cfg: PostfixConfig) -> list[Finding]:
 # ------------------------------------------------------------------------------------ egress
 
 
-def check_egress_rule() -> list[Finding]:
-    exe = shutil.which("nft")
-    if not exe:
+def check_egress_rule(backend: str = "nft", table: str = "mailwarden") -> list[Finding]:
+    """Is mailwarden's egress rule loaded (nft table or iptables chain)?"""
+    from mailwarden.egress.firewall import rule_installed
+
+    tool = "iptables" if backend == "iptables" else "nft"
+    if not shutil.which(tool):
         return [
             Finding(
                 "egress.rule",
                 "info",
-                "nftables is not installed: cannot tell whether "
+                f"{tool} is not installed: cannot tell whether "
                 "only the MTA may connect to remote SMTP ports",
-                "nft",
+                tool,
                 fix="Install nftables and run `mailwarden firewall apply`.",
             )
         ]
-    r = subprocess.run([exe, "list", "tables"], capture_output=True, text=True, timeout=10)
-    if r.returncode != 0:
+    if rule_installed(backend, table):
         return [
-            Finding(
-                "egress.rule",
-                "error",
-                "could not list nftables tables",
-                "nft",
-                evidence=r.stderr.strip(),
-            )
-        ]
-    if re.search(r"^table inet mailwarden", r.stdout, re.M):
-        return [
-            Finding(
-                "egress.rule",
-                "ok",
-                "the mailwarden egress rule is loaded (table inet mailwarden)",
-                "nft",
-            )
+            Finding("egress.rule", "ok", f"the mailwarden egress rule is loaded ({backend})", tool)
         ]
     return [
         Finding(
@@ -526,19 +513,29 @@ def check_egress_rule() -> list[Finding]:
             "no egress rule: any program on this host can "
             "talk to remote MX servers directly (direct-MX spam from a hacked web app "
             "never appears in Postfix's log)",
-            "nft",
+            tool,
             fix="mailwarden firewall plan, then mailwarden firewall apply",
         )
     ]
 
 
+def breaker_installed(cfg: PostfixConfig) -> bool:
+    """Does Postfix consult mailwarden's transport lookup (``mailwarden postfix setup``)?"""
+    return "socketmap:inet:" in cfg.get("transport_maps")
+
+
 def audit(
-    cfg: PostfixConfig, *, breaker_hold: bool = False, logrotate_confs: list[str] | None = None
+    cfg: PostfixConfig,
+    *,
+    breaker_hold: bool | None = None,
+    logrotate_confs: list[str] | None = None,
 ) -> list[Finding]:
     return [
         *check_relay(cfg),
         *check_tls(cfg),
-        *check_queue_lifetime(cfg, breaker_hold),
+        *check_queue_lifetime(
+            cfg, breaker_installed(cfg) if breaker_hold is None else breaker_hold
+        ),
         *check_log_retention(cfg, logrotate_confs),
         *check_bulk_split(cfg),
     ]
