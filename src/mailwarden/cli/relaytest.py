@@ -15,8 +15,11 @@ def relaytest(
     source: str = typer.Option("", "--source", help="Our source address for the test."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Speak SMTP like a manual telnet test (MAIL/RCPT to a foreign domain, never DATA) and report
-    whether the host relays. Exit status: 0 closed, 2 open relay, 1 test failed."""
+    """Test whether an SMTP server relays for a foreign domain (like a manual telnet test).
+
+    MAIL/RCPT probes with the classic address tricks, never DATA: nothing is delivered.
+    Exit status: 0 closed, 2 open relay, 1 the test could not run.
+    """
     from rich.console import Console
 
     from mailwarden.cli._findings import as_json, render
