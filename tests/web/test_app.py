@@ -487,3 +487,29 @@ def test_pages_on_both_backends(any_store: Any, tmp_path: Path) -> None:
         d = Dashboard(None, engine, None, tmp_path)
         assert +shown_totals(html) == +attempt_counts(d, host)
     engine.dispose()
+
+
+def test_hostile_text_from_logs_and_queries_is_inert(
+    authed: TestClient, dashboard: Dashboard
+) -> None:
+    """A receiver controls its reply text and URL; a visitor controls the query string."""
+    r = schema.rejections
+    with dashboard.engine.begin() as c:
+        rid = c.execute(
+            r.insert().values(
+                provider="evil.example", kind="k" * 20, reason="blocked", scope="ours",
+                url="javascript:alert(1)", sample='<script>alert("reply")</script>',
+                first_seen=0, last_seen=0, count=1, internal=False,
+            )
+        ).inserted_primary_key[0]  # fmt: skip
+        c.execute(
+            schema.attempts.update().where(schema.attempts.c.id == 1).values(rejection_id=rid)
+        )
+    html = authed.get("/rejections?days=3650", headers=HTML).text
+    assert '<script>alert("reply")' not in html
+    assert "&lt;script&gt;alert(&#34;reply&#34;)&lt;/script&gt;" in html
+    assert 'href="javascript:' not in html
+    q = authed.get('/search?q=<img src=x onerror=alert(1)>"', headers=HTML).text
+    assert "<img src=x" not in q and "&lt;img src=x onerror=alert(1)&gt;" in q
+    done = authed.get("/?done=<b>owned</b>", headers=HTML).text
+    assert "<b>owned</b>" not in done

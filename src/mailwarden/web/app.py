@@ -107,6 +107,15 @@ def fmt_ago(ts: float | None, now: float | None = None) -> str:
     return f"in {s}" if future else f"{s} ago"
 
 
+def weblink(url: str) -> bool:
+    """Whether a URL from a reply, a finding or a table may become a link: http(s) only."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
 def qs(*dicts: dict[str, Any], **kw: Any) -> str:
     """A query string of the merged arguments, leaving out empty values."""
     merged: dict[str, Any] = {}
@@ -172,6 +181,7 @@ def create_app(
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(fmt_time=fmt_time, fmt_ago=fmt_ago, urlencode=urlencode, qs=qs)
     templates.env.filters["ratio"] = lambda v: f"{v * 100:.1f}%"
+    templates.env.filters["weblink"] = weblink
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     # ---------------------------------------------------------------- plumbing
