@@ -162,29 +162,36 @@ class Folder:
     # -- events ------------------------------------------------------------------------------
     def events(self, evs: Iterable[PostfixEvent | Unparsed], unparsed: list[Unparsed]) -> None:
         feed = self.correlator.feed
-        since, until = self.since, self.until
+        since = float("-inf") if self.since is None else self.since
+        until = float("inf") if self.until is None else self.until
         agg = self.agg
+        message = self.message
+        special = (Unparsed, InboundReject, SaslFailure)
+        outside = 0
         for ev in evs:
             cls = ev.__class__
-            if cls is Unparsed:
-                if len(unparsed) < MAX_UNPARSED_SHOWN:
-                    unparsed.append(ev)  # type: ignore[arg-type]
-                continue
-            ts = ev.ts  # type: ignore[union-attr]
-            if (since is not None and ts < since) or (until is not None and ts >= until):
-                agg.outside_period += 1
-                continue
-            if cls is InboundReject:
+            if cls in special:
+                if cls is Unparsed:
+                    if len(unparsed) < MAX_UNPARSED_SHOWN:
+                        unparsed.append(ev)  # type: ignore[arg-type]
+                    continue
+                if not since <= ev.ts < until:  # type: ignore[union-attr]
+                    outside += 1
+                    continue
+                if cls is SaslFailure:
+                    agg.sasl_failures[ev.client_ip or ev.client_name] += 1  # type: ignore[union-attr]
+                    continue
                 self.inbound(ev)  # type: ignore[arg-type]
                 if not ev.qid:  # type: ignore[union-attr]
                     continue
-            elif cls is SaslFailure:
-                agg.sasl_failures[ev.client_ip or ev.client_name] += 1  # type: ignore[union-attr]
+            elif not since <= ev.ts < until:  # type: ignore[union-attr]
+                outside += 1
                 continue
             done = feed(ev)  # type: ignore[arg-type]
             if done:
                 for m in done:
-                    self.message(m)
+                    message(m)
+        agg.outside_period += outside
 
     def finish(self) -> None:
         for m in self.correlator.flush():

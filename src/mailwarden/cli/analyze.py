@@ -82,7 +82,9 @@ def default_logs() -> tuple[list[Path], str]:
 @app.command()
 def analyze(
     files: list[Path] = typer.Argument(
-        None, metavar="[FILE...]", help="Postfix logs (plain, .gz, .bz2, .xz), oldest first."
+        None,
+        metavar="FILE",
+        help="Postfix logs: plain, .gz, .bz2, .xz, rotated sets in any order (read oldest first).",
     ),
     since: str = typer.Option(None, "--since", help="Only events from then (2026-11-27, 2h, ...)."),
     until: str = typer.Option(None, "--until", help="Only events before then."),
