@@ -197,6 +197,17 @@ def create_app(
             resp.headers.setdefault("Cache-Control", "no-store")
         return resp
 
+    hosts_cache: list[Any] = [None, []]  # (when, hosts): the selector's list, a minute old at most
+
+    def known_hosts() -> list[str]:
+        if hosts_cache[0] is None or time.monotonic() - hosts_cache[0] > 60:
+            try:
+                with db.connect() as conn:
+                    hosts_cache[:] = [time.monotonic(), wq.hosts(conn)]
+            except Exception:
+                log.exception("listing hosts failed")
+        return list(hosts_cache[1])
+
     def session_of(request: Request) -> Session | None:
         return sessions.read(request.cookies.get(SESSION_COOKIE))
 
@@ -227,11 +238,7 @@ def create_app(
     ) -> HTMLResponse:
         hosts: list[str] = []
         if session is not None:
-            try:
-                with db.connect() as conn:
-                    hosts = wq.hosts(conn)
-            except Exception:
-                log.exception("listing hosts failed")
+            hosts = known_hosts()
         nav = {"host": host, "days": days} if host else {"days": days}
         return templates.TemplateResponse(
             request,
