@@ -237,6 +237,8 @@ class Folder:
                     ev.helo,
                 )
             )
+            if len(self.batch.inbound) >= 4 * self.batch_messages:
+                self.flush_batch()
 
     # -- messages ----------------------------------------------------------------------------
     def provider_of(self, d: Delivery) -> str:

@@ -183,6 +183,7 @@ class Writer:
         self._links: dict[tuple[str, str], str] = {}  # (host, dsn qid) -> original qid
         self._dsn_candidates: dict[tuple[str, str], int] = {}  # (host, qid) -> id, bounce_of ""
         self._link_updates: list[tuple[str, int]] = []
+        self._linked: set[tuple[str, str]] = set()  # written with bounce_of, link not seen yet
         self._deferred = alone and base.max_id == 0 and defer_indexes(conn)
         self._ins_messages = insert_rows(conn, schema.messages, _DB_MESSAGE_COLUMNS, ignore=True)
         self._ins_attempts = insert_rows(conn, schema.attempts, _DB_ATTEMPT_COLUMNS, ignore=True)
@@ -261,11 +262,15 @@ class Writer:
     # ---------------------------------------------------------------------------------------
     def _take_links(self, links: Iterable[tuple[str, str, str]]) -> None:
         for host, dsn_qid, orig in links:
-            mid = self._dsn_candidates.pop((host, dsn_qid), None)
+            key = (host, dsn_qid)
+            if key in self._linked:  # the correlator linked it already
+                self._linked.discard(key)
+                continue
+            mid = self._dsn_candidates.pop(key, None)
             if mid is not None:
                 self._link_updates.append((orig, mid))
             else:
-                self._links[(host, dsn_qid)] = orig
+                self._links[key] = orig
 
     def _origin_id(self, kind: str, ident: str, name: str) -> int:
         key = (kind, ident)
@@ -341,7 +346,12 @@ class Writer:
             oid = self._origin_id(r[M_OKIND], r[M_OIDENT], r[M_ONAME])
             origin_of.append(oid)
             host, qid = r[M_HOST], r[M_QID]
-            bounce_of = r[M_BOUNCE_OF] or links.pop((host, qid), "")
+            bounce_of = r[M_BOUNCE_OF]
+            if bounce_of:
+                if links.pop((host, qid), None) is None:
+                    self._linked.add((host, qid))  # its link may still come: nothing to do then
+            else:
+                bounce_of = links.pop((host, qid), "")
             mid = existing.get((r[M_ARRIVAL], host, qid))
             if mid is not None:
                 ids.append(mid)
