@@ -75,11 +75,11 @@ def wire(settings: Settings) -> tuple[BreakerControl, ParkedSource, Callable[[],
 @app.command()
 def web(
     bind: str = typer.Option(
-        None, "--bind", help="HOST:PORT (default [web] bind, 127.0.0.1:8025)."
+        None, "--bind", help="HOST:PORT (default \\[web] bind, 127.0.0.1:8025)."
     ),
     db: str = typer.Option(None, "--db", metavar="URL", help="Store URL (default: configured)."),
     hash_password: bool = typer.Option(
-        False, "--hash-password", help="Print a [web] password_hash for a password, then exit."
+        False, "--hash-password", help="Print a \\[web] password_hash for a password, then exit."
     ),
 ) -> None:
     """Serve the web dashboard and Prometheus /metrics."""
