@@ -100,10 +100,11 @@ def speed(c: Classifier, items: list[tuple[Reply, str]]) -> dict[str, float]:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    tracemalloc.start()
     t0 = time.perf_counter()
     c = Classifier.load()
     load_s = time.perf_counter() - t0
+    tracemalloc.start()
+    Classifier.load()
     load_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     cov = coverage(c)

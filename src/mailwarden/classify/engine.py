@@ -98,8 +98,9 @@ class Rule:
 class Stage:
     """An ordered rule list behind one combined regex: a miss costs a single search."""
 
-    def __init__(self, rules: Iterable[Rule]) -> None:
+    def __init__(self, rules: Iterable[Rule], *, prefilter: bool = True) -> None:
         self.rules = tuple(rules)
+        self.prefilter = prefilter  # False for stages that nearly always match (generic phrases)
         self._any = (
             re.compile("|".join(f"(?:{r.regex.pattern})" for r in self.rules), re.IGNORECASE)
             if self.rules
@@ -113,7 +114,7 @@ class Stage:
     def first(
         self, text: str, code: str, enh: str, command: str
     ) -> tuple[Rule, re.Match[str]] | None:
-        if self._any is None or not self._any.search(text):
+        if self._any is None or (self.prefilter and not self._any.search(text)):
             return None
         for r in self.rules:
             m = r.regex.search(text)
@@ -155,12 +156,19 @@ class Classifier:
         self.breaker_marker: str = reasons.meta.breaker_marker
         self._scope = reasons.scope
         self._internal = Stage(Rule.of("internal", p) for p in reasons.internal if p.enabled)
-        self._generic = Stage(Rule.of("reasons", p) for p in reasons.rule if p.enabled)
+        self._generic = Stage(
+            (Rule.of("reasons", p) for p in reasons.rule if p.enabled), prefilter=False
+        )
         self._remap = {
             (r.from_, c): (r.to, r.id) for r in reasons.remap if r.enabled for c in r.commands
         }
         self._issuer_re = [(i, i.compiled()) for i in self.issuers.values()]
         self._issuer_rx = {i.id: rx for i, rx in self._issuer_re}
+        self._issuer_any = (
+            re.compile("|".join(f"(?:{rx.pattern})" for _, rx in self._issuer_re), re.I)
+            if self._issuer_re
+            else None
+        )
         self._mx = SuffixIndex()
         self._domains = SuffixIndex()
         self._provider_stage: dict[str, Stage] = {}
@@ -390,6 +398,8 @@ class Classifier:
         return self._scope[reason]
 
     def _find_issuer(self, text: str) -> Issuer | None:
+        if self._issuer_any is None or not self._issuer_any.search(text):
+            return None
         for issuer, rx in self._issuer_re:
             if rx.search(text):
                 return issuer
