@@ -47,6 +47,7 @@ BATCH_MESSAGES = 5_000
 MAX_UNPARSED_SHOWN = 10_000
 _READ_BUFFER = 1 << 20
 _CLASSIFY_CACHE = 10_000
+_MAX_TEXT = 600  # = store.schema.MAX_INDEXED_TEXT (not imported: workers may not store)
 
 FINAL_STATES = {"sent": "delivered", "bounced": "bounced", "expired": "bounced"}
 
@@ -228,7 +229,7 @@ class Folder:
                     ev.action,
                     ev.stage,
                     ev.client_name,
-                    ev.client_ip,
+                    ev.client_ip[:_MAX_TEXT],
                     code,
                     enh,
                     text,
@@ -312,8 +313,8 @@ class Folder:
                     okind,
                     ident,
                     name,
-                    m.sender,
-                    m.message_id,
+                    m.sender[:_MAX_TEXT],
+                    m.message_id[:_MAX_TEXT],
                     m.size,
                     m.nrcpt,
                     m.bounce_of,
@@ -391,15 +392,15 @@ class Folder:
                         ts,
                     )
                 ka.add(ts)
-            final[d.recipient] = (status, prov)
+            final[d.recipient[:_MAX_TEXT]] = (status, prov)
             if store:
                 r = d.reply
                 b.attempts.append(
                     (
                         mi,
                         ts,
-                        d.recipient,
-                        d.orig_recipient,
+                        d.recipient[:_MAX_TEXT],
+                        d.orig_recipient[:_MAX_TEXT],
                         d.relay_host,
                         d.relay_ip,
                         d.relay_port,
@@ -463,7 +464,7 @@ def origin_of(m: Message) -> tuple[str, str, str]:
     """``(kind, id, name)`` of who submitted a message (see docs/analyze-json.md)."""
     k = m.origin_kind
     if k == "sasl":
-        return "sasl", m.sasl_username, m.client_ip
+        return "sasl", m.sasl_username[:_MAX_TEXT], m.client_ip
     if k == "client":
         return "client", m.client_ip, m.client_name
     if k == "uid":

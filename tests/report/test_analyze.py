@@ -349,3 +349,28 @@ def test_concurrent_imports_into_one_store_keep_every_attempt_with_its_message(
     together = rows([tmp_path / "both.db"])
     assert together == rows([tmp_path / "alone0.db", tmp_path / "alone1.db"])
     assert sum(together.values()) > 5000
+
+
+def test_hostile_lengths_do_not_break_the_store(
+    tmp_path: Path, classifier: Any, postgres_url: str
+) -> None:
+    """Message-IDs and addresses come from senders: overlong ones are cut, not fatal (a
+    PostgreSQL B-tree entry cannot exceed ~2700 bytes)."""
+    long_id = "x" * 5000 + "@evil.example"
+    long_rcpt = "r" * 3000 + "@gmail.test"
+    log = tmp_path / "hostile.log"
+    log.write_text(
+        "Nov 27 17:19:54 mail postfix/pickup[1]: 394D3162231: uid=33 from=<a@example.test>\n"
+        f"Nov 27 17:19:54 mail postfix/cleanup[2]: 394D3162231: message-id=<{long_id}>\n"
+        "Nov 27 17:19:54 mail postfix/qmgr[3]: 394D3162231: from=<a@example.test>, size=419, "
+        "nrcpt=1 (queue active)\n"
+        f"Nov 27 17:19:55 mail postfix/smtp[4]: 394D3162231: to=<{long_rcpt}>, "
+        "relay=mx.accept.test[127.0.25.3]:25, delay=0.07, delays=0.01/0.04/0.01/0.01, "
+        "dsn=5.1.1, status=bounced (host mx.accept.test[127.0.25.3] said: 550 5.1.1 "
+        f"<{long_rcpt}>: User unknown (in reply to RCPT TO command))\n"
+        "Nov 27 17:19:55 mail postfix/qmgr[3]: 394D3162231: removed\n"
+    )
+    for url in (postgres_url, f"sqlite:///{tmp_path}/h.db"):
+        doc = run([log], classifier, db_url=url)
+        assert doc["store"]["messages"] == 1 and doc["store"]["attempts"] == 1
+        assert doc["totals"]["bounced"] == 1

@@ -19,7 +19,9 @@ This module declares the spine's tables, written by ``mailwarden analyze`` (see
   after the attempts themselves are pruned.
 
 Times are POSIX seconds (UTC) as double precision, as everywhere in mailwarden. Absent text is
-``""``, absent numbers ``NULL``.
+``""``, absent numbers ``NULL``. Text that comes from a log is ``TEXT`` (no length a hostile
+line could overflow); the writer cuts indexed free text (addresses, Message-ID) to
+:data:`MAX_INDEXED_TEXT` characters, below PostgreSQL's B-tree limit.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ metadata = MetaData(
 
 #: Primary key type: BIGINT on PostgreSQL, ``INTEGER`` (the rowid alias) on SQLite.
 PK = BigInteger().with_variant(Integer(), "sqlite")
+
+#: Longest value written into an indexed text column (PostgreSQL B-tree entries are limited to
+#: about 2700 bytes; addresses are at most 256 octets by RFC 5321).
+MAX_INDEXED_TEXT = 600
 
 #: Bumped when the spine's tables change incompatibly; recorded in :data:`store_meta`.
 SCHEMA_VERSION = 1
@@ -97,14 +103,14 @@ messages = Table(
     # without a round trip per row.
     Column("id", PK, primary_key=True, autoincrement=False),
     Column("host", Text, nullable=False),
-    Column("qid", String(32), nullable=False),
+    Column("qid", Text, nullable=False),
     Column("arrival", Double, nullable=False),
     Column("origin_id", PK, ForeignKey("origins.id"), nullable=False),
     Column("sender", Text, nullable=False, server_default=""),
     Column("message_id", Text, nullable=False, server_default=""),
     Column("size", BigInteger),
     Column("nrcpt", Integer),
-    Column("bounce_of", String(32), nullable=False, server_default=""),  # qid of the original
+    Column("bounce_of", Text, nullable=False, server_default=""),  # qid of the original
     Column("expired_at", Double),
     Column("removed_at", Double),
     # arrival first: a time range alone (trace --around) or with the host is one index range.
@@ -119,14 +125,14 @@ rejections = Table(
     Column("id", PK, primary_key=True, autoincrement=True),
     Column("provider", Text, nullable=False),
     Column("kind", String(40), nullable=False),  # hash of the normalised reply, see ingest.kind_key
-    Column("reason", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
     Column("scope", String(16), nullable=False, server_default=""),
     Column("code", Integer),
-    Column("enhanced", String(16), nullable=False, server_default=""),
-    Column("command", String(32), nullable=False, server_default=""),
+    Column("enhanced", Text, nullable=False, server_default=""),
+    Column("command", Text, nullable=False, server_default=""),
     Column("issuer", Text, nullable=False, server_default=""),
     Column("url", Text, nullable=False, server_default=""),
-    Column("cited_ip", String(64), nullable=False, server_default=""),
+    Column("cited_ip", Text, nullable=False, server_default=""),
     Column("rule", Text, nullable=False, server_default=""),
     Column("internal", Boolean, nullable=False, server_default=text("false")),
     Column("sample", Text, nullable=False, server_default=""),  # one full reply text
@@ -145,16 +151,16 @@ attempts = Table(
     Column("recipient", Text, nullable=False),
     Column("orig_recipient", Text, nullable=False, server_default=""),
     Column("relay_host", Text, nullable=False, server_default=""),
-    Column("relay_ip", String(64), nullable=False, server_default=""),
+    Column("relay_ip", Text, nullable=False, server_default=""),
     Column("relay_port", Integer),
     Column("provider", Text, nullable=False, server_default=""),
     Column("delay", Double),
-    Column("delays", String(64), nullable=False, server_default=""),
-    Column("dsn", String(16), nullable=False, server_default=""),
-    Column("status", String(16), nullable=False),
+    Column("delays", Text, nullable=False, server_default=""),
+    Column("dsn", Text, nullable=False, server_default=""),
+    Column("status", Text, nullable=False),
     Column("conn_use", Integer),
     Column("code", Integer),
-    Column("enhanced", String(16), nullable=False, server_default=""),
+    Column("enhanced", Text, nullable=False, server_default=""),
     Column("rejection_id", PK, ForeignKey("rejections.id")),
     UniqueConstraint("message_pk", "recipient", "ts"),
     Index(None, "recipient"),
@@ -174,12 +180,12 @@ inbound_rejects = Table(
     Column("host", Text, nullable=False),
     Column("ts", Double, nullable=False),
     Column("key", String(40), nullable=False),  # hash of the line's content: the natural key
-    Column("action", String(16), nullable=False),
-    Column("stage", String(16), nullable=False, server_default=""),
+    Column("action", Text, nullable=False),
+    Column("stage", Text, nullable=False, server_default=""),
     Column("client_name", Text, nullable=False, server_default=""),
-    Column("client_ip", String(64), nullable=False, server_default=""),
+    Column("client_ip", Text, nullable=False, server_default=""),
     Column("code", Integer),
-    Column("enhanced", String(16), nullable=False, server_default=""),
+    Column("enhanced", Text, nullable=False, server_default=""),
     Column("text", Text, nullable=False, server_default=""),
     Column("sender", Text, nullable=False, server_default=""),
     Column("recipient", Text, nullable=False, server_default=""),
@@ -195,7 +201,7 @@ daily_rollups = Table(
     Column("host", Text, primary_key=True),
     Column("provider", Text, primary_key=True),
     Column("origin_id", PK, ForeignKey("origins.id"), primary_key=True),
-    Column("status", String(16), primary_key=True),
-    Column("reason", String(32), primary_key=True),  # "" for sent
+    Column("status", Text, primary_key=True),
+    Column("reason", Text, primary_key=True),  # "" for sent
     Column("count", BigInteger, nullable=False),
 )
