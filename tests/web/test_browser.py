@@ -164,6 +164,12 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def go(page: Any, selector: str) -> None:
+    """Click a link and wait for the page it leads to."""
+    with page.expect_navigation():
+        page.click(selector)
+
+
 def log_in(page: Any, server: Server, secret: str = TOKEN) -> Any:
     page.goto(server.url + "/login")
     page.fill("#secret", secret)
@@ -216,25 +222,25 @@ def test_every_page(page: Any, server: Server) -> None:
     assert int(page.locator("#total-sent").inner_text()) > 0
     assert page.locator("#provider-table tbody tr").count() >= 10
     shot(page, "10-overview")
-    page.click("#nav-rejections")
+    go(page, "#nav-rejections")
     assert page.locator("#kinds-table tbody tr").count() >= 10
     assert "You are not allowed to send us mail" in page.locator("#kinds-table").inner_text()
     shot(page, "11-rejections")
-    page.click("#facet-issuer a:text('spamhaus')")
+    go(page, "#facet-issuer a:text('spamhaus')")
     assert page.locator("#kinds-table tbody tr").count() == 1
     assert "spamhaus" in page.locator("#kinds-table").inner_text()
     shot(page, "12-rejections-issuer")
-    page.click("#nav-origins")
+    go(page, "#nav-origins")
     assert "www-data" in page.locator("#origin-table").inner_text()
     shot(page, "13-origins")
-    page.click("#nav-egress")
+    go(page, "#nav-egress")
     assert page.locator("#egress-table").is_visible()
     shot(page, "14-egress")
-    page.click("#nav-health")
+    go(page, "#nav-health")
     page.wait_for_selector("#quick-findings", timeout=60_000)  # the page reloads itself
     assert page.locator("#quick-findings tbody tr").count() >= 1
     shot(page, "15-health")
-    page.click("#nav-search")
+    go(page, "#nav-search")
     assert page.locator("#search-q").is_visible()
 
 
@@ -242,7 +248,7 @@ def test_search_queue_id_and_message_id(page: Any, server: Server) -> None:
     text = SAMPLE.read_text()
     qid, mid = re.findall(r"postfix/cleanup\[\d+\]: (\w+): message-id=<([^>]+)>", text)[5]
     log_in(page, server)
-    page.click("#nav-search")
+    go(page, "#nav-search")
     page.fill("#search-q", qid)
     with page.expect_navigation():
         page.click("#search-submit")
@@ -256,7 +262,7 @@ def test_search_queue_id_and_message_id(page: Any, server: Server) -> None:
     assert page.locator("#msg-id").inner_text().strip("<>") == mid
     assert page.locator("#attempt-table tr.attempt").count() >= 1
     shot(page, "21-message")
-    page.click("#nav-search")
+    go(page, "#nav-search")
     page.fill("#search-q", f"<{mid}>")
     page.select_option("#search-kind", "message_id")
     with page.expect_navigation():
@@ -285,7 +291,7 @@ def test_host_filter(page: Any, server: Server) -> None:
     engine.dispose()
     assert mx2 == want and 0 < mx2 < fleet
     shot(page, "30-overview-host-mx2")
-    page.click("#nav-rejections")  # the host travels with the navigation
+    go(page, "#nav-rejections")  # the host travels with the navigation
     assert "host=mx2" in page.url
     assert page.locator("#host-select").input_value() == "mx2"
     text = SAMPLE.read_text()
