@@ -625,7 +625,12 @@ def _worker(
     except BaseException as exc:  # report any failure to the parent, which raises it
         import traceback
 
-        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        from mailwarden.errors import MailwardenError
+
+        if isinstance(exc, MailwardenError):  # a deliberate error: its message says it all
+            conn.send(("error", str(exc), ""))
+        else:
+            conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
     finally:
         conn.close()
 
@@ -816,7 +821,8 @@ def _run_parallel(
                 elif tag == "error":
                     from mailwarden.errors import MailwardenError
 
-                    raise MailwardenError(f"analyze worker failed: {msg[1]}\n{msg[2]}")
+                    detail = f"\n{msg[2]}" if msg[2] else ""
+                    raise MailwardenError(f"analyze worker failed: {msg[1]}{detail}")
     finally:
         gc.unfreeze()
         for pr in procs:

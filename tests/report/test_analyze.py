@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from mailwarden.pipeline import analyze
@@ -374,3 +375,25 @@ def test_hostile_lengths_do_not_break_the_store(
         doc = run([log], classifier, db_url=url)
         assert doc["store"]["messages"] == 1 and doc["store"]["attempts"] == 1
         assert doc["totals"]["bounced"] == 1
+
+
+def test_a_failing_worker_is_a_clear_error_and_leaves_no_process(
+    synthetic_log: Path, classifier: Any
+) -> None:
+    import multiprocessing
+
+    from mailwarden.errors import MailwardenError, TableError
+
+    class Broken:
+        providers = classifier.providers
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(classifier, name)
+
+        def classify(self, *a: Any, **kw: Any) -> Any:
+            raise TableError("reasons.toml: broken on purpose")
+
+    with pytest.raises(MailwardenError, match="broken on purpose") as info:
+        run([synthetic_log], Broken(), workers=2)
+    assert "Traceback" not in str(info.value)
+    assert multiprocessing.active_children() == []
