@@ -2,16 +2,24 @@
 
 Order of stages (the first that decides wins):
 
-1. ``reasons.toml [[internal]]``: Postfix's (and mailwarden's) own deferrals. Only for text that
-   did not come from the remote server; the verdict is marked ``internal=True``.
-2. ``providers/<provider>.toml [[pattern]]`` (then those of the providers it ``include``\\ s),
+1. ``reasons.toml [[internal]]``: Postfix's (and mailwarden's) own deferrals, matched at the
+   start of the text Postfix wrote (``Reply.raw``), never of a remote reply; the verdict is
+   marked ``internal=True``.
+2. A 2xx reply is ``delivered`` (code tables), whatever its text says.
+3. ``providers/<provider>.toml [[pattern]]`` (then those of the providers it ``include``\\ s),
    when the provider is known.
-3. ``reasons.toml [[rule]]``: generic phrases, in file order (Sisimai's Reason order is the
+4. Provider patterns marked ``anywhere`` (distinctive codes such as ``[TSS04]`` or ``S3150``),
+   for any relay.
+5. ``reasons.toml [[rule]]``: generic phrases, in file order (Sisimai's Reason order is the
    model: specific recipient reasons first, broad ones last).
-4. ``issuers.toml``: a reply that names a blocklist but matched nothing above.
-5. Codes: ``[status]`` (exact enhanced code), ``[command]`` (5xx at connect/HELO), ``[subject]``
+6. ``issuers.toml``: a reply that names a blocklist but matched nothing above.
+7. Codes: ``[status]`` (exact enhanced code), ``[command]`` (5xx at connect/HELO), ``[subject]``
    (class.subject, e.g. ``5.6``), ``[code]`` (basic code), then ``onhold`` when there is text
    (undecidable) or ``undefined`` when there is none.
+
+Then ``[[remap]]`` adjusts the reason by SMTP stage (an unknown user after DATA is ``filtered``).
+Two caches: the raw reply (exact repeats cost a dict lookup) and the normalised reply (IPs, ids
+and addresses replaced, see :mod:`mailwarden.classify.text`).
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ from mailwarden.errors import TableError
 from mailwarden.events import Classification, Reply, Scope
 from mailwarden.tables import iter_dir, load_file, merge
 
-#: Commands at which a 5xx means "we do not talk to you" (Sisimai: rejected at connection).
+#: Entries per LRU cache (raw replies, normalised replies, hosts, domains).
 _CACHE_SIZE = 1 << 16
 
 
