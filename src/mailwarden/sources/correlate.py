@@ -409,8 +409,12 @@ def correlate_lines(
             if nshards > 1:
                 i = raw.find(b"]: ")
                 j = raw.find(b": ", i + 9, i + 36) if i >= 0 else -1
-                if j >= 0 and raw[i + 3 : j].isalnum() and raw[i + 3 : j] != b"NOQUEUE":
-                    if raw[j - 1] % nshards != me:
+                if j >= 0:
+                    sq = raw[i + 3 : j]
+                    if sq.isalnum() and sq != b"NOQUEUE":
+                        if raw[j - 1] % nshards != me:
+                            continue
+                    elif me:
                         continue
                 elif me:
                     continue
