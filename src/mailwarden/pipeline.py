@@ -2,7 +2,7 @@
 
 Parallel design (2 cores): every worker process reads every file but keeps only the lines whose
 queue id falls in its shard (:func:`shard_of`: the last character of the queue id, so all lines
-of one message meet in one worker; lines without a queue id go to worker 0). Each worker thus
+of one message meet in one worker). Each worker thus
 sees complete message histories and needs no cross-worker merging: it parses
 (:func:`mailwarden.sources.parse_lines`), correlates (:class:`~mailwarden.sources.Correlator`),
 classifies with a cache, folds each finished message into a mergeable
@@ -78,18 +78,21 @@ def fingerprint(lf: LogFile) -> Fingerprint:
 
 
 def shard_of(raw: bytes, nshards: int) -> int:
-    """The worker a raw log line belongs to (see the module docstring)."""
+    """The worker a raw log line belongs to.
+
+    ``QID: ...`` lines go by the last character of the queue id (the byte before the first
+    ``": "`` at least six characters after the syslog tag), so every line of one message meets
+    in one worker; other lines by whatever stands there (each line goes to exactly one worker,
+    and nothing but the queue id lines needs to be together), or to worker 0.
+    """
     i = raw.find(b"]: ")
-    if i < 0:
-        return 0
-    j = raw.find(b": ", i + 9, i + 36)
-    if j < 0 or not raw[i + 3 : j].isalnum() or raw[i + 3 : j] == b"NOQUEUE":
-        return 0
-    return raw[j - 1] % nshards
+    j = raw.find(b": ", i + 9, i + 36) if i >= 0 else -1
+    return raw[j - 1] % nshards if j > 0 else 0
 
 
 def _shard_lines(f: Iterable[bytes], me: int, n: int, counter: list[int]) -> Iterator[bytes]:
-    """The lines of ``f`` in shard ``me`` of ``n``; ``counter[0]`` counts bytes read."""
+    """The lines of ``f`` in shard ``me`` of ``n`` (:func:`shard_of`, inlined: this loop sees
+    every line of the input in every worker); ``counter[0]`` counts bytes read."""
     if n == 1:
         for raw in f:
             counter[0] += len(raw)
@@ -100,15 +103,7 @@ def _shard_lines(f: Iterable[bytes], me: int, n: int, counter: list[int]) -> Ite
         got += len(raw)
         i = raw.find(b"]: ")
         j = raw.find(b": ", i + 9, i + 36) if i >= 0 else -1
-        if j < 0:
-            if me == 0:
-                yield raw
-            continue
-        q = raw[i + 3 : j]
-        if q.isalnum() and q != b"NOQUEUE":
-            if raw[j - 1] % n == me:
-                yield raw
-        elif me == 0:
+        if (raw[j - 1] % n if j > 0 else 0) == me:
             yield raw
         if got > 4_000_000:
             counter[0] += got

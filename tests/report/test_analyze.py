@@ -397,3 +397,20 @@ def test_a_failing_worker_is_a_clear_error_and_leaves_no_process(
         run([synthetic_log], Broken(), workers=2)
     assert "Traceback" not in str(info.value)
     assert multiprocessing.active_children() == []
+
+
+def test_sharding_keeps_every_queue_id_in_one_worker(real_log: Path, synthetic_log: Path) -> None:
+    from mailwarden.pipeline import shard_of
+
+    qid_re = re.compile(rb"\]: ([0-9A-Za-z]{6,31}): ")
+    for log in (real_log, synthetic_log):
+        by_qid: dict[bytes, set[int]] = {}
+        sizes = Counter()
+        for raw in log.read_bytes().splitlines(keepends=True):
+            s = shard_of(raw, 2)
+            sizes[s] += 1
+            m = qid_re.search(raw)
+            if m and m[1] != b"NOQUEUE":
+                by_qid.setdefault(m[1], set()).add(s)
+        assert all(len(v) == 1 for v in by_qid.values())
+        assert min(sizes.values()) > 0.3 * sum(sizes.values())  # both workers get work
