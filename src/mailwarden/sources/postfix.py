@@ -232,6 +232,8 @@ _IGNORED_SHAPES = (
     r"COMMAND (?:TIME|COUNT|LENGTH) LIMIT from|(?:WHITE|ALLOW|BLACK|DENY)LISTED|"
     r"(?:WHITE|ALLOW)LIST VETO) ",
     r"addr \S+ listed by domain ",
+    # rsyslog's repeated-message reduction ("message repeated 3 times: [ warning: ...]")
+    r"message repeated \d+ times: \[",
 )
 _IGNORE = re.compile("|".join(f"(?:{x})" for x in _IGNORED_SHAPES))
 
