@@ -94,3 +94,9 @@ def test_bad_local_table_is_exit_2_with_the_file_named(etc: Path) -> None:
     p = mw("explain", "550 5.1.1 x")
     assert p.returncode == 2
     assert "reasons.toml" in p.stderr
+
+
+def test_recipient_names_the_provider_when_no_host_is_known() -> None:
+    p = mw("explain", "circuit open for provider", "--recipient", "bob@gmail.com", "--json")
+    doc = json.loads(p.stdout)
+    assert doc["provider"] == "google" and doc["internal"] is True

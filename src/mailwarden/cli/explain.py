@@ -24,6 +24,9 @@ def explain(
     host: str = typer.Option("", "--host", help="Relay (MX) host that answered."),
     command: str = typer.Option("", "--command", help='SMTP stage, e.g. "RCPT TO".'),
     dsn: str = typer.Option("", "--dsn", help="Enhanced status logged beside it (dsn=)."),
+    recipient: str = typer.Option(
+        "", "--recipient", help="Recipient address: names the provider when no host is known."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     check: bool = typer.Option(False, "--check", help="Run every table sample instead."),
 ) -> None:
@@ -37,7 +40,7 @@ def explain(
         raise typer.Exit(_check(c, as_json))
     if not reply.strip():
         raise typer.BadParameter("give a reply text (or --check)", param_hint="REPLY")
-    doc = explain_reply(c, reply, host=host, command=command, dsn=dsn)
+    doc = explain_reply(c, reply, host=host, command=command, dsn=dsn, recipient=recipient)
     if as_json:
         typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
     else:
@@ -46,7 +49,7 @@ def explain(
 
 
 def explain_reply(
-    c: Any, text: str, *, host: str = "", command: str = "", dsn: str = ""
+    c: Any, text: str, *, host: str = "", command: str = "", dsn: str = "", recipient: str = ""
 ) -> dict[str, Any]:
     """Classify ``text`` the way the log pipeline would and return a JSON-able dict."""
     from dataclasses import asdict, replace
@@ -58,7 +61,10 @@ def explain_reply(
         r = replace(r, command=command)
     if host:
         r = replace(r, host=host)
-    cl = c.classify(r, dsn=dsn, text=text)
+    # relay=none lines: the host quoted in the reason, else the recipient's domain
+    provider = c.provider_for_host(r.host) if r.host else ""
+    provider = provider or (c.provider_for_domain(recipient) if recipient else "")
+    cl = c.classify(r, dsn=dsn, text=text, provider=provider)
     prov = c.providers.get(cl.provider)
     doc: dict[str, Any] = asdict(cl)
     doc.update(
