@@ -183,3 +183,8 @@ def test_breaker_deferral_names_its_provider_when_the_caller_knows_none() -> Non
     cl = C.classify(Reply(None, "", text, remote=False, raw=text))
     assert (cl.internal, cl.provider) == (True, "swisscom")
     assert C.classify(Reply(None, "", text, remote=False, raw=text), provider="x").provider == "x"
+
+
+def test_reply_with_only_raw_text_is_still_classified() -> None:
+    cl = C.classify(Reply(None, "", "", raw="552 5.2.2 Mailbox full", remote=True))
+    assert cl.reason == "mailboxfull"

@@ -299,7 +299,7 @@ class Classifier:
         from ``reply.host``.
         """
         if reply is not None:
-            code, enh, body = reply.code, reply.enhanced, reply.text or text
+            code, enh, body = reply.code, reply.enhanced, reply.text or text or reply.raw
             command, remote, rip, host = reply.command, reply.remote, reply.ip, reply.host
             # What Postfix wrote around the reply ("delivery temporarily suspended: host X
             # said: ..."): the reply parser may have unwrapped it, the raw text still says it.
