@@ -129,3 +129,36 @@ def test_sigterm_commits_everything_and_exits_zero(tmp_path: Path) -> None:
     # every line on stderr is one JSON event with the documented keys
     for e in d.events():
         assert {"ts", "level", "logger", "msg"} <= set(e), e
+
+
+def test_log_rotated_while_the_daemon_was_down(tmp_path: Path) -> None:
+    full = tmp_path / "full.log"
+    lines = genlog(full, 3000, seed=17)
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"".join(lines[:1000]))
+    url = f"sqlite:///{tmp_path / 'daemon.db'}"
+    cfg = write_config(tmp_path / "mw.toml", tmp_path / "state", url)
+    d = DaemonProc(
+        cfg, tmp_path / "etc", ["--from-start", "--no-socketmap", str(log)], tmp_path / "run.log"
+    )
+    try:
+        d.start()
+        wait_for(lambda: checkpoint_offset(url, str(log)) == log.stat().st_size, 60, "part 1")
+        _append(log, lines[1000:1800], pause=0.005)
+        d.kill9()
+        # logrotate while it is down: the old file gets more lines, is renamed, a new one starts
+        _append(log, lines[1800:2000])
+        log.rename(tmp_path / "mail.log.1")
+        log.write_bytes(b"".join(lines[2000:2500]))
+        d.start()
+        _append(log, lines[2500:], pause=0.005)
+        size = log.stat().st_size
+        wait_for(lambda: checkpoint_offset(url, str(log)) == size, 90, "new file read")
+        assert d.term() == 0
+    finally:
+        d.stop()
+    ref = f"sqlite:///{tmp_path / 'oneshot.db'}"
+    one_shot(full, ref, d.env)
+    got, want = dump_store(url), dump_store(ref)
+    for table in ("messages", "attempts", "rollups", "rejections", "inbound"):
+        assert got[table] == want[table], table

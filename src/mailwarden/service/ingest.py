@@ -366,6 +366,7 @@ class LogIngest:
         self._batches: list[Batch] = []
         self._flushed: dict[tuple[str, str, float], tuple[Any, ...]] = {}
         self._dirty = False
+        self._committed: tuple[Any, ...] = ()
         self._next_commit = 0.0
 
     # -- start ------------------------------------------------------------------------------
@@ -467,8 +468,20 @@ class LogIngest:
             folder.events(batch, [])
 
     # -- commit ------------------------------------------------------------------------------
+    def _position(self) -> tuple[Any, ...]:
+        """Where the sources stand (a rotated file let go changes it without new lines)."""
+        out: list[Any] = []
+        for f, _e, _p in self.followers:
+            cp = f.checkpoint()
+            out.append(None if cp is None else (cp.inode, cp.offset, cp.rotated))
+        return tuple(out)
+
     def due(self, now: float) -> bool:
-        return self._dirty and now >= self._next_commit
+        if now < self._next_commit:
+            return False
+        if not self._dirty and self._position() != self._committed:
+            self._dirty = True
+        return self._dirty
 
     def commit(self, stop: threading.Event, timeout: float | None = None) -> bool:
         """Close the current unit and queue it for the writer (waits while the queue is full)."""
@@ -492,6 +505,7 @@ class LogIngest:
         unit.checkpoints[CORRELATOR_SOURCE] = snapshot(folder.correlator)
         self.stats.open_messages = len(folder.correlator)
         self._dirty = False
+        self._committed = self._position()
         self._next_commit = time.monotonic() + self.commit_interval
         ok = self.writer.put(unit, stop, timeout)
         if ok:
@@ -534,7 +548,7 @@ class LogIngest:
                 if not busy:
                     stop.wait(poll)
             # final unit: what was read is committed before we go (the writer drains it)
-            if self._dirty:
+            if self._dirty or (self.followers and self._position() != self._committed):
                 self.commit(threading.Event(), timeout=10.0)
         finally:
             self.close()
