@@ -365,7 +365,13 @@ def create_app(
         return snap.value or {}, snap
 
     @app.get("/")
-    def overview(request: Request, host: HostQ = "", days: DaysQ = 7, done: str = "") -> Response:
+    def overview(
+        request: Request,
+        host: HostQ = "",
+        days: DaysQ = 7,
+        done: Annotated[str, Query(max_length=300)] = "",
+        provider: Annotated[str, Query(max_length=255)] = "",
+    ) -> Response:
         s = require(request)
         from mailwarden.store.breaker import BreakerStore
 
@@ -378,7 +384,8 @@ def create_app(
         history = store.history(limit=15)
         parked, qsnap = parked_counts()
         daylist = p.day_list()
-        totals = wq.daily_totals(providers, p)
+        shown = [r for r in providers if r.provider == provider] if provider else providers
+        totals = wq.daily_totals(shown, p)
         sums: dict[str, int] = {}
         for _, c in totals:
             for k, v in c.items():
@@ -395,7 +402,10 @@ def create_app(
             days=days,
             nav="overview",
             period=p,
-            chart=charts.stacked_bars(totals),
+            chart=charts.stacked_bars(
+                totals, label=f"delivery attempts per day{' to ' + provider if provider else ''}"
+            ),
+            chart_provider=provider,
             sums=sums,
             providers=providers,
             sparks={r.provider: charts.sparkline(daylist, r.daily) for r in providers},
@@ -405,7 +415,7 @@ def create_app(
             queue=qsnap,
             extra_parked=extra_parked,
             can_act=control is not None,
-            done=done[:200],
+            done=done,
         )
 
     @app.get("/rejections")
