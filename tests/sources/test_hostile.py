@@ -79,3 +79,23 @@ def test_foreign_program_names_are_bounded() -> None:
     merged.merge(stats)
     merged.merge(stats)
     assert sum(merged.programs.values()) == 6000 and len(merged.programs) == 1001
+
+
+def test_caches_keep_no_huge_keys() -> None:
+    from mailwarden.sources.postfix import PostfixParser
+    from mailwarden.sources.syslog import Envelope
+
+    big = "x" * 20_000
+    lines = [
+        f"Nov 27 17:19:54 {'h' * 5000}{i} postfix/smtp[1]: ABCDEF{i:04d}: to=<a@b>, relay={big}{i}"
+        f"[192.0.2.1]:25, delay=1, delays=0/0/0/1, dsn=4.0.0, status=deferred (host m[192.0.2.1]"
+        f" said: 451 4.0.0 {big}{i} (in reply to RCPT TO command))\n".encode()
+        for i in range(20)
+    ] + [f"Nov 27 17:19:54 mail {'p' * 60_000}{i}[1]: hi\n".encode() for i in range(20)]
+    env, parser, stats = Envelope(), PostfixParser(), ParseStats()
+    out = list(parse_lines(lines, env=env, parser=parser, stats=stats))
+    assert len(out) == 20 and stats.unparsed == 20  # the long tags are not program tags
+    assert all(len(k) <= 255 for k in env.hosts)
+    assert all(len(k) <= 128 for k in parser._tags)
+    assert all(len(k) <= 1024 for k in parser._replies)
+    assert all(len(k) <= 300 for k in parser._relays)

@@ -126,7 +126,7 @@ def parse_journal(
         pf = programs.get(program)
         if pf is None:
             pf = is_postfix(program)
-            if len(programs) < 10_000:
+            if len(programs) < 10_000 and len(program) <= 128:
                 programs[program] = pf
         if not pf:
             stats.foreign += 1

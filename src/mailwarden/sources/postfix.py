@@ -330,7 +330,9 @@ class PostfixParser:
             r = parse_reply(text)
             if len(self._replies) > 20_000:
                 self._replies.clear()
-            if not text.startswith("250 "):  # "queued as <unique id>": no reuse
+            # "250 ... queued as <unique id>" is never reused; long texts would make the cache
+            # big (20,000 entries of at most 1 KiB)
+            if len(text) <= 1024 and not text.startswith("250 "):
                 self._replies[text] = r
         return r
 
@@ -344,7 +346,8 @@ class PostfixParser:
                 r = (m.group("host"), m.group("ip"), _int(m.group("port")))
             if len(self._relays) > 20_000:
                 self._relays.clear()
-            self._relays[relay] = r
+            if len(relay) <= 300:
+                self._relays[relay] = r
         return r
 
     def sender(self, b: bytes) -> str:
@@ -353,7 +356,8 @@ class PostfixParser:
             s = b.decode("utf-8", "replace")
             if len(self._senders) > 20_000:
                 self._senders.clear()
-            self._senders[b] = s
+            if len(b) <= 320:
+                self._senders[b] = s
         return s
 
     def tag(self, tag: bytes) -> tuple[str, bool] | None:
@@ -364,7 +368,8 @@ class PostfixParser:
         out = None if t is None else (t[0], is_postfix(t[0]))
         if len(self._tags) > 100_000:
             self._tags.clear()
-        self._tags[tag] = out
+        if len(tag) <= 128:
+            self._tags[tag] = out
         return out
 
     def program(self, program: str) -> tuple[str, bool]:

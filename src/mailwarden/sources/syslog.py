@@ -261,14 +261,15 @@ class Envelope:
         out = parse_tag(tag)
         if len(self.tags) > 100_000:
             self.tags.clear()
-        self.tags[tag] = out
+        if len(tag) <= 128:
+            self.tags[tag] = out
         return out
 
     def host(self, h: bytes) -> str:
         s = self.hosts.get(h)
         if s is None:
             s = h.decode("utf-8", "replace")
-            if len(self.hosts) < 10_000:
+            if len(self.hosts) < 10_000 and len(h) <= 255:
                 self.hosts[h] = s
         return s
 
