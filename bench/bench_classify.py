@@ -8,7 +8,8 @@
   them), warm cache, and with the cache defeated (every reply distinct), plus load time;
 * memory: tracemalloc peak of loading the tables and of a filled cache.
 
-Usage: ``.venv/bin/python bench/bench_classify.py [--quick]``. Writes bench/out/classify.json.
+Usage: ``.venv/bin/python bench/bench_classify.py [--quick] [--coverage]`` (``--coverage``: only
+the table of pattern ids per provider and reason). Writes bench/out/classify.json.
 ``run()`` returns the same dict, for a runner.
 """
 
@@ -37,7 +38,7 @@ BOUNCES = ROOT / "tests" / "data" / "classify" / "bounces-expected.jsonl"
 
 def coverage(c: Classifier) -> dict[str, Any]:
     tables: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"patterns": 0, "samples": 0, "ok": 0, "reasons": Counter()}
+        lambda: {"patterns": 0, "samples": 0, "ok": 0, "reasons": Counter(), "ids": {}}
     )
     per_reason: Counter[str] = Counter()
     for o in owned_patterns(c):
@@ -46,6 +47,7 @@ def coverage(c: Classifier) -> dict[str, Any]:
         t["samples"] += len(o.samples)
         t["ok"] += sum(1 for s in o.samples if not check(c, o, s))
         t["reasons"][o.reason or "(inner)"] += 1
+        t["ids"].setdefault(o.reason or "(inner)", []).append(o.id.split("/", 1)[1])
         per_reason[o.reason or "(inner)"] += 1
     out = {k: {**v, "reasons": dict(v["reasons"])} for k, v in sorted(tables.items())}
     return {"tables": out, "per_reason": dict(sorted(per_reason.items()))}
@@ -99,6 +101,14 @@ def speed(c: Classifier, items: list[tuple[Reply, str]]) -> dict[str, float]:
     }
 
 
+def print_ids(cov: dict[str, Any]) -> None:
+    """The coverage table: pattern ids per table and reason."""
+    for name, t in cov["tables"].items():
+        print(f"{name}:")
+        for reason, ids in sorted(t["ids"].items()):
+            print(f"  {reason:16} {', '.join(ids)}")
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     c = Classifier.load()
@@ -134,7 +144,12 @@ def run(quick: bool = False) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    res = run(quick=ap.parse_args().quick)
+    ap.add_argument("--coverage", action="store_true", help="only print pattern ids per table")
+    args = ap.parse_args()
+    if args.coverage:
+        print_ids(coverage(Classifier.load()))
+        return
+    res = run(quick=args.quick)
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "classify.json").write_text(json.dumps(res, indent=2))
