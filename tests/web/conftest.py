@@ -169,3 +169,40 @@ def dashboard(store: Imported, tmp_path: Path) -> Iterator[Dashboard]:
     finally:
         engine.dispose()
         br.store.engine.dispose()
+
+
+def record_egress(url: str) -> list[Any]:
+    """A web app's PHP script talking to remote MX servers (blocked by the egress rule), a
+    user's mail client on 587, and the MTA's own connections, stored as `egress run` does."""
+    import time
+
+    from mailwarden.egress.summary import Recorder
+    from mailwarden.events import EgressConnect
+    from mailwarden.store.db import open_engine
+
+    now = time.time()
+    php = dict(
+        source="ebpf", dport=25, uid=33, user="www-data", comm="php-fpm8.2",
+        exe="/usr/sbin/php-fpm8.2", cmdline=("php-fpm: pool www",), cwd="/var/www/html",
+        script="/var/www/html/wp-content/uploads/contact.php", pool="www",
+        parents=((812, "php-fpm8.2"), (1, "init")), unit="php8.2-fpm.service",
+        verdict="blocked",
+    )  # fmt: skip
+    events = [
+        EgressConnect(ts=now - 60 + i, daddr=f"198.51.100.{20 + i}", pid=4400 + i, ppid=812,
+                      **php)  # type: ignore[arg-type]
+        for i in range(4)
+    ] + [
+        EgressConnect(ts=now - 30, source="ebpf", daddr="198.51.100.40", dport=587, uid=1001,
+                      user="alice", comm="thunderbird", exe="/usr/lib/thunderbird/thunderbird",
+                      cmdline=("/usr/lib/thunderbird/thunderbird",), verdict="allowed", pid=5000),
+        EgressConnect(ts=now - 20, source="nflog", daddr="198.51.100.41", dport=25, uid=104,
+                      user="postfix", comm="smtp", exe="/usr/lib/postfix/sbin/smtp",
+                      verdict="allowed", mta=True, pid=6000),
+    ]  # fmt: skip
+    engine = open_engine(url)
+    try:
+        Recorder(engine).record(events)
+    finally:
+        engine.dispose()
+    return events

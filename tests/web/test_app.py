@@ -538,3 +538,19 @@ def test_overview_chart_of_one_provider(authed: TestClient, dashboard: Dashboard
     assert 'id="chart-provider">yahoo<' in html
     assert +shown_totals(html) == +want and sum(want.values()) > 0
     assert 'href="/?days=30&amp;provider=yahoo"' in html  # the sparkline links here
+
+
+def test_egress_page_shows_the_evidence(authed: TestClient, store: Any) -> None:
+    from .conftest import record_egress
+
+    events = record_egress(store.url)
+    html = authed.get("/egress?days=1", headers=HTML).text
+    assert "/var/www/html/wp-content/uploads/contact.php" in html
+    assert "php-fpm8.2[812] ← init[1]" in html and "pid 4400, ppid 812" in html
+    assert "198.51.100.21:25" in html and "/usr/lib/thunderbird/thunderbird" in html
+    assert "/usr/lib/postfix/sbin/smtp" not in html  # the MTA's own connections are hidden
+    ev_rows = html[html.index('id="event-table"') :].count("<tr class=")
+    assert ev_rows == sum(1 for e in events if not e.mta)
+    with_mta = authed.get("/egress?days=1&mta=true", headers=HTML).text
+    assert with_mta[with_mta.index('id="event-table"') :].count("<tr class=") == len(events)
+    assert "/usr/lib/postfix/sbin/smtp" in with_mta

@@ -30,7 +30,7 @@ from mailwarden.store import schema
 from mailwarden.store.breaker import BreakerStore
 from mailwarden.store.db import open_engine
 
-from .conftest import PASSWORD, SAMPLE, TOKEN, Imported
+from .conftest import PASSWORD, SAMPLE, TOKEN, Imported, record_egress
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +77,7 @@ def server(imported_sqlite: Imported, tmp_path_factory: pytest.TempPathFactory) 
     d = tmp_path_factory.mktemp("web-server")
     db = d / "store.db"
     shutil.copy(imported_sqlite.url.removeprefix("sqlite:///"), db)
+    record_egress(f"sqlite:///{db}")
     port = free_port()
     cfg = d / "mailwarden.toml"
     cfg.write_text(
@@ -234,7 +235,9 @@ def test_every_page(page: Any, server: Server) -> None:
     assert "www-data" in page.locator("#origin-table").inner_text()
     shot(page, "13-origins")
     go(page, "#nav-egress")
-    assert page.locator("#egress-table").is_visible()
+    assert "contact.php" in page.locator("#alert-table").inner_text()
+    assert page.locator("#egress-table tbody tr.blocked").count() == 1
+    assert page.locator("#event-table tbody tr").count() == 5
     shot(page, "14-egress")
     go(page, "#nav-health")
     page.wait_for_selector("#quick-findings", timeout=60_000)  # the page reloads itself

@@ -476,6 +476,8 @@ def create_app(
         since = time.time() - days * 86400
         rows = top(db, since=since, limit=200, include_mta=mta)
         al = alerts(db, since=since, limit=100)
+        with db.connect() as conn:
+            events = wq.egress_events(conn, since, mta=mta)
         return page(
             request,
             "egress.html",
@@ -485,6 +487,7 @@ def create_app(
             nav="egress",
             rows=rows,
             alerts=al,
+            events=events,
             mta=mta,
         )
 

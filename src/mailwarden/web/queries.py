@@ -534,3 +534,30 @@ def bounce_links(conn: Connection, msg: MessageRow) -> list[MessageRow]:
         .limit(20)
     )
     return [MessageRow(*r) for r in conn.execute(q)]
+
+
+# ------------------------------------------------------------------------------ egress
+
+
+def egress_events(
+    conn: Connection, since: float, *, mta: bool = False, limit: int = 100
+) -> list[dict[str, Any]]:
+    """The newest raw egress connects (kept ``[egress] raw_days``): who, with what command line,
+    from which directory, under which parents, to where, and the rule's verdict."""
+    import json
+
+    from mailwarden.store.egress import egress_events as ev
+
+    q = select(ev).where(ev.c.ts >= since).order_by(ev.c.ts.desc(), ev.c.id.desc()).limit(limit)
+    if not mta:
+        q = q.where(ev.c.mta.is_(False))
+    out = []
+    for r in conn.execute(q).mappings():
+        d = dict(r)
+        for key in ("cmdline", "parents"):
+            try:
+                d[key] = json.loads(d[key] or "[]")
+            except ValueError:
+                d[key] = []
+        out.append(d)
+    return out
