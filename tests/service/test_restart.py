@@ -40,6 +40,20 @@ def _starts(d: DaemonProc) -> int:
     return sum(1 for e in d.events() if e.get("msg") == "following the log")
 
 
+def _breaker_hits(url: str) -> list[tuple[float, str, str]]:
+    from sqlalchemy import select
+
+    from mailwarden.store.breaker import breaker_hits as t
+    from mailwarden.store.db import open_engine
+
+    e = open_engine(url)
+    try:
+        with e.connect() as c:
+            return [tuple(r) for r in c.execute(select(t.c.ts, t.c.provider, t.c.rule))]
+    finally:
+        e.dispose()
+
+
 def _sasl_stored(url: str) -> int:
     from sqlalchemy import func, select
 
@@ -93,6 +107,9 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path: Pat
     for table in ("messages", "attempts", "rollups", "rejections", "inbound"):
         assert got[table] == want[table], table
     assert _sasl_stored(url) == sasl_rows(full) > 0
+    # the breaker saw the re-read lines again: none of its rule hits is counted twice
+    hits = _breaker_hits(url)
+    assert hits and len(hits) == len(set(hits))
     events = d.events()
     starts = [e for e in events if e.get("msg") == "following the log"]
     assert len(starts) == 3 and starts[1]["restored_messages"] > 0

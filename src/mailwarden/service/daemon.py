@@ -133,6 +133,7 @@ class Daemon:
         self.reload_event = threading.Event()
         self._reload_breaker: tuple[Any, Any] | None = None
         self.components: list[Any] = []
+        self._breaker_guard = 0.0
         self.started = time.time()
 
     # -- wiring ------------------------------------------------------------------------------
@@ -183,7 +184,7 @@ class Daemon:
             from_start=self.from_start,
             tz=load_tz(s.log.tz) if s.log.tz else None,
             commit_interval=svc.commit_interval,
-            observe=be.observe,
+            observe=self._observe,
         )
         self.ctx = JobContext(s, self.engine, self.host, self.dispatcher, hosts=self.log_hosts)
         self.scheduler = Scheduler(self.ctx, jobs_from(s))
@@ -205,6 +206,33 @@ class Daemon:
         if web is not None:
             self.components.append(web)
 
+    def _observe(self, d: Any) -> object:
+        """Feed the breaker, except failures it already counted before a crash: lines after
+        the last committed checkpoint are read again on restart, and a rule hit must not be
+        counted twice towards an N-per-window trigger."""
+        if d.ts <= self._breaker_guard and d.status != "sent":
+            return None
+        return self.wiring.engine.observe(d)
+
+    def _load_breaker_guard(self) -> float:
+        """The newest rule hit or rule transition the breaker stored (0.0 when none)."""
+        from sqlalchemy import func, select
+
+        from mailwarden.store.breaker import breaker_hits, breaker_transitions
+
+        try:
+            with self.engine.connect() as c:
+                h = c.execute(select(func.max(breaker_hits.c.ts))).scalar()
+                t = c.execute(
+                    select(func.max(breaker_transitions.c.ts)).where(
+                        breaker_transitions.c.actor == "rule"
+                    )
+                ).scalar()
+        except Exception as exc:
+            log.warning("breaker replay guard unavailable", extra={"error": str(exc)[:200]})
+            return 0.0
+        return max(float(h or 0.0), float(t or 0.0))
+
     def log_hosts(self) -> set[str]:
         return set(self.ingest.hosts) if hasattr(self, "ingest") else set()
 
@@ -213,6 +241,7 @@ class Daemon:
         # after a restart of this component, let the writer commit what the last run queued,
         # so this run resumes from the newest checkpoint
         self.writer.wait_idle(30.0)
+        self._breaker_guard = self._load_breaker_guard()
         self.ingest.stats = type(self.ingest.stats)()
         self.ingest.followers = []
         be = self.wiring.engine
