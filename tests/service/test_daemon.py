@@ -58,7 +58,10 @@ def test_socketmap_restarted_when_it_dies_and_gone_with_the_daemon(tmp_path: Pat
     log = tmp_path / "mail.log"
     genlog(log, 300, seed=5)
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    cfg = write_config(tmp_path / "mw.toml", tmp_path / "state", url)
+    hook = WebhookSink()
+    cfg = write_config(
+        tmp_path / "mw.toml", tmp_path / "state", url, alerts={"webhook_url": hook.url()}
+    )
     port = _socketmap_port(cfg)
     pidfile = tmp_path / "state" / "socketmap.pid"
     d = DaemonProc(cfg, tmp_path / "etc", [str(log)], tmp_path / "run.log")
@@ -74,6 +77,15 @@ def test_socketmap_restarted_when_it_dies_and_gone_with_the_daemon(tmp_path: Pat
             "a new socketmap server",
         )
         wait_for(lambda: _port_open(port), 30, "socketmap back")
+        wait_for(lambda: len(hook.requests) > 0, 30, "an alert about it")
+        alert = hook.requests[0].json()
+        assert alert["kind"] == "service" and alert["severity"] == "critical"
+        assert alert["data"]["component"] == "socketmap"
+        # a malformed request is dropped, the server goes on answering the others
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as bad:
+            bad.sendall(b"999999999999:junk,")
+            assert bad.recv(100) == b""
+        assert _lookup(port).endswith(b",")
         second = int(pidfile.read_text())
         d.kill9()  # the child must not outlive the daemon (it would keep the port)
         wait_for(lambda: not _pid_alive(second), 10, "socketmap child gone")
@@ -84,6 +96,7 @@ def test_socketmap_restarted_when_it_dies_and_gone_with_the_daemon(tmp_path: Pat
         assert not _port_open(port) and not pidfile.exists()
     finally:
         d.stop()
+        hook.close()
     restarts = [e for e in d.events() if e.get("msg") == "child exited; restarting"]
     assert restarts and restarts[0]["component"] == "socketmap"
 

@@ -173,6 +173,7 @@ class Daemon:
             attempts_days=s.store.attempts_days,
             max_units=svc.queue_units,
             backoff_max=min(svc.restart_backoff_max, 5.0),
+            on_outage=self._store_outage,
         )
         self.ingest = LogIngest(
             engine=self.engine,
@@ -194,17 +195,63 @@ class Daemon:
             argv = [sys.executable, "-m", "mailwarden.cli", "postfix", "socketmap"]
             self.components.append(
                 ProcessComponent(
-                    "socketmap", argv, s.state_dir / "socketmap.pid", backoff_max=min(back, 5.0)
+                    "socketmap",
+                    argv,
+                    s.state_dir / "socketmap.pid",
+                    backoff_max=min(back, 5.0),
+                    on_restart=self._component_restarted,
                 )
             )
-        self.components.append(ThreadComponent("store", self.writer.run, backoff_max=back))
-        self.components.append(ThreadComponent("log", self._log_loop, backoff_max=back))
+        self.components.append(
+            ThreadComponent(
+                "store", self.writer.run, backoff_max=back, on_restart=self._component_restarted
+            )
+        )
+        self.components.append(
+            ThreadComponent(
+                "log", self._log_loop, backoff_max=back, on_restart=self._component_restarted
+            )
+        )
         if svc.egress:
             self.components.append(ThreadComponent("egress", self._egress_loop, backoff_max=back))
         self.components.append(ThreadComponent("scheduler", self.scheduler.run, backoff_max=back))
         web = self._web_component() if self.want_web else None
         if web is not None:
             self.components.append(web)
+
+    def _component_restarted(self, name: str, restarts: int, error: str) -> None:
+        """A component died: alert (once per dedup window). A dead lookup server defers all
+        mail, a dead log component means no protection: people must know."""
+        from mailwarden.report.alerts import Alert
+
+        self.dispatcher.emit(
+            Alert(
+                kind="service",
+                key=f"service:{self.host}:{name}:died",
+                severity="critical" if name in ("socketmap", "log") else "warning",
+                title=f"mailwarden {name} died and was restarted ({restarts} times so far)",
+                text=f"The {name} component of mailwarden run on {self.host} stopped: {error}. "
+                "It is restarted with backoff; see the daemon's log (journalctl -u mailwarden).",
+                host=self.host,
+                data={"component": name, "restarts": restarts, "error": error},
+            )
+        )
+
+    def _store_outage(self, seconds: float, error: str) -> None:
+        from mailwarden.report.alerts import Alert
+
+        self.dispatcher.emit(
+            Alert(
+                kind="service",
+                key=f"service:{self.host}:store-down",
+                severity="critical",
+                title=f"the store has been unreachable for {seconds:.0f} s",
+                text="mailwarden run cannot write to its store; the log is held and written "
+                f"when it is back (nothing is lost while the daemon runs). Last error: {error}",
+                host=self.host,
+                data={"seconds": seconds, "error": error},
+            )
+        )
 
     def _observe(self, d: Any) -> object:
         """Feed the breaker, except failures it already counted before a crash: lines after

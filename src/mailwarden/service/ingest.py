@@ -81,8 +81,12 @@ class StoreWriter:
         max_units: int = 64,
         backoff_max: float = 5.0,
         on_written: Callable[[list[Unit]], None] | None = None,
+        on_outage: Callable[[float, str], None] | None = None,
+        outage_after: float = 60.0,
     ) -> None:
         self.engine = engine
+        self.on_outage = on_outage
+        self.outage_after = outage_after
         self.host = host
         self.attempts_days = attempts_days
         self.backoff_max = backoff_max
@@ -118,6 +122,8 @@ class StoreWriter:
     def run(self, stop: threading.Event) -> None:
         """The component loop: until ``stop`` and nothing is left to write."""
         backoff = 0.1
+        failing_since: float | None = None
+        reported = False
         while True:
             if not self._pending:
                 try:
@@ -138,6 +144,12 @@ class StoreWriter:
 
                 self.stats.retries += 1
                 self.stats.last_error = str(exc)
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if not reported and now - failing_since >= self.outage_after:
+                    reported = True
+                    if self.on_outage is not None:
+                        self.on_outage(now - failing_since, str(exc)[:300])
                 if not isinstance(exc, StoreError):
                     log.exception("store write failed")
                 log.warning(
@@ -153,6 +165,7 @@ class StoreWriter:
                 backoff = min(backoff * 2, self.backoff_max)
                 continue
             backoff = 0.1
+            failing_since, reported = None, False
             done, self._pending = self._pending, []
             if self.on_written is not None:
                 try:

@@ -43,8 +43,10 @@ class ThreadComponent:
         *,
         backoff_max: float = 30.0,
         backoff_min: float = 0.2,
+        on_restart: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self.name = name
+        self.on_restart = on_restart
         self.target = target
         self.backoff_max = backoff_max
         self.backoff_min = backoff_min
@@ -81,6 +83,7 @@ class ThreadComponent:
             if time.monotonic() - self.started > _STABLE:
                 backoff = self.backoff_min
             self.restarts += 1
+            _notify(self.on_restart, self.name, self.restarts, self.last_error)
             log.warning(
                 "component restarting",
                 extra={"component": self.name, "in_seconds": round(backoff, 2)},
@@ -98,6 +101,15 @@ class ThreadComponent:
 
     def health(self) -> Health:
         return Health(self.name, self._running, self.restarts, self.last_error, self.started)
+
+
+def _notify(hook: Callable[[str, int, str], None] | None, name: str, n: int, err: str) -> None:
+    if hook is None:
+        return
+    try:
+        hook(name, n, err)
+    except Exception:
+        log.exception("restart hook failed")
 
 
 def _die_with_parent() -> None:
@@ -124,8 +136,10 @@ class ProcessComponent:
         *,
         backoff_max: float = 5.0,
         env: dict[str, str] | None = None,
+        on_restart: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self.name = name
+        self.on_restart = on_restart
         self.argv = argv
         self.pidfile = pidfile
         self.backoff_max = backoff_max
@@ -163,6 +177,7 @@ class ProcessComponent:
             if time.monotonic() - self.started > _STABLE:
                 backoff = 0.2
             self.last_error = f"exited with {rc}"
+            _notify(self.on_restart, self.name, self.restarts, self.last_error)
             log.error(
                 "child exited; restarting",
                 extra={"component": self.name, "rc": rc, "in_seconds": round(backoff, 2)},
