@@ -97,7 +97,10 @@ def test_socketmap_restarted_when_it_dies_and_gone_with_the_daemon(tmp_path: Pat
     finally:
         d.stop()
         hook.close()
-    restarts = [e for e in d.events() if e.get("msg") == "child exited; restarting"]
+    events = d.events()
+    assert all("raw" not in e for e in events), [e for e in events if "raw" in e][:3]
+    assert any(e.get("logger") == "mailwarden.socketmap" for e in events)  # its lines, relayed
+    restarts = [e for e in events if e.get("msg") == "child exited; restarting"]
     assert restarts and restarts[0]["component"] == "socketmap"
 
 

@@ -112,6 +112,20 @@ def _notify(hook: Callable[[str, int, str], None] | None, name: str, n: int, err
         log.exception("restart hook failed")
 
 
+def _relay(proc: subprocess.Popen[bytes], name: str) -> None:
+    """The child's stderr lines, re-logged as events of ours (one JSON event per line stays
+    true for the whole daemon)."""
+    assert proc.stderr is not None
+    child = logging.getLogger(f"mailwarden.{name}")
+    for raw in proc.stderr:
+        line = raw.decode("utf-8", "replace").strip()
+        if not line:
+            continue
+        low = line.lower()
+        level = logging.WARNING if ("error" in low or "warning" in low) else logging.INFO
+        child.log(level, line[:2000], extra={"component": name, "pid": proc.pid})
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM when the daemon dies, even by SIGKILL (Linux prctl), so an
     orphaned lookup server never keeps the port from the restarted daemon's new one."""
@@ -160,7 +174,12 @@ class ProcessComponent:
             self.started = time.monotonic()
             try:
                 self.proc = subprocess.Popen(
-                    self.argv, stdin=subprocess.DEVNULL, env=self.env, preexec_fn=_die_with_parent
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    env=self.env,
+                    preexec_fn=_die_with_parent,
                 )
             except OSError as exc:
                 self.last_error = str(exc)
@@ -170,7 +189,12 @@ class ProcessComponent:
                 if self.pidfile is not None:
                     self.pidfile.write_text(f"{self.proc.pid}\n")
                 log.info("started", extra={"component": self.name, "pid": self.proc.pid})
+                relay = threading.Thread(
+                    target=_relay, args=(self.proc, self.name), name=f"{self.name}-log", daemon=True
+                )
+                relay.start()
                 rc = self.proc.wait()
+                relay.join(2)
             if self._stop.is_set():
                 break
             self.restarts += 1
