@@ -54,22 +54,20 @@ def _norm_name(value: str) -> str:
 def postconf_values(
     names: list[str], *, config_dir: str | None = None, postconf: str = "postconf"
 ) -> dict[str, str]:
-    """Expanded values of Postfix parameters (``postconf -x -h``); {} when Postfix is absent."""
+    """Expanded values of Postfix parameters (``postconf -x -h``, one run for all names);
+    {} when Postfix is absent or the configuration cannot be read."""
     exe = shutil.which(postconf)
-    if not exe:
+    if not exe or not names:
         return {}
-    out: dict[str, str] = {}
-    for n in names:
-        cmd = [exe, "-x", "-h"]
-        if config_dir:
-            cmd += ["-c", config_dir]
-        try:
-            r = subprocess.run([*cmd, n], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if r.returncode == 0:
-            out[n] = r.stdout.strip()
-    return out
+    cmd = [exe, "-x", "-h", *(["-c", config_dir] if config_dir else []), *names]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    values = r.stdout.splitlines()
+    if r.returncode != 0 or len(values) != len(names):
+        return {}
+    return {n: v.strip() for n, v in zip(names, values, strict=True)}
 
 
 def transport_overrides(config_dir: str | None = None) -> tuple[set[str], set[str]]:
