@@ -145,7 +145,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="only the fresh-store analyze run")
     ap.add_argument("--skip-pflogsumm", action="store_true")
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the measured commands at this niceness (e.g. -10 as root on a shared machine)",
+    )
     a = ap.parse_args()
+    if a.nice:
+        try:
+            os.nice(a.nice)  # inherited by every measured process (and this one)
+        except PermissionError:
+            raise SystemExit("--nice below 0 needs root") from None
 
     log = generate(a.lines, a.seed)
     n = count_lines(log)  # also warms the page cache
@@ -194,7 +205,11 @@ def main() -> None:
             "totals": doc["totals"],
             "store": doc["store"],
         },
-        "machine": {"cpus": os.cpu_count(), "load_1m_at_end": os.getloadavg()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_1m_at_end": os.getloadavg()[0],
+            "nice": a.nice,
+        },
     }
     if "pflogsumm" in runs:
         p, m = runs["pflogsumm"], runs["analyze (fresh store)"]
