@@ -13,7 +13,7 @@ it in the page cache, then runs, as separate processes and in this order:
 
 For each: wall time, lines/s, CPU time (user+sys of the process tree) and peak memory, measured
 two ways: the largest single process (``ru_maxrss`` from ``wait4``, what ``/usr/bin/time -v``
-reports) and the peak of the *sum* over the whole process tree, sampled from /proc every 50 ms
+reports) and the peak of the *sum* over the whole process tree, sampled from /proc every 100 ms
 (PSS: pages the forked workers share with their parent are split between them rather than
 counted in each; the RSS sum is recorded too): the honest figure for a multi-process tool.
 Ratios against pflogsumm are printed and everything goes to ``bench/out/results.json``; the
@@ -73,10 +73,11 @@ def generate(lines: int, seed: int) -> Path:
     return out
 
 
-def _tree_kb(root: int, field: str = "Pss:") -> int:
-    """Sum of ``field`` (``Pss:``: resident memory with pages shared between processes, e.g.
-    copy-on-write after fork, split among them; ``Rss:`` counts them in every process) over
-    ``root`` and all its descendants, in KiB (0 when gone)."""
+def _tree_kb(root: int) -> tuple[int, int]:
+    """``(PSS, RSS)`` summed over ``root`` and all its descendants, in KiB (0 when gone).
+
+    PSS splits the pages that processes share (copy on write after fork) between them; RSS
+    counts them in every process."""
     children: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -88,7 +89,7 @@ def _tree_kb(root: int, field: str = "Pss:") -> int:
             continue
         ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
         children.setdefault(ppid, []).append(int(d))
-    total = 0
+    pss = rss = 0
     todo = [root]
     while todo:
         pid = todo.pop()
@@ -96,12 +97,14 @@ def _tree_kb(root: int, field: str = "Pss:") -> int:
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
                 for line in f:
-                    if line.startswith(field):
-                        total += int(line.split()[1])
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
                         break
         except OSError:
             pass
-    return total
+    return pss, rss
 
 
 def measure(argv: list[str], stdout: Path, env: dict[str, str] | None = None) -> dict[str, float]:
@@ -115,9 +118,10 @@ def measure(argv: list[str], stdout: Path, env: dict[str, str] | None = None) ->
 
         def sample() -> None:
             while not stop.is_set():
-                peak[0] = max(peak[0], _tree_kb(proc.pid, "Pss:"))
-                peak[1] = max(peak[1], _tree_kb(proc.pid, "Rss:"))
-                stop.wait(0.05)
+                pss, rss = _tree_kb(proc.pid)
+                peak[0] = max(peak[0], pss)
+                peak[1] = max(peak[1], rss)
+                stop.wait(0.1)
 
         th = threading.Thread(target=sample, daemon=True)
         th.start()
