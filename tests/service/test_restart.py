@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,23 @@ def _breaker_hits(url: str) -> list[tuple[float, str, str]]:
             return [tuple(r) for r in c.execute(select(t.c.ts, t.c.provider, t.c.rule))]
     finally:
         e.dispose()
+
+
+def _health(url: str) -> dict[str, Any] | None:
+    from mailwarden.store.db import open_engine
+    from mailwarden.store.service import get_state
+
+    e = open_engine(url)
+    try:
+        return get_state(e, "vm", "health") or get_state(e, _hostname(), "health")
+    finally:
+        e.dispose()
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname().split(".")[0]
 
 
 def _sasl_stored(url: str) -> int:
@@ -132,6 +150,9 @@ def test_sigterm_commits_everything_and_exits_zero(tmp_path: Path) -> None:
         wait_for(lambda: checkpoint_offset(url, str(log)) > 0, 60, "first commit")
         _append(log, lines[300:])
         time.sleep(1.0)
+        wait_for(lambda: _health(url) is not None, 30, "a heartbeat")
+        h = _health(url)
+        assert h is not None and h["components"]["log"]["alive"] and h["pid"] == d.proc.pid  # type: ignore[union-attr]
         assert 0 < checkpoint_offset(url, str(log)) < log.stat().st_size
         assert d.term() == 0
     finally:

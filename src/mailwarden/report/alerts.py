@@ -443,3 +443,24 @@ class EgressAdapter:
         self.dispatcher.emit(
             from_egress(alert, host=self.dispatcher.host, public_url=self.public_url)
         )
+
+
+def dispatcher_from_settings(
+    settings: Any, engine: Engine | None = None, host: str = ""
+) -> Dispatcher:
+    """The dispatcher the configuration asks for (``[alerts]`` channels and limits), started.
+    What ``mailwarden run`` uses; the CLI commands that change state (``breaker open/close``,
+    ``egress ingest``) can use it too, so every alert takes the same way out."""
+    from mailwarden.report.channels import build_channels
+
+    al = settings.alerts
+    d = Dispatcher(
+        build_channels(settings),
+        engine=engine,
+        host=host,
+        dedup_window=al.dedup_window,
+        rate_per_hour=al.rate_per_hour,
+        min_severity=al.min_severity,
+    )
+    d.start()
+    return d

@@ -139,8 +139,8 @@ class Daemon:
     # -- wiring ------------------------------------------------------------------------------
     def build(self) -> None:
         from mailwarden.cli.breaker import build as build_breaker
-        from mailwarden.report.alerts import Dispatcher, EgressAdapter
-        from mailwarden.report.channels import build_channels, never_park
+        from mailwarden.report.alerts import EgressAdapter, dispatcher_from_settings
+        from mailwarden.report.channels import never_park
         from mailwarden.service.ingest import LogIngest, StoreWriter
         from mailwarden.service.jobs import JobContext, Scheduler, jobs_from
         from mailwarden.sources import load_tz
@@ -149,16 +149,8 @@ class Daemon:
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
         self.engine = open_engine(s.db_url())
-        svc, al = s.service, s.alerts
-        self.dispatcher = Dispatcher(
-            build_channels(s),
-            engine=self.engine,
-            host=self.host,
-            dedup_window=al.dedup_window,
-            rate_per_hour=al.rate_per_hour,
-            min_severity=al.min_severity,
-        )
-        self.dispatcher.start()
+        svc = s.service
+        self.dispatcher = dispatcher_from_settings(s, self.engine, self.host)
         self.wiring = build_breaker(s)
         be = self.wiring.engine
         self.breaker_store = ResilientBreakerStore(be.store)
@@ -188,7 +180,7 @@ class Daemon:
             observe=self._observe,
         )
         self.ctx = JobContext(s, self.engine, self.host, self.dispatcher, hosts=self.log_hosts)
-        self.scheduler = Scheduler(self.ctx, jobs_from(s))
+        self.scheduler = Scheduler(self.ctx, [*jobs_from(s), self._heartbeat_job()])
         self._egress_adapter = EgressAdapter(self.dispatcher, svc.public_url)
         back = svc.restart_backoff_max
         if self.serve_socketmap:
@@ -218,6 +210,21 @@ class Daemon:
         web = self._web_component() if self.want_web else None
         if web is not None:
             self.components.append(web)
+
+    def _heartbeat_job(self) -> Any:
+        """Every 10 s: this daemon's health in ``service_state`` (host, "health"), so a fleet's
+        daemons and their components can be seen from any host (and a silent one noticed)."""
+        from mailwarden.service.jobs import Job
+
+        def beat(ctx: Any, now: float) -> dict[str, Any]:
+            from mailwarden.store.db import write_transaction
+            from mailwarden.store.service import set_state
+
+            with write_transaction(self.engine) as conn:
+                set_state(conn, self.host, "health", self.health(), now)
+            return {}
+
+        return Job("heartbeat", beat, interval=10.0, quiet=True)
 
     def _component_restarted(self, name: str, restarts: int, error: str) -> None:
         """A component died: alert (once per dedup window). A dead lookup server defers all
@@ -514,7 +521,7 @@ class Daemon:
         self._reload_breaker = (rules, clf)  # applied by the log thread (the engine's owner)
         self.settings = new
         self.ctx = JobContext(new, self.engine, self.host, self.dispatcher, hosts=self.log_hosts)
-        self.scheduler.reconfigure(self.ctx, jobs)
+        self.scheduler.reconfigure(self.ctx, [*jobs, self._heartbeat_job()])
         log.info("configuration reloaded", extra={"config": str(self.config_path or "")})
 
     def shutdown(self) -> None:
@@ -545,15 +552,18 @@ class Daemon:
         )
 
     def health(self) -> dict[str, Any]:
+        """Components (alive, restarts, last error), ingest, writer and alert counters."""
+        from dataclasses import asdict
+
         return {
             "host": self.host,
-            "uptime": time.time() - self.started,
-            "components": {c.name: c.health().__dict__ for c in self.components}
-            if self.components
-            else {},
-            "ingest": self.ingest.stats.__dict__ if hasattr(self, "ingest") else {},
-            "writer": self.writer.stats.__dict__ if hasattr(self, "writer") else {},
-            "alerts": self.dispatcher.stats.__dict__ if hasattr(self, "dispatcher") else {},
+            "pid": os.getpid(),
+            "started": self.started,
+            "uptime": round(time.time() - self.started, 1),
+            "components": {c.name: asdict(c.health()) for c in self.components},
+            "ingest": asdict(self.ingest.stats) if hasattr(self, "ingest") else {},
+            "writer": asdict(self.writer.stats) if hasattr(self, "writer") else {},
+            "alerts": asdict(self.dispatcher.stats) if hasattr(self, "dispatcher") else {},
         }
 
 

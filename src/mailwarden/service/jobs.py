@@ -211,6 +211,7 @@ class Job:
     runs: int = 0
     failures: int = 0
     last_result: dict[str, Any] = field(default_factory=dict)
+    quiet: bool = False  # no "job done" log event (frequent housekeeping)
 
     def due(self, now: float) -> bool:
         if self.at:
@@ -292,6 +293,9 @@ class Scheduler:
             try:
                 j.last_result = j.fn(self.ctx, t)
                 j.runs += 1
+                if j.quiet:
+                    j.last = t
+                    continue
                 log.info(
                     "job done",
                     extra={
@@ -302,7 +306,10 @@ class Scheduler:
                 )
             except Exception as exc:
                 j.failures += 1
-                log.error("job failed", exc_info=True, extra={"job": j.name, "error": str(exc)})
+                if j.quiet:
+                    log.debug("job failed: %s: %s", j.name, exc)
+                else:
+                    log.error("job failed", exc_info=True, extra={"job": j.name, "error": str(exc)})
             j.last = t
             ran.append(j.name)
         if ran:
