@@ -503,11 +503,16 @@ class ShardWriter:
     :class:`mailwarden.store.ingest.Writer`).
     """
 
-    def __init__(self, plan: StorePlan) -> None:
+    def __init__(self, plan: StorePlan, turn: Any = None) -> None:
+        import contextlib
+
         from mailwarden.store.db import open_engine, write_transaction
         from mailwarden.store.ingest import Writer
 
         self.plan = plan
+        # The workers' own lock around each write: a worker waiting for the other one wakes
+        # the moment it is done (SQLite's busy handler polls with sleeps of up to 100 ms).
+        self._turn = (lambda: turn) if turn is not None else contextlib.nullcontext
         self._tx = write_transaction
         self.engine = open_engine(plan.url, create=False)
         with self.engine.connect() as conn:
@@ -519,13 +524,13 @@ class ShardWriter:
 
     def take(self, msg: Any) -> None:
         if not self.plan.skip:
-            with self._tx(self.engine) as conn:
+            with self._turn(), self._tx(self.engine) as conn:
                 self.writer.write(msg[1], conn)
 
     def finish(self) -> tuple[Any, list[tuple[str, str, str]]]:
         try:
             if not self.plan.skip:
-                with self._tx(self.engine) as conn:
+                with self._turn(), self._tx(self.engine) as conn:
                     self.writer.finish(conn)
             return self.writer.stats, self.writer.unresolved_links()
         finally:
@@ -544,13 +549,14 @@ def run_shard(
     plan: StorePlan | None = None,
     progress: Callable[[int], None] | None = None,
     tz: Any = None,
+    turn: Any = None,
 ) -> ShardResult:
     """Parse, correlate, fold (and store, with a ``plan``) shard ``me`` of ``nshards`` of
     ``files`` (oldest first)."""
     from mailwarden.sources.postfix import parse_lines
     from mailwarden.sources.stats import ParseStats
 
-    writer = ShardWriter(plan) if plan is not None and not plan.skip else None
+    writer = ShardWriter(plan, turn) if plan is not None and not plan.skip else None
     stats = ParseStats()
     folder = Folder(
         classifier,
@@ -615,6 +621,7 @@ def _worker(
             plan=opts["plan"],
             progress=progress,
             tz=opts["tz"],
+            turn=opts["turn"],
         )
         conn.send(("done", res))
     except BaseException as exc:  # report any failure to the parent, which raises it
@@ -787,6 +794,7 @@ def _run_parallel(
     gc.collect()
     gc.freeze()
     ctx = mp.get_context("fork")
+    opts = {**opts, "turn": ctx.Lock()}
     procs = []
     conns = []
     for me in range(n):
