@@ -258,6 +258,16 @@ def test_egress_events_recorded_and_alerted_through_the_dispatcher(tmp_path: Pat
     with e.connect() as c:
         assert c.execute(select(func.count()).select_from(egress_events)).scalar() == 2
         assert c.execute(select(alerts.c.kind)).scalars().all() == ["egress"]
+        host = c.execute(select(alerts.c.host)).scalar()
+    # the daily report shows it for the fleet and for the host that raised it, not for others
+    from mailwarden.report.daily import build_report
+
+    fleet = build_report(e, since=now - 3600, until=time.time() + 1)
+    mine = build_report(e, since=now - 3600, until=time.time() + 1, hosts=[host])
+    other = build_report(e, since=now - 3600, until=time.time() + 1, hosts=["elsewhere"])
+    assert [x["script"] for x in fleet["egress"]] == ["/var/www/shop/mailer.php"]
+    assert [x["script"] for x in mine["egress"]] == ["/var/www/shop/mailer.php"]
+    assert other["egress"] == []
 
 
 def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:

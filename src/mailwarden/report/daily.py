@@ -18,8 +18,9 @@ Sections (every count for the period *and* the one before it, so a change stands
 * ``sasl``: SASL authentication failures, the busiest clients;
 * ``alerts``: every alert raised in the period, by kind.
 
-With ``hosts`` the rows of those hosts only (fleet mode, see docs/service.md); the breaker and
-egress sections are fleet-wide when their tables carry no host.
+With ``hosts`` the rows of those hosts only (fleet mode, see docs/service.md); egress alerts
+then come from the alerts the hosts' daemons raised; breaker events are fleet-wide (the
+breaker's tables carry no host).
 """
 
 from __future__ import annotations
@@ -243,37 +244,61 @@ def build_report(
         ]
     spikes, no_history = detect_spikes(conn, st.alerts, hosts=spike_hosts, now=until)
 
-    # egress alerts (fleet-wide table)
-    egress: list[dict[str, Any]] = []
-    from mailwarden.store.egress import egress_alerts as ea
-
-    q2 = (
-        select(ea)
-        .where(ea.c.raised_at >= since, ea.c.raised_at < until)
-        .order_by(ea.c.raised_at)
-        .limit(200)
-    )
+    # egress alerts: per host from the alerts the daemons raised (host-tagged); for the whole
+    # fleet from the egress recorder's own table (also what `egress ingest` alone recorded)
     import json as _json
 
-    for erow in conn.execute(q2).mappings():
-        try:
-            ev = _json.loads(erow["evidence"])
-        except ValueError:
-            ev = {}
-        egress.append(
-            {
-                "raised_at": erow["raised_at"],
-                "uid": erow["uid"],
-                "user": erow["user"],
-                "exe": erow["exe"],
-                "unit": erow["unit"],
-                "script": erow["script"],
-                "port": erow["port"],
-                "count": erow["count"],
-                "blocked": erow["blocked"],
-                "destinations": ev.get("destinations", [])[:10],
-            }
+    egress: list[dict[str, Any]] = []
+    if hosts:
+        from mailwarden.store.service import recent_alerts
+
+        for a in recent_alerts(conn, since=since, until=until, kinds=["egress"]):
+            if a["host"] not in hosts:
+                continue
+            d = a["data"]
+            egress.append(
+                {
+                    "raised_at": d.get("raised_at", a["ts"]),
+                    "uid": d.get("uid"),
+                    "user": d.get("user", ""),
+                    "exe": d.get("exe", ""),
+                    "unit": d.get("unit", ""),
+                    "script": d.get("script", ""),
+                    "port": d.get("port"),
+                    "count": d.get("count", 0),
+                    "blocked": d.get("blocked", 0),
+                    "destinations": (d.get("evidence") or {}).get("destinations", [])[:10],
+                    "host": a["host"],
+                }
+            )
+    else:
+        from mailwarden.store.egress import egress_alerts as ea
+
+        q2 = (
+            select(ea)
+            .where(ea.c.raised_at >= since, ea.c.raised_at < until)
+            .order_by(ea.c.raised_at)
+            .limit(200)
         )
+        for erow in conn.execute(q2).mappings():
+            try:
+                ev = _json.loads(erow["evidence"])
+            except ValueError:
+                ev = {}
+            egress.append(
+                {
+                    "raised_at": erow["raised_at"],
+                    "uid": erow["uid"],
+                    "user": erow["user"],
+                    "exe": erow["exe"],
+                    "unit": erow["unit"],
+                    "script": erow["script"],
+                    "port": erow["port"],
+                    "count": erow["count"],
+                    "blocked": erow["blocked"],
+                    "destinations": ev.get("destinations", [])[:10],
+                }
+            )
 
     # blocklist changes and current listings (kept by the daemon per host)
     from mailwarden.store.service import alerts as at
