@@ -158,6 +158,56 @@ def main() -> None:
         res["follow_lag_max_s"] = round(lags[-1], 3)
         res["follow_peak_rss_mb"] = round(rss / 2**20, 1)
         res["follow_snapshot_bytes"] = snap
+    # 3. the correlator snapshot with a big deferred queue (what each commit encodes)
+    from mailwarden.events import Delivery, Message, Reply
+    from mailwarden.service.snapshot import restore, snapshot
+    from mailwarden.sources import Correlator
+
+    for n in (1_000, 20_000):
+        c = Correlator()
+        for i in range(n):
+            m = Message(
+                "mail",
+                f"Q{i:010X}",
+                1_795_000_000.0 + i,
+                "uid",
+                uid=33,
+                user="www-data",
+                sender="news@example.test",
+                message_id=f"<{i}@example.test>",
+                size=4000,
+                nrcpt=1,
+            )
+            for k in range(1):  # the daemon keeps only the last attempt of a written message
+                r = Reply(
+                    421,
+                    "4.7.0",
+                    "[TSS04] Messages from 192.0.2.25 temporarily deferred",
+                    remote=True,
+                    raw="421 4.7.0 [TSS04] ...",
+                )
+                m.attempts.append(
+                    Delivery(
+                        1_795_000_100.0 + i + k * 600,
+                        "mail",
+                        m.qid,
+                        "postfix/smtp",
+                        recipient=f"r{i}@yahoo.com",
+                        relay_host="mta5.am0.yahoodns.net",
+                        status="deferred",
+                        dsn="4.7.0",
+                        reply=r,
+                    )
+                )
+            c._open[("mail", m.qid)] = [m, m.arrival, m.arrival]
+        t0 = time.perf_counter()
+        text = json.dumps(snapshot(c), separators=(",", ":"))
+        t1 = time.perf_counter()
+        restore(Correlator(), json.loads(text))
+        t2 = time.perf_counter()
+        res[f"snapshot_{n}_open_bytes"] = len(text)
+        res[f"snapshot_{n}_open_encode_s"] = round(t1 - t0, 3)
+        res[f"snapshot_{n}_open_restore_s"] = round(t2 - t1, 3)
     res["load"] = os.getloadavg()
     (OUT / "service.json").write_text(json.dumps(res, indent=1) + "\n")
     for k, v in res.items():

@@ -20,6 +20,7 @@ Two parts, each a supervised component of the daemon:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import queue
 import threading
@@ -50,7 +51,7 @@ class Unit:
 
     batches: list[Batch] = field(default_factory=list)
     sasl: list[tuple[Any, ...]] = field(default_factory=list)
-    checkpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checkpoints: dict[str, dict[str, Any] | str] = field(default_factory=dict)
     lines: int = 0
     created: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)  # parsed / ignored / unparsed lines
@@ -186,7 +187,7 @@ class StoreWriter:
 
         a_cut, _ = cutoffs(self.attempts_days, 1)
         now = time.time()
-        checkpoints: dict[str, dict[str, Any]] = {}
+        checkpoints: dict[str, dict[str, Any] | str] = {}
         n_msg = n_att = 0
         with write_transaction(self.engine) as conn:
             sasl: list[tuple[Any, ...]] = []
@@ -287,6 +288,7 @@ class IngestStats:
     open_messages: int = 0
     restored: int = 0
     last_event_ts: float = 0.0
+    snapshot_bytes: int = 0
 
 
 class JournalSource:
@@ -515,11 +517,17 @@ class LogIngest:
             unit.checkpoints[JournalSource.key] = asdict(
                 Checkpoint(JournalSource.key, 0, 0, "", time.time(), cursor=self.jsource.cursor)
             )
-        unit.checkpoints[CORRELATOR_SOURCE] = snapshot(folder.correlator)
+        t0 = time.monotonic()
+        snap = json.dumps(snapshot(folder.correlator), separators=(",", ":"))
+        cost = time.monotonic() - t0
+        unit.checkpoints[CORRELATOR_SOURCE] = snap
         self.stats.open_messages = len(folder.correlator)
+        self.stats.snapshot_bytes = len(snap)
         self._dirty = False
         self._committed = self._position()
-        self._next_commit = time.monotonic() + self.commit_interval
+        # many open messages (a big deferred queue) make the snapshot costly: commit less often
+        # so that it never takes more than a tenth of the time
+        self._next_commit = time.monotonic() + max(self.commit_interval, 10 * cost)
         ok = self.writer.put(unit, stop, timeout)
         if ok:
             self.stats.units += 1
@@ -535,9 +543,14 @@ class LogIngest:
                 continue  # still arriving: sender, size, message-id may be missing yet
             key = (m.host, m.qid, m.arrival)
             sig = (len(m.attempts), m.nrcpt, m.expired_at, m.bounce_of, len(m.notices), m.held)
-            seen[key] = sig
             if self._flushed.get(key) != sig:
                 folder.message(m)
+                # what is written need not be kept (nor snapshotted): a long-deferred message
+                # keeps only its last attempt, which also keeps it "started" for the correlator
+                if len(m.attempts) > 1:
+                    del m.attempts[:-1]
+                sig = (len(m.attempts), *sig[1:])
+            seen[key] = sig
         self._flushed = seen
 
     def close(self) -> None:

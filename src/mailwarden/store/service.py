@@ -135,13 +135,12 @@ def load_checkpoint(bind: Engine | Connection, host: str, source: str) -> dict[s
 
 
 def save_checkpoint(
-    conn: Connection, host: str, source: str, data: dict[str, Any], now: float
+    conn: Connection, host: str, source: str, data: dict[str, Any] | str, now: float
 ) -> None:
+    """Upsert one checkpoint (``data``: a dict, or its JSON text already encoded)."""
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
     _upsert(
-        conn,
-        service_checkpoints,
-        {"host": host, "source": source},
-        {"data": json.dumps(data, separators=(",", ":")), "updated": now},
+        conn, service_checkpoints, {"host": host, "source": source}, {"data": text, "updated": now}
     )
 
 
