@@ -1,18 +1,18 @@
 """The analyze driver: log files -> parse -> correlate -> classify -> aggregate (+ store) -> report.
 
 Parallel design (2 cores): every worker process reads every file but keeps only the lines whose
-queue id falls in its shard (:func:`shard_of`: the last character of the queue id, so all lines
-of one message meet in one worker). Each worker thus
-sees complete message histories and needs no cross-worker merging: it parses
+queue id falls in its shard (:func:`shard_of`: the last character of the queue id), so each
+worker sees complete message histories and needs no cross-worker merging. A worker parses
 (:func:`mailwarden.sources.parse_lines`), correlates (:class:`~mailwarden.sources.Correlator`),
-classifies with a cache, folds each finished message into a mergeable
-:class:`~mailwarden.report.analyze.Aggregate` and, when storing, into compact tuples
-(:class:`~mailwarden.store.ingest.Batch`) sent to the parent over a pipe. The parent writes the
-batches as they come (one write transaction, :class:`~mailwarden.store.ingest.Writer`), then
-merges the aggregates into the report document. Small inputs run in-process.
+classifies with a cache (:meth:`Folder.classify`), folds every finished message into a
+mergeable :class:`~mailwarden.report.analyze.Aggregate` and, when storing, into compact tuples
+(:class:`~mailwarden.store.rows.Batch`) that it writes itself, one short write transaction per
+batch, taking turns with the other worker (:class:`ShardWriter`). The parent prepares the store
+before the workers start and finishes it after them (:class:`Importer`), merges the aggregates
+and builds the report document. Small inputs run in-process.
 
-Only the parent touches the database; the classifier is loaded before the workers fork, so
-they share it.
+The classifier is loaded before the workers fork, so they share it (and ``gc.freeze`` keeps
+their collectors from copying it).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
 BATCH_MESSAGES = 5_000
 MAX_UNPARSED_SHOWN = 10_000
-_READ_BUFFER = 1 << 20
 _CLASSIFY_CACHE = 10_000
 _MAX_TEXT = 600  # = store.schema.MAX_INDEXED_TEXT (not imported: workers may not store)
 
