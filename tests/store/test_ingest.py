@@ -325,3 +325,52 @@ def test_dropped_indexes_come_back_when_the_store_is_opened(store_url: str) -> N
         assert {"ix_attempts_recipient", "ix_attempts_ts"} <= names
     finally:
         e.dispose()
+
+
+def test_report_queries_count_from_the_store(engine: Engine) -> None:
+    from mailwarden.store.queries import daily_counts, provider_rejections
+
+    write(engine, first_import())
+    internal = Batch(
+        messages=[msg("CCC0000001", T0 + 60)],
+        attempts=[att(0, T0 + 61, "u1@bluewin.test", "deferred", kind="k-own", reason="onhold")],
+        kinds={
+            ("swisscom", "k-own"): (
+                "swisscom",
+                "k-own",
+                "onhold",
+                "transient",
+                None,
+                "4.7.1",
+                "",
+                "",
+                "",
+                "",
+                "internal/breaker",
+                True,
+                "circuit open for provider swisscom",
+                T0 + 61,
+                T0 + 61,
+            )
+        },
+    )
+    write(engine, internal)
+    [rc] = provider_rejections(engine)
+    assert (rc.provider, rc.reason, rc.scope, rc.code, rc.count) == (
+        "swisscom",
+        "blocked",
+        "ours",
+        554,
+        3,
+    )
+    assert rc.url == "http://example.invalid/block" and not rc.internal
+    both = provider_rejections(engine, include_internal=True)
+    assert sorted((r.reason, r.count) for r in both) == [("blocked", 3), ("onhold", 1)]
+    assert [r.count for r in provider_rejections(engine, since=T0 + 1)] == [1]
+    assert provider_rejections(engine, provider="google") == []
+    rows = daily_counts(engine)
+    assert {(p, o, s, r, n) for _d, p, o, s, r, n in rows} == {
+        ("swisscom", "uid:33", "bounced", "blocked", 2),
+        ("swisscom", "uid:33", "deferred", "blocked", 1),
+        ("swisscom", "uid:33", "deferred", "onhold", 1),
+    }
