@@ -599,6 +599,70 @@ def _with_progress(
             progress(base + last)
 
 
+def journal_command(
+    since: float | None, until: float | None, journalctl: str = "journalctl"
+) -> list[str]:
+    """The ``journalctl`` command line that lists the mail log (syslog facility ``mail``)."""
+    cmd = [journalctl, "--output=json", "--all", "--no-pager", "--quiet"]
+    if since is not None:
+        cmd.append(f"--since=@{int(since)}")
+    if until is not None:
+        cmd.append(f"--until=@{int(until) + 1}")  # whole seconds; the events are cut exactly
+    return [*cmd, "SYSLOG_FACILITY=2"]
+
+
+def run_journal(
+    cmd: list[str],
+    classifier: Classifier,
+    *,
+    since: float | None,
+    until: float | None,
+    show_unparsed: bool,
+    plan: StorePlan | None = None,
+) -> ShardResult:
+    """Read the systemd journal through ``cmd`` (see :func:`journal_command`), in-process."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from mailwarden.errors import SourceError
+    from mailwarden.sources.journal import SOURCE, parse_journal
+    from mailwarden.sources.stats import ParseStats
+
+    exe = shutil.which(cmd[0])
+    if exe is None:
+        raise SourceError(f"{cmd[0]} not found (is this a systemd host?)", source=SOURCE)
+    writer = ShardWriter(plan) if plan is not None and not plan.skip else None
+    stats = ParseStats()
+    folder = Folder(
+        classifier,
+        store=writer is not None,
+        since=since,
+        until=until,
+        send=writer.take if writer is not None else None,
+    )
+    unparsed: list[Unparsed] = []
+    counter = [0]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([exe, *cmd[1:]], stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        try:
+            lines = _shard_lines(proc.stdout, 0, 1, counter)
+            folder.events(parse_journal(lines, stats=stats, yield_unparsed=show_unparsed), unparsed)
+        finally:
+            proc.stdout.close()
+            rc = proc.wait()
+        if rc != 0:
+            err.seek(0)
+            detail = err.read(2000).decode("utf-8", "replace").strip()
+            raise SourceError(f"{cmd[0]} failed (exit {rc}): {detail}", source=SOURCE)
+    folder.finish()
+    res = ShardResult(folder.agg, stats, unparsed, {SOURCE: counter[0]})
+    if writer is not None:
+        res.stored, res.links = writer.finish()
+    return res
+
+
 def _worker(
     conn: Any,
     files: list[LogFile],
@@ -660,6 +724,7 @@ def analyze(
     tz: Any = None,
     progress: Callable[[int, int], None] | None = None,
     classifier: Classifier | None = None,
+    journal: list[str] | None = None,
 ) -> AnalyzeResult:
     """Analyze the log files ``paths`` (read oldest first, whatever their names and compression)
     and return the report document. Files that cannot be read are named in ``errors``; the
@@ -668,6 +733,9 @@ def analyze(
     ``db_url`` None: nothing is stored (``--no-store``). ``workers`` 0: automatic (one per
     core, at most two, and one for small inputs). ``progress(done_bytes, total_bytes)`` is
     called from time to time.
+
+    ``journal``: read the systemd journal with this command (:func:`journal_command`) instead
+    of ``paths``.
 
     Storing: each batch of complete messages is committed on its own, so an interrupted run
     leaves what it had stored; running it again adds only the rest (nothing is counted twice).
@@ -680,8 +748,8 @@ def analyze(
 
         classifier = Classifier.load()
     errors: list[SourceError] = []
-    files = order_files(paths, tz=tz, on_error=errors.append)
-    if not files:
+    files = [] if journal else order_files(paths, tz=tz, on_error=errors.append)
+    if not files and not journal:
         raise errors[0] if errors else SourceError("no log file to read")
     total = sum(lf.size for lf in files)
     n = workers or (min(2, os.cpu_count() or 1) if total >= PARALLEL_MIN_BYTES else 1)
@@ -694,7 +762,18 @@ def analyze(
         importer.partial = since is not None or until is not None
         plan = importer.begin()
     prog = (lambda b: progress(b, total)) if progress else None
-    if n == 1:
+    if journal:
+        results = [
+            run_journal(
+                journal,
+                classifier,
+                since=since,
+                until=until,
+                show_unparsed=show_unparsed,
+                plan=plan,
+            )
+        ]
+    elif n == 1:
         results = [
             run_shard(
                 files,
@@ -748,6 +827,8 @@ def analyze(
         {"path": str(lf.path), "compression": lf.compression, "bytes": read.get(str(lf.path), 0)}
         for lf in files
     ]
+    if journal:
+        sources = [{"path": "journal", "compression": "plain", "bytes": read.get("journal", 0)}]
     doc = build(
         agg,
         lines=lines,

@@ -2,8 +2,9 @@
 reason, store the results, and report (rich, or ``--json`` in the schema of
 docs/analyze-json.md). ``mailwarden store prune`` lives in :mod:`mailwarden.cli.store`.
 
-With no FILE: the ``[log] files`` of the configuration, else the first existing system mail
-log (``config.DEFAULT_LOG_CANDIDATES``), else the bundled sample log (said on stderr).
+With no FILE: the systemd journal with ``--journal`` or ``[log] journal = true``, else the
+``[log] files`` of the configuration, else the first existing system mail log
+(``config.DEFAULT_LOG_CANDIDATES``), else the bundled sample log (said on stderr).
 
 Exit codes: 0 ok; 1 some files could not be read (named in the report, the rest was analysed);
 2 error (no readable file, bad option, store failure).
@@ -74,7 +75,7 @@ def default_logs() -> tuple[list[Path], str]:
     note = (
         "mailwarden: no system mail log found ("
         + ", ".join(DEFAULT_LOG_CANDIDATES)
-        + f"); analysing the bundled sample {sample}"
+        + f"); analysing the bundled sample {sample} (--journal reads the systemd journal)"
     )
     return [sample], note
 
@@ -95,6 +96,9 @@ def analyze(
     show_unparsed: bool = typer.Option(False, "--show-unparsed", help="List lines not understood."),
     no_store: bool = typer.Option(False, "--no-store", help="Report only; write nothing."),
     workers: int = typer.Option(0, "--workers", min=0, max=64, help="Worker processes (0: auto)."),
+    journal: bool = typer.Option(
+        False, "--journal", help="Read the systemd journal (journalctl) instead of files."
+    ),
 ) -> None:
     """Explain a Postfix log: who rejects our mail, why, and who sends it."""
     import json
@@ -103,13 +107,20 @@ def analyze(
 
     from mailwarden.config import load_settings
     from mailwarden.pipeline import analyze as run
+    from mailwarden.pipeline import journal_command
 
     settings = load_settings()
     t_since = parse_time(since) if since else None
     t_until = parse_time(until) if until else None
+    journal = journal or (not files and settings.log.journal)
+    if journal and files:
+        from mailwarden.errors import ConfigError
+
+        raise ConfigError("give either FILE arguments or --journal, not both")
+    paths: list[Path] = []
     if files:
         paths = list(files)
-    else:
+    elif not journal:
         paths, note = default_logs()
         if note:
             typer.echo(note, err=True)
@@ -147,6 +158,7 @@ def analyze(
             attempts_days=settings.store.attempts_days,
             rollup_days=settings.store.rollup_days,
             progress=progress,
+            journal=journal_command(t_since, t_until) if journal else None,
         )
     finally:
         if bar is not None:
