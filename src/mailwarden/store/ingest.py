@@ -1,18 +1,21 @@
 """Ingestion: compact rows from the analyze workers into the store, idempotently.
 
-Workers (see :mod:`mailwarden.pipeline`) hand over :class:`Batch` objects made of plain tuples
-(cheap to pickle between processes), laid out as the ``*_COLUMNS`` constants below say. One
-:class:`Writer` per import runs inside :func:`mailwarden.store.db.write_transaction`:
+The analyze workers (see :mod:`mailwarden.pipeline`) build :class:`~mailwarden.store.rows.Batch`
+objects of plain tuples, laid out as the ``*_COLUMNS`` of :mod:`mailwarden.store.rows`. A
+:class:`Writer` writes them, each batch inside :func:`mailwarden.store.db.write_transaction`
+(or all of them in one, when used alone):
 
-* message ids are allocated by the writer (it holds the write lock), so attempts reference new
-  messages without a round trip per row;
+* message ids are allocated by the writer per batch under the write lock, so attempts reference
+  new messages without a round trip per row, and concurrent writers never collide;
 * importing the same lines twice adds nothing: messages already in the store (natural key
   ``(arrival, host, qid)``) are matched, and only their attempts not yet stored are added; every
   insert is also an insert-or-ignore on the natural unique keys, as a safety net;
-* rejection kinds are upserted once per kind, and their counts, the daily rollups and the
-  import record are updated from the rows that were really new, so counts never double;
+* rejection kinds are upserted once per kind, and their counts and the daily rollups are
+  updated from the rows that were really new, so counts never double;
 * attempts older than the retention cut-off are not stored (they would be pruned at once), but
-  still counted in the rollups.
+  still counted in the rollups;
+* a bulk load into an empty store builds the secondary indexes at the end
+  (:func:`defer_indexes` / :func:`restore_indexes`).
 """
 
 from __future__ import annotations
