@@ -198,12 +198,12 @@ def _origins(doc: dict[str, Any], c: Console) -> None:
     t.add_column("rcpts", justify="right")
     t.add_column("bounce", justify="right", style="red")
     t.add_column("defer", justify="right", style="yellow")
-    t.add_column("top providers", overflow="fold", max_width=22)
+    t.add_column("top providers", overflow="ellipsis", max_width=22, no_wrap=True)
     for o in items[:MAX_ORIGINS]:
         who = f"{o['kind']} {o['id']}".strip()
         if o["name"] and o["name"] != o["id"]:
             who += f" ({o['name']})"
-        top = ", ".join(f"{x['provider']} {x['recipients']}" for x in o["top_providers"][:3])
+        top = "\n".join(f"{x['provider']} {x['recipients']}" for x in o["top_providers"][:2])
         t.add_row(
             escape(who),
             f"{o['messages']:,}",
