@@ -321,7 +321,11 @@ class Writer:
                     self._kinds[(prov, kind)] = kid
 
     def _existing(self, rows: Sequence[tuple[Any, ...]]) -> dict[tuple[float, str, str], int]:
-        """Messages of ``rows`` already stored before this import (natural key -> id)."""
+        """Messages of ``rows`` already stored before this import (natural key -> id).
+
+        Looked up by queue id (indexed), not by the batch's arrival span: one late message (an
+        expiry five days after its arrival) would otherwise make every batch read days of rows.
+        """
         if self._max_old_id == 0 or not rows:
             return {}
         lo = min(r[M_ARRIVAL] for r in rows)
@@ -329,10 +333,17 @@ class Writer:
         if self._old_hi is None or hi < self._old_lo or lo > self._old_hi:
             return {}
         m = schema.messages
-        q = select(m.c.id, m.c.arrival, m.c.host, m.c.qid).where(
-            m.c.arrival >= lo, m.c.arrival <= hi, m.c.id <= self._max_old_id
-        )
-        return {(a, h, qid): mid for mid, a, h, qid in self.conn.execute(q)}
+        wanted = {(r[M_ARRIVAL], r[M_HOST], r[M_QID]) for r in rows}
+        qids = sorted({r[M_QID] for r in rows})
+        out: dict[tuple[float, str, str], int] = {}
+        for i in range(0, len(qids), _CHUNK):
+            q = select(m.c.id, m.c.arrival, m.c.host, m.c.qid).where(
+                m.c.qid.in_(qids[i : i + _CHUNK]), m.c.id <= self._max_old_id
+            )
+            for mid, a, h, qid in self.conn.execute(q):
+                if (a, h, qid) in wanted:
+                    out[(a, h, qid)] = mid
+        return out
 
     def _write_messages(self, rows: list[tuple[Any, ...]]) -> tuple[list[int], list[int], set[int]]:
         existing = self._existing(rows)
