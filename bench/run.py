@@ -8,6 +8,8 @@ it in the page cache, then runs, as separate processes and in this order:
 * ``mailwarden analyze --json --db sqlite:///bench/work/bench.db FILE`` into a fresh store
   (the figure that counts: interpreter start, parsing, storing and reporting included);
 * the same again on the same store (every line is read again; nothing new is stored);
+* another generated log of the same size (next seed) into that store (the daily case: indexes
+  maintained row by row);
 * ``mailwarden analyze --json --no-store FILE`` (the cost of storing, by difference);
 * ``pflogsumm FILE``.
 
@@ -184,6 +186,12 @@ def main() -> None:
     doc = json.loads((OUT / "analyze.json").read_text())
     if not a.quick:
         runs["analyze (same file again)"] = measure(analyze, OUT / "analyze-again.json", env)
+        # another log of the same size into the now full store: the daily case, where the
+        # indexes are maintained row by row instead of built at the end
+        log2 = generate(a.lines, a.seed + 1)
+        count_lines(log2)  # page cache
+        second = [mw, "analyze", "--json", "--db", f"sqlite:///{db}", str(log2)]
+        runs["analyze (2nd log, full store)"] = measure(second, OUT / "analyze-second.json", env)
         nostore = [mw, "analyze", "--json", "--no-store", str(log)]
         runs["analyze --no-store"] = measure(nostore, OUT / "analyze-nostore.json", env)
     pfl = shutil.which("pflogsumm")
