@@ -104,6 +104,9 @@ class BreakerSettings(Section):
     lookup_timeout: float = Field(0.5, gt=0, le=5)  # past this a lookup answers NOTFOUND
     accept_then_park: bool = True  # smtpd accepts (250) and parks, instead of a 450 at RCPT
     reload_on_trip: bool = True  # `postfix reload` on open so the active queue is re-resolved
+    # how an unprivileged run gets root for postsuper -h/-H, postqueue -i, postfix reload/status:
+    # "sudo" = `sudo -n` (contrib/sudoers.d/mailwarden), "none" = run them as they are
+    privilege: str = Field("sudo", pattern="^(sudo|none)$")
     probe_recipients: int = Field(3, ge=1, le=100)  # recipients let through per probe round
     probe_timeout: float = Field(600, ge=10)  # seconds before a probe round without verdict repeats
     escalation_memory: float = Field(86400, ge=0)  # a re-trip this soon after a close escalates

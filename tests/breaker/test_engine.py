@@ -74,7 +74,7 @@ class Recorder:
 @pytest.fixture
 def world(tmp_path: Path) -> dict[str, Any]:
     db = open_engine(f"sqlite:///{tmp_path / 'mw.db'}")
-    store = BreakerStore(db)
+    store = BreakerStore(db, "mx1")
     view = tmp_path / "view.json"
     sent: list[Any] = []
     rec = Recorder()

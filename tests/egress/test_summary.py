@@ -1,20 +1,21 @@
-"""Summaries, retention and alerts in the store (SQLite), and the webhook notifier against a
-real HTTP server on loopback."""
+"""Summaries, retention and alerts in the store (SQLite), and the alerts' way out (the one
+dispatcher of report.alerts) against a real HTTP server on loopback."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 from sqlalchemy import func, select
 
-from mailwarden.egress.summary import Alert, Recorder, WebhookNotifier, alerts, is_remote, top
+from fixtures.alerts import WebhookSink
+from mailwarden.egress.summary import Alert, Recorder, alerts, is_remote, top
 from mailwarden.events import EgressConnect
+from mailwarden.report.alerts import Dispatcher, EgressAdapter
+from mailwarden.report.channels import WebhookChannel
 from mailwarden.store.db import open_engine
 from mailwarden.store.egress import egress_events
+from mailwarden.store.service import alert_deliveries
 
 
 class Captured:
@@ -121,37 +122,36 @@ def test_raw_events_are_pruned_after_the_window(tmp_path: Path) -> None:
     assert top(rec.engine)[0]["count"] == 3  # ... but still counted in the summary
 
 
-def test_webhook_notifier_posts_json_to_a_real_server(tmp_path: Path) -> None:
-    got: list[dict] = []  # type: ignore[type-arg]
-
-    class H(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *a: object) -> None:
-            pass
-
-    srv = HTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        hook = WebhookNotifier(f"http://127.0.0.1:{srv.server_port}/alert")
-        rec = Recorder(open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"), notifier=hook)
-        rec.record([ev(1000.0, cmdline=("php", "a.php"))])
-        hook.close()
-    finally:
-        srv.shutdown()
-    assert hook.sent == 1 and hook.failed == 0
-    (body,) = got
-    assert body["kind"] == "egress" and body["alert"]["port"] == 25
-    assert body["alert"]["evidence"]["cmdline"] == ["php", "a.php"]
-    assert "www-data" in body["text"]
+def test_alerts_take_the_one_alert_path_to_a_real_webhook(
+    tmp_path: Path, webhook_sink: WebhookSink
+) -> None:
+    """The recorder's alerts go through report.alerts (as in the daemon and ``egress ingest``):
+    host-tagged, stored with their delivery, posted in the [alerts] webhook form."""
+    db = open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    d = Dispatcher([WebhookChannel(webhook_sink.url("/alert"))], engine=db, host="mx1")
+    rec = Recorder(db, host="mx1", notifier=EgressAdapter(d))
+    rec.record([ev(1000.0, cmdline=("php", "a.php"))])
+    assert d.wait_idle(10)
+    d.close()
+    (req,) = webhook_sink.requests
+    body = req.json()
+    assert body["kind"] == "egress" and body["host"] == "mx1" and body["data"]["port"] == 25
+    assert body["key"].startswith("egress:mx1:33:")
+    assert body["data"]["evidence"]["cmdline"] == ["php", "a.php"]
+    assert "www-data" in body["title"] and "on mx1" in body["title"]
+    with db.connect() as c:
+        assert c.execute(select(alert_deliveries.c.status)).scalars().all() == ["sent"]
 
 
-def test_webhook_failure_does_not_break_recording(tmp_path: Path) -> None:
-    hook = WebhookNotifier("http://127.0.0.1:9/none", timeout=0.5)  # discard port: refused
-    rec = Recorder(open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}"), notifier=hook)
+def test_a_failing_channel_does_not_break_recording(tmp_path: Path) -> None:
+    db = open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    hook = WebhookChannel("http://127.0.0.1:9/none", timeout=0.5)  # discard port: refused
+    d = Dispatcher([hook], engine=db, host="mx1")
+    rec = Recorder(db, host="mx1", notifier=EgressAdapter(d))
     assert len(rec.record([ev(1000.0)])) == 1
-    hook.close()
-    assert hook.failed == 1
+    assert d.wait_idle(10)
+    d.close()
+    assert d.stats.failed == 1
+    with db.connect() as c:
+        row = c.execute(select(alert_deliveries.c.status, alert_deliveries.c.error)).one()
+    assert row[0] == "failed" and "refused" in row[1].lower()

@@ -55,7 +55,7 @@ def _world(tmp: Path) -> tuple[str, float]:
     )
     from dataclasses import asdict
 
-    BreakerStore(e).save([], [asdict(t)], now)
+    BreakerStore(e, "mail").save([], [asdict(t)], now)
     e.dispose()
     return url, now
 

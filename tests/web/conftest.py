@@ -123,6 +123,10 @@ class Dashboard:
     view: Path  # the enforcement view file the engine publishes
 
 
+#: The host the dashboard's breaker engine acts for (the sample logs' syslog host).
+BREAKER_HOST = "mail"
+
+
 def breaker_engine(url: str, view: Path) -> Any:
     """The breaker engine as ``mailwarden breaker`` wires it, minus the Postfix hooks."""
     from mailwarden.breaker.engine import Engine
@@ -138,7 +142,7 @@ def breaker_engine(url: str, view: Path) -> Any:
         rules=rules,
         classifier=Classifier.load(),
         machine=Machine(rules),
-        store=BreakerStore(open_engine(url)),
+        store=BreakerStore(open_engine(url), BREAKER_HOST),
         publisher=lambda v, never: write_view(view, v, never),
     )
     eng.load()
@@ -163,7 +167,12 @@ def dashboard(store: Imported, tmp_path: Path) -> Iterator[Dashboard]:
     engine = open_engine(store.url)
     view = tmp_path / "state" / "breaker-view.json"
     br = breaker_engine(store.url, view)
-    app = create_app(settings, engine=engine, control=EngineControl(br), health=lambda full: [])
+    app = create_app(
+        settings,
+        engine=engine,
+        control=EngineControl(br, host=BREAKER_HOST),
+        health=lambda full: [],
+    )
     try:
         yield Dashboard(app, engine, br, view)
     finally:

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from mailwarden.store import schema
-from mailwarden.store.breaker import BreakerStore
+from mailwarden.store.breaker import BreakerStore, fleet_states
 
 from .conftest import PASSWORD, SAMPLE, TOKEN, Dashboard
 
@@ -129,7 +129,7 @@ def test_tampered_cookie_is_no_session(authed: TestClient) -> None:
 
 
 def states(d: Dashboard) -> dict[str, str]:
-    return {r["provider"]: r["state"] for r in BreakerStore(d.engine).load_states()}
+    return {r["provider"]: r["state"] for r in fleet_states(d.engine)}
 
 
 def test_forged_posts_change_nothing(authed: TestClient, dashboard: Dashboard) -> None:
@@ -171,7 +171,9 @@ def test_open_and_close_change_the_stored_state(authed: TestClient, dashboard: D
     assert r.status_code == 303
     assert r.headers["location"].startswith("/?") and "host=mail" in r.headers["location"]
     row = next(
-        s for s in BreakerStore(dashboard.engine).load_states() if s["provider"] == "t-online"
+        s
+        for s in BreakerStore(dashboard.engine, "mail").load_states()
+        if s["provider"] == "t-online"
     )
     assert row["state"] == "open" and row["note"] == "listed at t-online"
     assert 7100 < row["until"] - row["since"] <= 7200
@@ -185,7 +187,7 @@ def test_open_and_close_change_the_stored_state(authed: TestClient, dashboard: D
     assert r.status_code == 303
     assert states(dashboard)["t-online"] == "closed"
     assert "t-online" not in dashboard.view.read_text()
-    hist = BreakerStore(dashboard.engine).history("t-online")
+    hist = BreakerStore(dashboard.engine, "mail").history("t-online")
     assert [(h["old"], h["new"], h["actor"]) for h in hist] == [
         ("open", "closed", "person"),
         ("closed", "open", "person"),
@@ -193,7 +195,7 @@ def test_open_and_close_change_the_stored_state(authed: TestClient, dashboard: D
     # closing again says so and changes nothing
     r = authed.post("/breaker/close", data={"provider": "t-online", "csrf": csrf})
     assert r.status_code == 200 and "was already closed" in r.text
-    assert len(BreakerStore(dashboard.engine).history("t-online")) == 2
+    assert len(BreakerStore(dashboard.engine, "mail").history("t-online")) == 2
 
 
 @pytest.mark.parametrize(
@@ -453,7 +455,7 @@ def test_parked_mail_on_the_overview(store: Any, tmp_path: Path) -> None:
     login(c)
     app.state.queue.wait()
     html = c.get("/?days=30", headers=HTML).text
-    row = re.search(r'<tr class="state-open" data-provider="google">.*?</tr>', html, re.S)
+    row = re.search(r'<tr class="state-open" data-provider="google"[^>]*>.*?</tr>', html, re.S)
     assert row and "until closed by hand" in row[0] and "listed" in row[0]
     assert re.search(r'<td class="num">4 <span class="note">\+1 held</span></td>', row[0])
     # gmx has no breaker row but parked mail: listed anyway

@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import func, select
 
 from mailwarden.store import schema
-from mailwarden.store.breaker import BreakerStore
+from mailwarden.store.breaker import fleet_states
 from mailwarden.store.db import open_engine
 
 from .conftest import PASSWORD, SAMPLE, TOKEN, Imported, record_egress
@@ -65,7 +65,7 @@ class Server:
     def states(self) -> dict[str, str]:
         engine = open_engine(self.store_url)
         try:
-            return {r["provider"]: r["state"] for r in BreakerStore(engine).load_states()}
+            return {r["provider"]: r["state"] for r in fleet_states(engine)}
         finally:
             engine.dispose()
 

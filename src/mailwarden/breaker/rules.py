@@ -1,7 +1,8 @@
 """Breaker rules: the data files ``data/breaker/*.toml`` (shipped) and ``<etc>/breaker/*.toml``.
 
 A rule says: for replies from *provider* (``"*"``: any) that match a reply *pattern* and/or the
-classifier's *reasons*/*scopes*/*issuers*, when the *trigger* is met (``immediate`` or
+classifier's *reasons*/*scopes*/*issuers* (ids of the classifier's ``issuers.toml``; ``["*"]``:
+every issuer it knows, shipped or local, minus ``not_issuers``), when the *trigger* is met (``immediate`` or
 ``N/window``), take the *action* (``open``: park the provider; ``slow``: route it through a
 throttled transport clone) for *duration* (``manual``: until a person closes it), multiplied
 by *escalation* on every re-open from probing, up to *max_duration*. Every rule carries the
@@ -114,7 +115,8 @@ class RuleModel(BaseModel):
     pattern: str = ""
     reasons: list[str] = Field(default_factory=list)
     scopes: list[Literal["ours", "recipient", "transient", ""]] = Field(default_factory=list)
-    issuers: list[str] = Field(default_factory=list)  # ["*"]: any named issuer
+    issuers: list[str] = Field(default_factory=list)  # ["*"]: any issuer of issuers.toml
+    not_issuers: list[str] = Field(default_factory=list)  # ... except these
     codes: list[int] = Field(default_factory=list)  # basic reply codes, [] = any
     trigger: str = "immediate"
     action: Literal["open", "slow"] = "open"
@@ -234,6 +236,7 @@ class Rule:
     reasons: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
     issuers: frozenset[str] = frozenset()
+    not_issuers: frozenset[str] = frozenset()
     codes: frozenset[int] = frozenset()
     issuer: str = ""
     url: str = ""
@@ -266,6 +269,8 @@ class Rule:
                 cls.issuer and ("*" in self.issuers or cls.issuer in self.issuers)
             ):
                 return False
+            if cls.issuer in self.not_issuers:
+                return False
         return True
 
     def duration_for(self, level: int) -> float:
@@ -296,6 +301,7 @@ def _compile(model: RuleModel, provider: str, path: Path) -> Rule:
         reasons=frozenset(model.reasons),
         scopes=frozenset(model.scopes),
         issuers=frozenset(model.issuers),
+        not_issuers=frozenset(model.not_issuers),
         codes=frozenset(model.codes),
         issuer=model.issuer,
         url=model.url,

@@ -1,16 +1,21 @@
 """``mailwarden breaker ...``: see and steer the per-provider circuit breaker.
 
-* ``status [--json]``: per provider state, since, until, the reply and rule that tripped it,
-  parked/held recipients (from ``postqueue -j``), issuer, delisting URL;
-* ``open PROVIDER [--for 2h] --reason TEXT``: park a provider by hand (without ``--for``: until
-  closed by hand);
-* ``close PROVIDER [--no-release]``: close it and release its parked mail, paced;
-* ``history [--provider P] [--limit N] [--json]``: every transition, newest first;
+* ``status [--json] [--host H]``: per host and provider state, since, until, the reply and rule
+  that tripped it, parked/held recipients (this host's ``postqueue -j``), issuer, delisting URL;
+* ``open PROVIDER [--for 2h] --reason TEXT [--host H]``: park a provider by hand on this host
+  (without ``--for``: until closed by hand);
+* ``close PROVIDER [--no-release] [--host H]``: close it on this host and release its parked
+  mail, paced;
+* ``history [--provider P] [--limit N] [--json] [--host H]``: every transition, newest first;
 * ``replay LOG... [--json]``: a dry run over old logs: which rules would have fired when, and
   which rules never matched.
 
-State lives in the store (``[store] url``); the socketmap server reads the enforcement view
-this module and ``mailwarden run`` publish. :func:`build` wires the engine for both.
+State lives in the store (``[store] url``), keyed by host: each host's breakers act on its own
+Postfix, so ``open``/``close`` change this host's (the daemon's name: ``[log] host`` or the host
+name; ``--host`` when ``mailwarden run --host`` named it otherwise), while ``status`` and
+``history`` show every host sharing the store unless ``--host`` picks one. The socketmap server
+reads the enforcement view this module and ``mailwarden run`` publish. :func:`build` wires the
+engine for both, with the one alert dispatcher of :mod:`mailwarden.report.alerts`.
 Exit codes: 0 ok, 1 (status) some provider is not closed, 2 error.
 """
 
@@ -29,12 +34,15 @@ from mailwarden.cli import app
 from mailwarden.errors import EXIT_OK, EXIT_WARNING, ConfigError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine as SqlEngine
+
     from mailwarden.breaker.engine import Engine
-    from mailwarden.breaker.notify import Dispatcher
     from mailwarden.config import Settings
     from mailwarden.postfix.control import Postfix
     from mailwarden.postfix.hooks import PostfixHooks
     from mailwarden.postfix.queue import QueueActuator
+    from mailwarden.report.alerts import Dispatcher
+    from mailwarden.store.breaker import BreakerStore
 
 breaker_app = typer.Typer(help="The per-provider circuit breaker.", no_args_is_help=True)
 app.add_typer(breaker_app, name="breaker")
@@ -52,28 +60,58 @@ class Wiring:
     """Everything the engine acts through, built from the settings."""
 
     settings: Settings
+    host: str
     engine: Engine
+    store: BreakerStore
     pf: Postfix
     queue: QueueActuator
     hooks: PostfixHooks
     dispatcher: Dispatcher
+    own_dispatcher: bool = True
 
     def close(self) -> None:
         self.hooks.join(timeout=5)
-        self.dispatcher.close()
+        if self.own_dispatcher:
+            self.dispatcher.close()
+
+    def privilege_refused(self, action: str, exc: Exception) -> None:
+        """A Postfix action of the breaker was refused for want of root: alert (once per
+        action and dedup window). Parking itself goes on; releasing and holding do not."""
+        from mailwarden.report.alerts import Alert
+
+        kind = action.split("-")[0]
+        self.dispatcher.emit(
+            Alert(
+                kind="service",
+                key=f"service:{self.host}:privilege:{kind}",
+                severity="critical",
+                title=f"breaker action {action} refused: no root for Postfix on {self.host}",
+                text=f"{exc}\nParking (the lookup's answer) works unprivileged, but parked mail "
+                "is neither held before it expires nor released, and Postfix is not reloaded on "
+                "a trip, until sudo is set up (docs/service.md, privileges) or "
+                '[breaker] privilege = "none" runs as root.',
+                host=self.host,
+                data={"action": action, "error": str(exc)[:500]},
+            )
+        )
 
 
-def build(settings: Settings, *, background: bool = True) -> Wiring:
-    """The engine with store, view publisher, Postfix hooks and alert channels."""
+def build(
+    settings: Settings,
+    *,
+    host: str = "",
+    background: bool = True,
+    dispatcher: Dispatcher | None = None,
+    store_engine: SqlEngine | None = None,
+) -> Wiring:
+    """The engine of this host (``host``: ``--host``, else ``[log] host``, else the host name)
+    with its store rows, view publisher, Postfix hooks and the alert dispatcher.
+
+    Transitions are alerted through ``dispatcher`` (the daemon's), else through a dispatcher of
+    their own made by :func:`mailwarden.report.alerts.dispatcher_from_settings`: the same
+    channels, dedup and rate limits as ``mailwarden run``, whoever changes a breaker."""
     from mailwarden.breaker.engine import Engine
     from mailwarden.breaker.machine import Machine
-    from mailwarden.breaker.notify import (
-        Dispatcher,
-        LogNotifier,
-        MailNotifier,
-        Notifier,
-        WebhookNotifier,
-    )
     from mailwarden.breaker.rules import RuleSet
     from mailwarden.classify import Classifier
     from mailwarden.postfix.control import Postfix
@@ -82,13 +120,19 @@ def build(settings: Settings, *, background: bool = True) -> Wiring:
     from mailwarden.postfix.queue import QueueActuator
     from mailwarden.postfix.setup import SLOW_PREFIX, Setup
     from mailwarden.postfix.socketmap import write_view
+    from mailwarden.report.alerts import dispatcher_from_settings
+    from mailwarden.report.channels import never_park
+    from mailwarden.service.daemon import host_id
     from mailwarden.store.breaker import BreakerStore
     from mailwarden.store.db import open_engine
 
     b = settings.breaker
+    me = host_id(settings, host)
     classifier = Classifier.load()
     rules = RuleSet.load()
-    store = BreakerStore(open_engine(settings.db_url()))
+    db = store_engine if store_engine is not None else open_engine(settings.db_url())
+    store = BreakerStore(db, me)
+    store.claim_unkeyed()
     machine = Machine(
         rules,
         probe_recipients=b.probe_recipients,
@@ -100,7 +144,7 @@ def build(settings: Settings, *, background: bool = True) -> Wiring:
     def publish(view: dict[str, dict[str, Any]], never: list[str]) -> None:
         write_view(vp, view, never)
 
-    pf = Postfix(b.postfix_config)
+    pf = Postfix(b.postfix_config, privilege=b.privilege)
     mx = SyncMx(settings.dns.nameservers, settings.dns.port, settings.dns.timeout)
 
     def provider_of_domain(domain: str) -> str:
@@ -119,22 +163,18 @@ def build(settings: Settings, *, background: bool = True) -> Wiring:
             return set()
         return {k.split("/")[0] for k in added if k.startswith(SLOW_PREFIX)}
 
-    channels: list[Notifier] = [LogNotifier()]
-    if b.webhook_url:
-        channels.append(WebhookNotifier(b.webhook_url))
-    if b.admin_mail:
-        channels.append(MailNotifier(b.admin_mail, relay=b.mail_relay))
-    dispatcher = Dispatcher(channels)
-    never = list(b.never_park) + ([b.admin_mail] if b.admin_mail else [])
+    own = dispatcher is None
+    disp = dispatcher if dispatcher is not None else dispatcher_from_settings(settings, db, me)
+    public_url = settings.service.public_url
     engine = Engine(
         rules=rules,
         classifier=classifier,
         machine=machine,
         store=store,
         publisher=publish,
-        notify=dispatcher.notify,
+        notify=lambda trs: disp.transitions(trs, public_url),
         enabled=b.enabled,
-        never_park=never,
+        never_park=sorted(set(b.never_park) | set(never_park(settings))),
         installed_clones=installed_clones,
         our_ips=frozenset(settings.identity.ips) if len(settings.identity.ips) > 1 else frozenset(),
         release_min_rate=b.release_min_rate,
@@ -149,7 +189,9 @@ def build(settings: Settings, *, background: bool = True) -> Wiring:
     )
     engine.hooks = hooks
     engine.load()
-    return Wiring(settings, engine, pf, queue, hooks, dispatcher)
+    w = Wiring(settings, me, engine, store, pf, queue, hooks, disp, own)
+    hooks.on_privilege_error = w.privilege_refused
+    return w
 
 
 def _settings() -> Settings:
@@ -171,46 +213,55 @@ def _check_provider(name: str) -> str:
     return n
 
 
+_HOST_HELP = (
+    "This host's name in the store (default: [log] host, else the host name; the name "
+    "`mailwarden run --host` gives its rows)."
+)
+
+
+def _host_option(help_text: str = _HOST_HELP) -> Any:
+    return typer.Option("", "--host", help=help_text)
+
+
 @breaker_app.command("status")
 def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     queue: bool = typer.Option(True, "--queue/--no-queue", help="Count parked mail (postqueue)."),
+    host: str = typer.Option(
+        "", "--host", help="Only this host's breakers (default: every host sharing the store)."
+    ),
 ) -> None:
-    """Per provider: state, since, until, why, parked recipients, issuer, delisting URL."""
-    w = build(_settings())
+    """Per host and provider: state, since, until, why, parked recipients, issuer, delisting
+    URL. Parked mail is counted in this host's queue."""
+    from mailwarden.store.breaker import fleet_states
+
+    w = build(_settings(), background=False)
     try:
-        states = sorted(w.engine.machine.states.values(), key=lambda s: (s.provider, s.ip))
+        states = fleet_states(w.store.engine, _check_host(host))
         inv: dict[str, Any] = {}
-        if queue:
+        if queue and (not host or host == w.host):
             try:
                 inv = w.queue.inventory()
             except Exception as exc:  # Postfix not running / not installed: show the rest
                 typer.echo(f"mailwarden: queue not read: {exc}", err=True)
         rows = []
         for s in states:
-            pq = inv.get(s.provider)
+            pq = inv.get(s["provider"]) if s["host"] == w.host else None
             rows.append(
                 {
-                    "provider": s.provider,
-                    "ip": s.ip,
-                    "state": s.state,
-                    "since": s.since,
-                    "until": s.until,
-                    "rule": s.rule,
-                    "reply": s.reply,
-                    "issuer": s.issuer,
-                    "url": s.url,
-                    "note": s.note,
-                    "level": s.level,
-                    "trips": s.trips,
+                    "host": s["host"],
+                    **{k: s[k] for k in _STATUS_FIELDS},
                     "parked": pq.parked if pq else 0,
                     "held": pq.held if pq else 0,
                 }
             )
         for name, pq in sorted(inv.items()):
-            if (pq.parked or pq.held) and not any(r["provider"] == name for r in rows):
+            if (pq.parked or pq.held) and not any(
+                r["provider"] == name and r["host"] == w.host for r in rows
+            ):
                 rows.append(
                     {
+                        "host": w.host,
                         "provider": name,
                         "ip": "",
                         "state": "closed",
@@ -228,7 +279,7 @@ def status(
                     }
                 )
         if as_json:
-            typer.echo(json.dumps({"providers": rows}, indent=2))
+            typer.echo(json.dumps({"host": w.host, "providers": rows}, indent=2))
         else:
             _status_table(rows)
     finally:
@@ -236,9 +287,36 @@ def status(
     raise typer.Exit(EXIT_WARNING if any(r["state"] != "closed" for r in rows) else EXIT_OK)
 
 
+_STATUS_FIELDS = (
+    "provider",
+    "ip",
+    "state",
+    "since",
+    "until",
+    "rule",
+    "reply",
+    "issuer",
+    "url",
+    "note",
+    "level",
+    "trips",
+)
+
+
+_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+
+
+def _check_host(name: str) -> str:
+    """A host name as the store keys rows (``""``: none given)."""
+    if name and not _HOST.fullmatch(name):
+        raise ConfigError(f"bad host name {name!r} (letters, digits, '.', '_', '-')")
+    return name
+
+
 def _status_table(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from mailwarden.breaker.rules import format_duration
 
@@ -246,8 +324,16 @@ def _status_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         con.print("No breaker has ever tripped.")
         return
+    fleet = len({r["host"] for r in rows}) > 1
     t = Table(title="Circuit breakers")
-    for col in ("provider", "state", "since", "until", "parked", "why"):
+    for col in (("host",) if fleet else ()) + (
+        "provider",
+        "state",
+        "since",
+        "until",
+        "parked",
+        "why",
+    ):
         t.add_column(col, overflow="fold")
     now = time.time()
     for r in rows:
@@ -264,10 +350,11 @@ def _status_table(rows: list[dict[str, Any]]) -> None:
         style = {"open": "bold red", "probing": "yellow", "slowed": "magenta"}.get(r["state"], "")
         name = r["provider"] + (f" ({r['ip']})" if r["ip"] else "")
         parked = str(r["parked"]) + (f" (+{r['held']} held)" if r["held"] else "")
-        t.add_row(
-            name, f"[{style}]{r['state']}[/]" if style else r["state"], _fmt_time(r["since"]),
-            until, parked, why,
-        )  # fmt: skip
+        cells: list[Text | str] = [
+            Text(name), Text(r["state"], style=style), _fmt_time(r["since"]), until, parked,
+            Text(why),
+        ]  # fmt: skip
+        t.add_row(*(([Text(r["host"])] if fleet else []) + cells))
     con.print(t)
 
 
@@ -278,8 +365,9 @@ def open_(
         "", "--for", help="How long (90m, 2h, 1d); default: until closed."
     ),
     reason: str = typer.Option(..., "--reason", help="Why (shown to Postfix and in alerts)."),
+    host: str = _host_option(),
 ) -> None:
-    """Park a provider by hand."""
+    """Park a provider by hand, on this host (its Postfix)."""
     from mailwarden.breaker.rules import REASON_TEXT, parse_duration
 
     name = _check_provider(provider)
@@ -291,13 +379,13 @@ def open_(
         raise ConfigError(str(exc)) from None
     if secs is not None and secs == float("inf"):
         secs = None
-    w = build(_settings(), background=False)
+    w = build(_settings(), host=_check_host(host), background=False)
     try:
         t = w.engine.open(name, duration=secs, note=reason)
     finally:
         w.close()
     until = f"until {_fmt_time(t.until)}" if t.until else "until closed by hand"
-    typer.echo(f"{name}: open {until}")
+    typer.echo(f"{name}: open {until} on {w.host}")
 
 
 @breaker_app.command("close")
@@ -305,21 +393,41 @@ def close(
     provider: str = typer.Argument(...),
     note: str = typer.Option("", "--note", help="Why (kept in the history)."),
     release: bool = typer.Option(True, "--release/--no-release", help="Release parked mail."),
+    host: str = _host_option(),
 ) -> None:
-    """Close a provider's breaker and release its parked mail, paced."""
+    """Close a provider's breaker on this host and release its parked mail, paced."""
+    from mailwarden.store.breaker import fleet_states
+
     name = _check_provider(provider)
-    w = build(_settings(), background=False)
+    w = build(_settings(), host=_check_host(host), background=False)
     try:
         if not release:
             w.engine.hooks = None
         trs = w.engine.close(name, note=note)
+        elsewhere = []
+        if not trs:
+            elsewhere = sorted(
+                {
+                    r["host"]
+                    for r in fleet_states(w.store.engine)
+                    if r["provider"] == name and r["state"] != "closed" and r["host"] != w.host
+                }
+            )
     finally:
         w.close()
     if not trs:
-        typer.echo(f"{name}: already closed")
+        typer.echo(f"{name}: already closed on {w.host}")
+        if elsewhere:
+            typer.echo(
+                f"mailwarden: {name} is not closed on {', '.join(elsewhere)}: close it on that "
+                "host (each host's breaker acts on its own Postfix), or pass --host if this "
+                "host's daemon runs under that name",
+                err=True,
+            )
     else:
         typer.echo(
-            f"{name}: closed" + (f"; released {w.queue.released} recipients" if release else "")
+            f"{name}: closed on {w.host}"
+            + (f"; released {w.queue.released} recipients" if release else "")
         )
 
 
@@ -328,30 +436,47 @@ def history(
     provider: str = typer.Option("", "--provider", "-p"),
     limit: int = typer.Option(50, "--limit", "-n", min=1),
     as_json: bool = typer.Option(False, "--json"),
+    host: str = typer.Option(
+        "", "--host", help="Only this host's transitions (default: every host)."
+    ),
 ) -> None:
     """Every transition, newest first."""
-    from mailwarden.store.breaker import BreakerStore
+    from mailwarden.store.breaker import fleet_history
     from mailwarden.store.db import open_engine
 
     settings = _settings()
-    rows = BreakerStore(open_engine(settings.db_url())).history(
-        _check_provider(provider) if provider else "", limit
+    rows = fleet_history(
+        open_engine(settings.db_url()),
+        host=_check_host(host),
+        provider=_check_provider(provider) if provider else "",
+        limit=limit,
     )
     if as_json:
         typer.echo(json.dumps({"transitions": rows}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
+    fleet = len({r["host"] for r in rows}) > 1
     t = Table(title="Breaker history")
-    for col in ("time", "provider", "change", "by", "until", "reply"):
+    for col in (("host",) if fleet else ()) + (
+        "time",
+        "provider",
+        "change",
+        "by",
+        "until",
+        "reply",
+    ):
         t.add_column(col, overflow="fold")
     for r in rows:
         by = r["rule"] or r["actor"]
-        t.add_row(
-            _fmt_time(r["ts"]), r["provider"] + (f" ({r['ip']})" if r["ip"] else ""),
-            f"{r['old']} -> {r['new']}", by, _fmt_time(r["until"]), (r["reply"] or r["note"])[:160],
-        )  # fmt: skip
+        cells: list[Text | str] = [
+            _fmt_time(r["ts"]), Text(r["provider"] + (f" ({r['ip']})" if r["ip"] else "")),
+            f"{r['old']} -> {r['new']}", by, _fmt_time(r["until"]),
+            Text((r["reply"] or r["note"])[:160]),
+        ]  # fmt: skip
+        t.add_row(*(([Text(r["host"])] if fleet else []) + cells))
     Console().print(t)
 
 

@@ -1,5 +1,10 @@
 """``mailwarden egress``: run the privileged collector, record its events, show summaries,
-alerts and a live view, and say which collectors work here (``doctor``)."""
+alerts and a live view, and say which collectors work here (``doctor``).
+
+Records are keyed by host (fleet mode: one store, several hosts): ``ingest`` tags them with
+this host's name (``--host``, else ``[log] host``, else the host name: the daemon's), ``top`` and
+``alerts`` show every host unless ``--host`` picks one. ``ingest`` alerts through the one
+dispatcher of :mod:`mailwarden.report.alerts` (``[alerts]`` channels, dedup, rate limits)."""
 
 from __future__ import annotations
 
@@ -20,6 +25,9 @@ eg = typer.Typer(
 app.add_typer(eg, name="egress")
 
 Socket = Annotated[str | None, typer.Option("--socket", help="collector socket path")]
+HostFilter = Annotated[
+    str, typer.Option("--host", help="only this host's records (default: every host)")
+]
 
 
 def _settings() -> Settings:
@@ -60,6 +68,12 @@ def ingest(
     once: Annotated[
         bool, typer.Option("--once", help="stop when the collector goes away (else reconnect)")
     ] = False,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host", help="name this host's records carry (default: [log] host, host name)"
+        ),
+    ] = "",
 ) -> None:
     """Record the collector's events in the store (summaries, raw events, alerts). Unprivileged.
 
@@ -68,24 +82,21 @@ def ingest(
 
     from mailwarden.egress.client import ProviderResolver
     from mailwarden.egress.client import ingest as do_ingest
-    from mailwarden.egress.summary import (
-        LogNotifier,
-        MultiNotifier,
-        Notifier,
-        Recorder,
-        WebhookNotifier,
-    )
+    from mailwarden.egress.summary import Recorder
     from mailwarden.errors import MailwardenError
+    from mailwarden.report.alerts import EgressAdapter, dispatcher_from_settings
+    from mailwarden.service.daemon import host_id
     from mailwarden.store.db import open_engine
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     s = _settings()
-    notifiers: list[Notifier] = [LogNotifier()]
-    if s.egress.webhook:
-        notifiers.append(WebhookNotifier(s.egress.webhook))
+    me = host_id(s, _check_host(host))
+    db = open_engine(s.db_url())
+    dispatcher = dispatcher_from_settings(s, db, me)
     rec = Recorder(
-        open_engine(s.db_url()),
-        notifier=MultiNotifier(notifiers),
+        db,
+        host=me,
+        notifier=EgressAdapter(dispatcher, s.service.public_url),
         raw_days=s.egress.raw_days,
         alert_window=s.egress.alert_window,
     )
@@ -123,6 +134,17 @@ def ingest(
         pass
     finally:
         res.close()
+        dispatcher.close()
+
+
+def _check_host(name: str) -> str:
+    import re
+
+    from mailwarden.errors import ConfigError
+
+    if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}", name):
+        raise ConfigError(f"bad host name {name!r} (letters, digits, '.', '_', '-')")
+    return name
 
 
 _CONTROL = dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0)], "?")
@@ -142,12 +164,15 @@ def top(
     hours: Annotated[float, typer.Option(help="only rows seen in the last N hours (0 = all)")] = 24,
     limit: int = 50,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    host: HostFilter = "",
 ) -> None:
-    """Busiest (user, program, script, port, provider, allowed) rows from the store."""
+    """Busiest (host, user, program, script, port, provider, allowed) rows from the store."""
     from mailwarden.egress.summary import top as q
     from mailwarden.store.db import open_engine
 
-    rows = q(open_engine(_settings().db_url()), since=_since(hours), limit=limit)
+    rows = q(
+        open_engine(_settings().db_url()), since=_since(hours), limit=limit, host=_check_host(host)
+    )
     if as_json:
         typer.echo(json.dumps({"rows": rows}))
         return
@@ -155,12 +180,13 @@ def top(
     from rich.table import Table
     from rich.text import Text
 
-    t = Table(
-        "user", "exe / unit", "script", "port", "provider", "allowed", "count", "dests", "last seen"
-    )
+    fleet = len({r["host"] for r in rows}) > 1
+    cols = ["user", "exe / unit", "script", "port", "provider", "allowed", "count", "dests"]
+    t = Table(*(["host"] if fleet else []), *cols, "last seen")
     for r in rows:
         # names and paths come from other users' processes: plain text, never rich markup
         t.add_row(
+            *([Text(_printable(r["host"]))] if fleet else []),
             Text(_printable(r["user"] or str(r["uid"]))),
             Text(_printable(r["unit"] or r["exe"])),
             Text(_printable(r["script"])),
@@ -178,12 +204,14 @@ def top(
 def alerts_cmd(
     hours: Annotated[float, typer.Option(help="last N hours (0 = all)")] = 24,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    host: HostFilter = "",
 ) -> None:
     """Egress alerts (one per process and port per window) with their evidence."""
     from mailwarden.egress.summary import alerts as q
     from mailwarden.store.db import open_engine
 
-    rows = q(open_engine(_settings().db_url()), since=_since(hours))
+    rows = q(open_engine(_settings().db_url()), since=_since(hours), host=_check_host(host))
+    fleet = len({a["host"] for a in rows}) > 1
     if as_json:
         typer.echo(json.dumps({"alerts": rows}))
         return
@@ -192,8 +220,10 @@ def alerts_cmd(
         typer.echo(
             _printable(
                 f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(a['raised_at']))} "
-                f"{a['user'] or a['uid']} {a['script'] or a['exe'] or a['unit']} port {a['port']}: "
-                f"{a['count']} attempts ({a['blocked']} blocked) pid {ev.get('pid')} "
+                + (f"{a['host']} " if fleet else "")
+                + f"{a['user'] or a['uid']} {a['script'] or a['exe'] or a['unit']} "
+                f"port {a['port']}: {a['count']} attempts ({a['blocked']} blocked) "
+                f"pid {ev.get('pid')} "
                 f"cmdline {' '.join(ev.get('cmdline', []))!r} "
                 f"to {', '.join(ev.get('destinations', []))}"
             )

@@ -69,7 +69,7 @@ def wire(settings: Settings) -> tuple[BreakerControl, ParkedSource, Callable[[],
     def parked() -> dict[str, Parked]:
         return {p: Parked(q.parked, q.held) for p, q in w.queue.inventory().items()}
 
-    return EngineControl(w.engine), parked, w.close
+    return EngineControl(w.engine, host=w.host), parked, w.close
 
 
 @app.command()

@@ -11,8 +11,9 @@ Public API (see docs/egress.md):
 * :mod:`.service` ``EgressService``: the privileged process behind ``mailwarden egress run``;
 * :mod:`.wire` the JSON-lines socket protocol; :mod:`.client` ``read_messages``, ``ingest``,
   ``ProviderResolver`` for the unprivileged side;
-* :mod:`.summary` ``Recorder`` (store writer, alerts), ``top``, ``alerts``, and the
-  ``Notifier`` protocol with ``LogNotifier``, ``WebhookNotifier``, ``MultiNotifier``;
+* :mod:`.summary` ``Recorder`` (store writer per host, alerts), ``top``, ``alerts``,
+  ``egress_hosts``, and the ``Notifier`` protocol (``LogNotifier``; the daemon and ``egress
+  ingest`` pass :class:`mailwarden.report.alerts.EgressAdapter`: the one alert path);
 * :mod:`.firewall` ``Policy``, ``Firewall`` (plan/apply/check/remove), ``rule_installed``;
   :mod:`.validate` the strict validators every rule value passes through;
 * :mod:`.doctor` ``probe_all``: which collectors work here.

@@ -5,7 +5,12 @@ transaction per batch: stores the raw events (pruned after ``raw_days``), adds t
 summary row of their (uid, exe, unit, script, port, provider, allowed) with counts, first/last
 seen and distinct destinations, and raises at most one alert per (who, port) per window for a
 non-MTA process reaching a remote (non-loopback) SMTP port. MTA users are counted, never alerted
-on. New alerts go to a :class:`Notifier` after the transaction commits.
+on. New alerts go to a :class:`Notifier` after the transaction commits (the daemon and
+``egress ingest`` pass :class:`mailwarden.report.alerts.EgressAdapter`, so egress alerts take the
+one alert path: channels, dedup and rate limits of ``[alerts]``).
+
+Every row is tagged with the recorder's ``host`` (fleet mode: one store, several hosts);
+:func:`top` and :func:`alerts` read one host's rows or, with ``host=""``, the fleet's.
 """
 
 from __future__ import annotations
@@ -13,11 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import queue
-import threading
 import time
-import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,6 +29,7 @@ from mailwarden.egress.attribute import is_remote
 from mailwarden.events import EgressConnect
 from mailwarden.store.db import write_transaction
 from mailwarden.store.egress import (
+    EGRESS_TABLES,
     egress_alerts,
     egress_events,
     egress_summary,
@@ -47,6 +50,13 @@ def allowed_of(ev: EgressConnect) -> bool:
     return ev.verdict != "blocked"
 
 
+def summary_key(
+    host: str, uid: int, exe: str, unit: str, script: str, port: int, provider: str, allowed: bool
+) -> str:
+    """The natural key of a summary row (hashed: the parts are long free text)."""
+    return _hash(host, uid, exe, unit, script, port, provider, allowed)
+
+
 @dataclass
 class Alert:
     """One alert: a non-MTA process reached a remote SMTP port (first event of the window)."""
@@ -63,10 +73,12 @@ class Alert:
     count: int
     blocked: int
     evidence: dict[str, Any] = field(default_factory=dict)
+    host: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "host": self.host,
             "uid": self.uid,
             "user": self.user,
             "exe": self.exe,
@@ -106,62 +118,6 @@ class LogNotifier:
         self.logger.warning("%s", alert.text())
 
 
-class WebhookNotifier:
-    """POSTs each alert as JSON to a URL from a background thread (never blocks recording)."""
-
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"webhook URL must be http(s): {url!r}")
-        self.url = url
-        self.timeout = timeout
-        self.sent = 0
-        self.failed = 0
-        self._q: queue.Queue[Alert | None] = queue.Queue(maxsize=1000)
-        self._t = threading.Thread(target=self._run, name="egress-webhook", daemon=True)
-        self._t.start()
-
-    def notify(self, alert: Alert) -> None:
-        try:
-            self._q.put_nowait(alert)
-        except queue.Full:
-            self.failed += 1
-
-    def _run(self) -> None:
-        while (a := self._q.get()) is not None:
-            body = json.dumps({"kind": "egress", "alert": a.as_dict(), "text": a.text()}).encode()
-            req = urllib.request.Request(
-                self.url, body, {"Content-Type": "application/json"}, method="POST"
-            )
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    resp.read()
-                self.sent += 1
-            except Exception as exc:  # a webhook failure must never stop recording
-                self.failed += 1
-                log.warning("egress webhook %s failed: %s", self.url, exc)
-            finally:
-                self._q.task_done()
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Deliver what is queued (up to ``timeout``), then stop."""
-        deadline = time.monotonic() + timeout
-        while self._q.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self._q.put(None)
-
-
-class MultiNotifier:
-    def __init__(self, notifiers: Iterable[Notifier]) -> None:
-        self.notifiers = list(notifiers)
-
-    def notify(self, alert: Alert) -> None:
-        for n in self.notifiers:
-            try:
-                n.notify(alert)
-            except Exception as exc:  # one broken notifier does not silence the others
-                log.error("egress notifier %r failed: %s", n, exc)
-
-
 class Recorder:
     """Writes batches of egress events into the store and raises alerts."""
 
@@ -169,15 +125,19 @@ class Recorder:
         self,
         engine: Engine,
         *,
+        host: str = "",
         notifier: Notifier | None = None,
         raw_days: int = 7,
         alert_window: int = 3600,
     ) -> None:
         self.engine = engine
+        self.host = host
         self.notifier = notifier or LogNotifier()
         self.raw_days = raw_days
         self.alert_window = alert_window
         self._last_prune = 0.0
+        if host:
+            claim_unkeyed(engine, host)
 
     def record(self, events: Sequence[EgressConnect]) -> list[Alert]:
         """Store a batch; return the alerts it raised (already handed to the notifier).
@@ -193,7 +153,7 @@ class Recorder:
         for e in events:
             uid = -1 if e.uid is None else e.uid
             allowed = allowed_of(e)
-            key = _hash(uid, e.exe, e.unit, e.script, e.dport, e.provider, allowed)
+            key = summary_key(self.host, uid, e.exe, e.unit, e.script, e.dport, e.provider, allowed)
             g = groups.get(key)
             if g is None:
                 g = groups[key] = _Group(e, uid, allowed)
@@ -201,7 +161,7 @@ class Recorder:
             if e.mta or not is_remote(e.daddr):
                 continue
             who = e.script or e.exe or e.unit or e.comm
-            akey = _hash(uid, who, e.unit, e.dport)
+            akey = _hash(self.host, uid, who, e.unit, e.dport)
             window = e.ts - (e.ts % self.alert_window)
             pa = pending.get((akey, window))
             if pa is None:
@@ -220,15 +180,18 @@ class Recorder:
             if now - self._last_prune > 3600:
                 self._last_prune = now
                 conn.execute(
-                    delete(egress_events).where(egress_events.c.ts < now - self.raw_days * 86400)
+                    delete(egress_events).where(
+                        egress_events.c.host == self.host,
+                        egress_events.c.ts < now - self.raw_days * 86400,
+                    )
                 )
         for alert in new_alerts:
             self.notifier.notify(alert)
         return new_alerts
 
-    @staticmethod
-    def _raw_row(e: EgressConnect) -> dict[str, Any]:
+    def _raw_row(self, e: EgressConnect) -> dict[str, Any]:
         return {
+            "host": self.host,
             "ts": e.ts,
             "source": e.source,
             "uid": e.uid,
@@ -266,6 +229,7 @@ class Recorder:
             sid = conn.execute(
                 t.insert().values(
                     key=key,
+                    host=self.host,
                     uid=g.uid,
                     user=e.user,
                     exe=e.exe,
@@ -335,6 +299,7 @@ class Recorder:
         aid = conn.execute(
             t.insert().values(
                 key=key,
+                host=self.host,
                 window_start=window,
                 raised_at=now,
                 last_seen=pa.last,
@@ -363,6 +328,7 @@ class Recorder:
             pa.count,
             pa.blocked,
             evidence,
+            self.host,
         )
 
 
@@ -460,18 +426,52 @@ def _greatest(conn: Any, col: Any, value: float) -> Any:
 # --------------------------------------------------------------------------------------
 
 
+def claim_unkeyed(engine: Engine, host: str) -> int:
+    """Give egress rows from before the host key to ``host``; summary keys are recomputed with
+    the host (they are hashes of it and the grouping columns), so later events join the rows."""
+    from mailwarden.store.egress import claim_unkeyed as claim
+
+    if not host:
+        return 0
+    t = egress_summary
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                t.c.id, t.c.uid, t.c.exe, t.c.unit, t.c.script, t.c.port, t.c.provider, t.c.allowed
+            ).where(t.c.host == "")
+        ).all()
+    if rows:
+        with write_transaction(engine) as conn:
+            for r in rows:
+                key = summary_key(
+                    host, r.uid, r.exe, r.unit, r.script, r.port, r.provider, bool(r.allowed)
+                )
+                if conn.execute(select(t.c.id).where(t.c.key == key)).first() is None:
+                    conn.execute(update(t).where(t.c.id == r.id).values(key=key, host=host))
+    return claim(engine, host) + len(rows)
+
+
 def top(
-    engine: Engine, *, since: float = 0.0, limit: int = 50, include_mta: bool = True
+    engine: Engine,
+    *,
+    since: float = 0.0,
+    limit: int = 50,
+    include_mta: bool = True,
+    host: str = "",
 ) -> list[dict[str, Any]]:
-    """Summary rows, busiest first, in the ``egress top --json`` shape."""
+    """Summary rows of ``host`` (``""``: every host), busiest first, in the ``egress top
+    --json`` shape."""
     t = egress_summary
     q = select(t).where(t.c.last_seen >= since).order_by(t.c.count.desc(), t.c.id).limit(limit)
     if not include_mta:
         q = q.where(t.c.mta.is_(False))
+    if host:
+        q = q.where(t.c.host == host)
     with engine.connect() as conn:
         rows = conn.execute(q).mappings().all()
     return [
         {
+            "host": r["host"],
             "uid": None if r["uid"] == -1 else r["uid"],
             "user": r["user"],
             "exe": r["exe"],
@@ -489,10 +489,14 @@ def top(
     ]
 
 
-def alerts(engine: Engine, *, since: float = 0.0, limit: int = 100) -> list[dict[str, Any]]:
-    """Alert records, newest first."""
+def alerts(
+    engine: Engine, *, since: float = 0.0, limit: int = 100, host: str = ""
+) -> list[dict[str, Any]]:
+    """Alert records of ``host`` (``""``: every host), newest first."""
     t = egress_alerts
     q = select(t).where(t.c.last_seen >= since).order_by(t.c.raised_at.desc()).limit(limit)
+    if host:
+        q = q.where(t.c.host == host)
     with engine.connect() as conn:
         rows = conn.execute(q).mappings().all()
     out = []
@@ -502,3 +506,12 @@ def alerts(engine: Engine, *, since: float = 0.0, limit: int = 100) -> list[dict
         d.pop("key", None)
         out.append(d)
     return out
+
+
+def egress_hosts(engine: Engine) -> list[str]:
+    """Every host with egress records."""
+    from sqlalchemy import union
+
+    q = union(*[select(t.c.host) for t in EGRESS_TABLES])
+    with engine.connect() as conn:
+        return sorted({str(r[0]) for r in conn.execute(q)})

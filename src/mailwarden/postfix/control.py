@@ -4,11 +4,22 @@
 ``reload`` / ``status``, ``postqueue -j`` / ``-i``, ``postsuper -h`` / ``-H``. Every value is
 passed as its own argv element (no shell) after :mod:`mailwarden.postfix.validate`; a failing
 command raises :class:`mailwarden.errors.ActuatorError` with its output.
+
+Privileges: ``postsuper -h/-H`` (hold parked mail before it expires, release it), ``postqueue
+-i``, ``postfix reload`` and ``postfix status`` need root, while ``mailwarden run`` runs as an
+unprivileged user. With ``privilege = "sudo"`` (``[breaker] privilege``, the default) and not
+root, exactly those commands run as ``sudo -n -- /usr/sbin/TOOL -c CONFIG_DIR ...``, in the
+fixed forms :func:`sudoers` allows (``contrib/sudoers.d/mailwarden`` is its output for
+``/etc/postfix``); queue ids go to ``postsuper`` on stdin. A refusal raises
+:class:`PrivilegeError`, which says what to install. ``"none"``: run them as they are (root, or
+fail). Everything else (``postconf``, ``postqueue -j``) never needs privileges.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -19,6 +30,16 @@ from mailwarden.errors import ActuatorError
 from mailwarden.postfix import validate
 
 SBIN = Path("/usr/sbin")
+SUDO = "/usr/bin/sudo"
+PRIVILEGES = ("sudo", "none")
+
+
+class PrivilegeError(ActuatorError):
+    """sudo refused (or is missing for) one of the commands that need root."""
+
+
+#: What ``sudo -n`` prints when it will not run a command (its own errors, not the tool's).
+_SUDO_REFUSAL = re.compile(r"^(sudo:|Sorry, user )", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +81,24 @@ class QueuedMessage:
 class Postfix:
     """One Postfix instance, addressed by its configuration directory."""
 
-    def __init__(self, config_dir: Path | str = "/etc/postfix", *, sbin: Path = SBIN) -> None:
+    def __init__(
+        self,
+        config_dir: Path | str = "/etc/postfix",
+        *,
+        sbin: Path = SBIN,
+        privilege: str = "sudo",
+        sudo: str = SUDO,
+    ) -> None:
+        if privilege not in PRIVILEGES:
+            raise ValueError(f"privilege must be one of {PRIVILEGES}, not {privilege!r}")
         self.config_dir = Path(config_dir)
         self.sbin = sbin
+        self.privilege = privilege
+        self.sudo = sudo
+
+    def uses_sudo(self) -> bool:
+        """Whether the commands that need root go through ``sudo -n`` here."""
+        return self.privilege == "sudo" and os.geteuid() != 0
 
     # ---------------------------------------------------------------- running commands
 
@@ -73,14 +109,29 @@ class Postfix:
         input: str | None = None,
         check: bool = True,
         timeout: float = 60,
+        privileged: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         argv = [str(self.sbin / tool), "-c", str(self.config_dir), *args]
+        sudo = privileged and self.uses_sudo()
+        if sudo:
+            argv = [self.sudo, "-n", "--", *argv]
         try:
             p = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=timeout)
         except FileNotFoundError as exc:
+            if sudo:
+                raise PrivilegeError(
+                    f"{self.sudo} not found: install sudo and contrib/sudoers.d/mailwarden, "
+                    'or set [breaker] privilege = "none" and run as root'
+                ) from exc
             raise ActuatorError(f"{argv[0]} not found: is Postfix installed?") from exc
         except subprocess.TimeoutExpired as exc:
             raise ActuatorError(f"{' '.join(argv)}: no answer in {timeout}s") from exc
+        if sudo and p.returncode != 0 and _SUDO_REFUSAL.search(p.stderr or ""):
+            raise PrivilegeError(
+                f"sudo refused `{' '.join(argv[3:])}` for uid {os.geteuid()}: "
+                f"{(p.stderr or '').strip()[:300]}. Install contrib/sudoers.d/mailwarden (see "
+                "docs/service.md, privileges) for this user and config directory"
+            )
         if check and p.returncode != 0:
             out = (p.stderr or p.stdout).strip()
             raise ActuatorError(f"{' '.join(argv)} exited {p.returncode}: {out}")
@@ -160,13 +211,14 @@ class Postfix:
             raise ActuatorError(f"postfix check failed: {(p.stderr or p.stdout).strip()}")
 
     def running(self) -> bool:
-        return self._run("postfix", "status", check=False).returncode == 0
+        """``postfix status`` (root only: through sudo when configured)."""
+        return self._run("postfix", "status", check=False, privileged=True).returncode == 0
 
     def reload(self) -> bool:
         """``postfix reload`` when running; returns whether it reloaded."""
         if not self.running():
             return False
-        self._run("postfix", "reload")
+        self._run("postfix", "reload", privileged=True)
         return True
 
     # ---------------------------------------------------------------- queue
@@ -186,7 +238,7 @@ class Postfix:
 
     def deliver(self, queue_id: str) -> None:
         """``postqueue -i ID``: schedule one deferred message for immediate delivery."""
-        self._run("postqueue", "-i", validate.queue_id(queue_id))
+        self._run("postqueue", "-i", validate.queue_id(queue_id), privileged=True)
 
     def hold(self, queue_ids: Iterable[str], queue: str = "deferred") -> None:
         """``postsuper -h - QUEUE``: only from ``queue`` (default deferred), never from under
@@ -195,15 +247,57 @@ class Postfix:
         if queue not in ("deferred", "incoming"):
             raise ValueError(f"refusing to hold from the {queue} queue")
         if ids:
-            self._run("postsuper", "-h", "-", queue, input="\n".join(ids) + "\n")
+            self._run("postsuper", "-h", "-", queue, input="\n".join(ids) + "\n", privileged=True)
 
     def release(self, queue_ids: Iterable[str]) -> None:
+        """``postsuper -H -``: queue ids on stdin."""
         ids = [validate.queue_id(q) for q in queue_ids]
         if ids:
-            self._run("postsuper", "-H", "-", input="\n".join(ids) + "\n")
+            self._run("postsuper", "-H", "-", input="\n".join(ids) + "\n", privileged=True)
 
     def kick_incoming(self) -> None:
         """``postkick public qmgr I``: make the queue manager scan the incoming queue (a file
         put there while qmgr restarted, or with a time stamp that had to cool down, waits for
         the next trigger otherwise)."""
         self._run("postkick", "public", "qmgr", "I", check=False)
+
+
+#: sudoers' regular expression of one queue id argument (Postfix short and long ids).
+_QID_RE = r"[0-9A-Za-z]{6\,20}"  # the comma escaped for sudoers
+
+
+def sudoers(user: str = "mailwarden", config_dirs: Iterable[Path | str] = ("/etc/postfix",)) -> str:
+    """The sudoers drop-in that lets ``user`` run exactly the privileged commands above, in the
+    forms :class:`Postfix` uses, for each instance (``config_dirs``), and nothing else.
+
+    ``contrib/sudoers.d/mailwarden`` is ``sudoers()`` (a test keeps them equal). Arguments are
+    matched literally, the queue id of ``postqueue -i`` by a regular expression (sudo 1.9.10+);
+    queue ids for ``postsuper`` come on stdin, which sudoers does not restrict."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", user):
+        raise ValueError(f"bad user name {user!r}")
+    lines = [
+        "# mailwarden: the breaker's Postfix actions that need root, for the unprivileged",
+        f"# `mailwarden run` (user {user}): hold parked mail before it expires and release it",
+        "# (postsuper -h/-H, queue ids on stdin), schedule probes and released mail",
+        "# (postqueue -i ID), and reload Postfix on a trip (postfix status/reload).",
+        "# Nothing else. Generated by mailwarden.postfix.control.sudoers(); install with",
+        "#   install -m 0440 contrib/sudoers.d/mailwarden /etc/sudoers.d/mailwarden",
+        "#   visudo -cf /etc/sudoers.d/mailwarden",
+        "# Another Postfix instance ([breaker] postfix_config): add its directory below.",
+        f"Defaults:{user} !lecture, !mail_badpass, !mail_no_user, !mail_no_perms",
+    ]
+    aliases = []
+    for d in config_dirs:
+        cd = str(d)
+        if not re.fullmatch(r"/[A-Za-z0-9._/-]+", cd) or "//" in cd or "/." in cd:
+            raise ValueError(f"bad config directory {cd!r}")
+        aliases += [
+            f"{SBIN}/postsuper -c {cd} -h - deferred",
+            f"{SBIN}/postsuper -c {cd} -H -",
+            f"{SBIN}/postqueue ^-c {cd.replace('.', '[.]')} -i {_QID_RE}$",
+            f"{SBIN}/postfix -c {cd} reload",
+            f"{SBIN}/postfix -c {cd} status",
+        ]
+    lines.append("Cmnd_Alias MAILWARDEN_POSTFIX = \\\n    " + ", \\\n    ".join(aliases))
+    lines.append(f"{user} ALL=(root) NOPASSWD: MAILWARDEN_POSTFIX")
+    return "\n".join(lines) + "\n"

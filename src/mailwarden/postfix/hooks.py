@@ -6,6 +6,11 @@
 * probing: ``postqueue -i`` a few parked messages of the provider;
 * closed: paced release of the provider's parked mail (one thread per provider; a release
   stops by itself if the breaker opens again).
+
+An action refused for want of root (:class:`~mailwarden.postfix.control.PrivilegeError`: sudo
+not set up, see docs/service.md) is logged as one clear error line and handed to
+``on_privilege_error`` (the CLI and the daemon raise a ``service`` alert); parking itself, the
+socketmap's answer, needs no privileges and goes on.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from mailwarden.postfix.control import Postfix
+from mailwarden.postfix.control import Postfix, PrivilegeError
 from mailwarden.postfix.queue import QueueActuator
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,7 @@ class PostfixHooks:
         reload_on_trip: bool = True,
         min_reload_interval: float = 2.0,
         background: bool = True,
+        on_privilege_error: Callable[[str, PrivilegeError], None] | None = None,
     ) -> None:
         self.pf = pf
         self.queue = queue
@@ -38,6 +44,8 @@ class PostfixHooks:
         self.reload_on_trip = reload_on_trip
         self.min_reload_interval = min_reload_interval
         self.background = background
+        self.on_privilege_error = on_privilege_error
+        self.privilege_errors = 0
         self.reloads = 0
         self._last_reload = 0.0
         self._reload_pending = False
@@ -49,6 +57,14 @@ class PostfixHooks:
         def run() -> None:
             try:
                 fn()
+            except PrivilegeError as exc:
+                self.privilege_errors += 1
+                log.error("%s not done: %s", name, exc)
+                if self.on_privilege_error is not None:
+                    try:
+                        self.on_privilege_error(name, exc)
+                    except Exception:
+                        log.exception("reporting the refused %s failed", name)
             except Exception:
                 log.exception("%s failed", name)
 

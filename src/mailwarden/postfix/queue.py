@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from mailwarden.errors import MailwardenError, ValidationError
 from mailwarden.postfix import validate
-from mailwarden.postfix.control import Postfix, QueuedMessage
+from mailwarden.postfix.control import Postfix, PrivilegeError, QueuedMessage
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,8 @@ class QueueActuator:
         for qid in ids:
             try:
                 self.pf.deliver(qid)
+            except PrivilegeError:
+                raise
             except MailwardenError as exc:  # it may have just left the queue
                 log.debug("postqueue -i %s: %s", qid, exc)
         return ids
@@ -199,6 +201,8 @@ class QueueActuator:
                 for qid in batch:
                     try:
                         self.pf.deliver(qid)
+                    except PrivilegeError:
+                        raise
                     except MailwardenError as exc:
                         log.debug("postqueue -i %s: %s", qid, exc)
             done += n
@@ -240,6 +244,8 @@ class QueueActuator:
                 for qid in sorted(pq.deferred_ids | pq.held_ids):
                     try:
                         self.pf.deliver(qid)
+                    except PrivilegeError:
+                        raise
                     except MailwardenError as exc:
                         log.debug("postqueue -i %s: %s", qid, exc)
                 self.pf.kick_incoming()

@@ -97,11 +97,12 @@ def from_transition(t: Transition, *, host: str = "", public_url: str = "") -> A
         links.append(("delisting / more", t.url))
     if public_url:
         links.append(("dashboard", f"{public_url.rstrip('/')}/breaker"))
-    who = t.provider + (f" ({t.ip})" if t.ip else "")
+    who = t.provider + (f" ({t.ip})" if t.ip else "") + (f" on {host}" if host else "")
     return Alert(
         kind="breaker",
-        # every transition is news; dedup only absorbs the same transition announced twice
-        key=f"breaker:{t.provider}:{t.ip}:{t.old}>{t.new}:{int(t.ts)}",
+        # every transition is news; dedup only absorbs the same transition announced twice (the
+        # host is part of it: in a fleet each host's breaker for a provider is its own)
+        key=f"breaker:{host}:{t.provider}:{t.ip}:{t.old}>{t.new}:{int(t.ts)}",
         severity=severity,
         title=f"{who}: breaker {t.old} -> {t.new}",
         text=describe(t),
@@ -119,9 +120,10 @@ def from_egress(a: Any, *, host: str = "", public_url: str = "") -> Alert:
     links = (("dashboard", f"{public_url.rstrip('/')}/egress"),) if public_url else ()
     return Alert(
         kind="egress",
-        key=f"egress:{a.uid}:{who}:{a.port}",
+        key=f"egress:{host}:{a.uid}:{who}:{a.port}",
         severity="critical" if not a.blocked else "warning",
-        title=f"{a.user or a.uid} ({who}) connected to remote SMTP port {a.port}",
+        title=f"{a.user or a.uid} ({who}) connected to remote SMTP port {a.port}"
+        + (f" on {host}" if host else ""),
         text=a.text(),
         ts=a.raised_at,
         host=host,
@@ -440,17 +442,17 @@ class EgressAdapter:
         self.public_url = public_url
 
     def notify(self, alert: Any) -> None:
-        self.dispatcher.emit(
-            from_egress(alert, host=self.dispatcher.host, public_url=self.public_url)
-        )
+        host = getattr(alert, "host", "") or self.dispatcher.host
+        self.dispatcher.emit(from_egress(alert, host=host, public_url=self.public_url))
 
 
 def dispatcher_from_settings(
     settings: Any, engine: Engine | None = None, host: str = ""
 ) -> Dispatcher:
     """The dispatcher the configuration asks for (``[alerts]`` channels and limits), started.
-    What ``mailwarden run`` uses; the CLI commands that change state (``breaker open/close``,
-    ``egress ingest``) can use it too, so every alert takes the same way out."""
+    What ``mailwarden run`` uses, and the CLI commands that change state (``breaker open/close``,
+    ``egress ingest``) too, so every alert takes the same way out. Close it (``close()``) before
+    a short-lived command exits: queued alerts are delivered then."""
     from mailwarden.report.channels import build_channels
 
     al = settings.alerts

@@ -18,9 +18,8 @@ Sections (every count for the period *and* the one before it, so a change stands
 * ``sasl``: SASL authentication failures, the busiest clients;
 * ``alerts``: every alert raised in the period, by kind.
 
-With ``hosts`` the rows of those hosts only (fleet mode, see docs/service.md); egress alerts
-then come from the alerts the hosts' daemons raised; breaker events are fleet-wide (the
-breaker's tables carry no host).
+With ``hosts`` the rows of those hosts only (fleet mode, see docs/service.md): mail, breaker
+transitions and egress alerts alike carry the host they belong to.
 """
 
 from __future__ import annotations
@@ -49,6 +48,11 @@ def _fmt(ts: float | None) -> str:
 
 def _host_filter(q: Any, col: Any, hosts: Sequence[str] | None) -> Any:
     return q.where(col.in_(list(hosts))) if hosts else q
+
+
+def _on(row: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str:
+    """``"host "`` when ``rows`` come from several hosts (a fleet report), else ``""``."""
+    return f"{row.get('host', '')} " if len({r.get("host", "") for r in rows}) > 1 else ""
 
 
 def _outcomes(
@@ -197,14 +201,15 @@ def build_report(
         reasons[key]["count"] += kd["count"]
         reasons[key]["prev_count"] += kd["prev_count"]
 
-    # breaker transitions (fleet-wide table)
+    # breaker transitions (each host's breakers act on its own Postfix)
     from mailwarden.store.breaker import breaker_transitions as bt
 
-    q = select(bt).where(bt.c.ts >= since, bt.c.ts < until).order_by(bt.c.ts, bt.c.id).limit(500)
+    q = _host_filter(select(bt).where(bt.c.ts >= since, bt.c.ts < until), bt.c.host, hosts)
     breaker = [
         {
             k: row[k]
             for k in (
+                "host",
                 "ts",
                 "provider",
                 "ip",
@@ -219,7 +224,7 @@ def build_report(
                 "note",
             )
         }
-        for row in conn.execute(q).mappings()
+        for row in conn.execute(q.order_by(bt.c.ts, bt.c.id).limit(500)).mappings()
     ]
 
     # origins
@@ -244,61 +249,35 @@ def build_report(
         ]
     spikes, no_history = detect_spikes(conn, st.alerts, hosts=spike_hosts, now=until)
 
-    # egress alerts: per host from the alerts the daemons raised (host-tagged); for the whole
-    # fleet from the egress recorder's own table (also what `egress ingest` alone recorded)
+    # egress alerts (the recorder's table, tagged with the recording host)
     import json as _json
 
+    from mailwarden.store.egress import egress_alerts as ea
+
+    q2 = _host_filter(
+        select(ea).where(ea.c.raised_at >= since, ea.c.raised_at < until), ea.c.host, hosts
+    )
     egress: list[dict[str, Any]] = []
-    if hosts:
-        from mailwarden.store.service import recent_alerts
-
-        for a in recent_alerts(conn, since=since, until=until, kinds=["egress"]):
-            if a["host"] not in hosts:
-                continue
-            d = a["data"]
-            egress.append(
-                {
-                    "raised_at": d.get("raised_at", a["ts"]),
-                    "uid": d.get("uid"),
-                    "user": d.get("user", ""),
-                    "exe": d.get("exe", ""),
-                    "unit": d.get("unit", ""),
-                    "script": d.get("script", ""),
-                    "port": d.get("port"),
-                    "count": d.get("count", 0),
-                    "blocked": d.get("blocked", 0),
-                    "destinations": (d.get("evidence") or {}).get("destinations", [])[:10],
-                    "host": a["host"],
-                }
-            )
-    else:
-        from mailwarden.store.egress import egress_alerts as ea
-
-        q2 = (
-            select(ea)
-            .where(ea.c.raised_at >= since, ea.c.raised_at < until)
-            .order_by(ea.c.raised_at)
-            .limit(200)
+    for erow in conn.execute(q2.order_by(ea.c.raised_at, ea.c.id).limit(200)).mappings():
+        try:
+            ev = _json.loads(erow["evidence"])
+        except ValueError:
+            ev = {}
+        egress.append(
+            {
+                "host": erow["host"],
+                "raised_at": erow["raised_at"],
+                "uid": erow["uid"],
+                "user": erow["user"],
+                "exe": erow["exe"],
+                "unit": erow["unit"],
+                "script": erow["script"],
+                "port": erow["port"],
+                "count": erow["count"],
+                "blocked": erow["blocked"],
+                "destinations": ev.get("destinations", [])[:10],
+            }
         )
-        for erow in conn.execute(q2).mappings():
-            try:
-                ev = _json.loads(erow["evidence"])
-            except ValueError:
-                ev = {}
-            egress.append(
-                {
-                    "raised_at": erow["raised_at"],
-                    "uid": erow["uid"],
-                    "user": erow["user"],
-                    "exe": erow["exe"],
-                    "unit": erow["unit"],
-                    "script": erow["script"],
-                    "port": erow["port"],
-                    "count": erow["count"],
-                    "blocked": erow["blocked"],
-                    "destinations": ev.get("destinations", [])[:10],
-                }
-            )
 
     # blocklist changes and current listings (kept by the daemon per host)
     from mailwarden.store.service import alerts as at
@@ -457,7 +436,8 @@ def render_text(doc: dict[str, Any]) -> str:
         out += ["", "Breaker:"]
         for b in doc["breaker"]:
             out.append(
-                f"  {_fmt(b['ts'])} {b['provider']}{' ' + b['ip'] if b['ip'] else ''}: "
+                f"  {_fmt(b['ts'])} {_on(b, doc['breaker'])}"
+                f"{b['provider']}{' ' + b['ip'] if b['ip'] else ''}: "
                 f"{b['old']} -> {b['new']} ({b['actor']}{' ' + b['rule'] if b['rule'] else ''})"
             )
     if doc["spikes"]:
@@ -475,7 +455,7 @@ def render_text(doc: dict[str, Any]) -> str:
         out += ["", "Egress (non-MTA processes reaching SMTP ports):"]
         for e in doc["egress"]:
             out.append(
-                f"  {_fmt(e['raised_at'])} {e['user'] or e['uid']} "
+                f"  {_fmt(e['raised_at'])} {_on(e, doc['egress'])}{e['user'] or e['uid']} "
                 f"{e['script'] or e['exe'] or e['unit']} port {e['port']}: {e['count']} "
                 f"({e['blocked']} blocked) -> {', '.join(e['destinations'][:5])}"
             )
@@ -618,7 +598,11 @@ def render_html(doc: dict[str, Any]) -> str:
                 [
                     [
                         _e(_fmt(b["ts"])),
-                        _e(b["provider"] + (" " + b["ip"] if b["ip"] else "")),
+                        _e(
+                            _on(b, doc["breaker"])
+                            + b["provider"]
+                            + (" " + b["ip"] if b["ip"] else "")
+                        ),
                         _e(f"{b['old']} -> {b['new']}"),
                         _e(b["actor"] + (" " + b["rule"] if b["rule"] else "")),
                         f"<code>{_e(b['reply'][:200])}</code>",
@@ -672,7 +656,7 @@ def render_html(doc: dict[str, Any]) -> str:
                 [
                     [
                         _e(_fmt(e["raised_at"])),
-                        _e(e["user"] or e["uid"]),
+                        _e(_on(e, doc["egress"]) + str(e["user"] or e["uid"])),
                         _e(e["script"] or e["exe"] or e["unit"]),
                         e["port"],
                         e["count"],

@@ -10,15 +10,15 @@ metric                                                 type   labels
 =====================================================  =====  ====================================
 ``mailwarden_deliveries_total``                        count  host, provider, status
 ``mailwarden_rejections_total``                        count  provider, reason, scope, issuer
-``mailwarden_breaker_state``                           gauge  provider, ip, state (1 = current)
-``mailwarden_breaker_since_timestamp_seconds``         gauge  provider, ip
-``mailwarden_breaker_until_timestamp_seconds``         gauge  provider, ip (only with a timer)
-``mailwarden_breaker_transitions_total``               count  provider, from, to
+``mailwarden_breaker_state``                           gauge  host, provider, ip, state (1: now)
+``mailwarden_breaker_since_timestamp_seconds``         gauge  host, provider, ip
+``mailwarden_breaker_until_timestamp_seconds``         gauge  host, provider, ip (with a timer)
+``mailwarden_breaker_transitions_total``               count  host, provider, from, to
 ``mailwarden_parked_recipients``                       gauge  provider (from the Postfix queue)
 ``mailwarden_held_recipients``                         gauge  provider
 ``mailwarden_queue_up``                                gauge  (1: the queue could be read)
-``mailwarden_egress_connections_total``                count  user, verdict, port, mta
-``mailwarden_egress_alerts_total``                     count  user
+``mailwarden_egress_connections_total``                count  host, user, verdict, port, mta
+``mailwarden_egress_alerts_total``                     count  host, user
 ``mailwarden_log_newest_line_timestamp_seconds``       gauge  host
 ``mailwarden_log_lag_seconds``                         gauge  host (now - newest imported line)
 ``mailwarden_log_lines_total``                         count  result (parsed, ignored, unparsed)
@@ -26,6 +26,8 @@ metric                                                 type   labels
 ``mailwarden_collect_duration_seconds``                gauge  (time this scrape took)
 =====================================================  =====  ====================================
 
+``host`` is the host a record belongs to (fleet mode: several hosts share one store, so every
+host's ``/metrics`` shows the fleet); the queue gauges are the scraped host's own Postfix.
 Deliveries count attempts (each retry counts), from the daily rollups, so they survive the
 pruning of attempts. Log line counts are kept in ``store_meta`` by :func:`record_line_counts`,
 which whoever reads logs calls after each batch (the analyze pipeline, the daemon).
@@ -163,47 +165,48 @@ class StoreCollector(Collector):
 
         st = GaugeMetricFamily(
             "mailwarden_breaker_state",
-            "Circuit breaker state per provider (and sending IP, '' = all): 1 for the current "
-            "state.",
-            labels=["provider", "ip", "state"],
+            "Circuit breaker state per host and provider (and sending IP, '' = all): 1 for the "
+            "current state.",
+            labels=["host", "provider", "ip", "state"],
         )
         since = GaugeMetricFamily(
             "mailwarden_breaker_since_timestamp_seconds",
             "When the breaker entered its current state.",
-            labels=["provider", "ip"],
+            labels=["host", "provider", "ip"],
         )
         until = GaugeMetricFamily(
             "mailwarden_breaker_until_timestamp_seconds",
             "When an open or slowed breaker's timer ends (absent: no timer).",
-            labels=["provider", "ip"],
+            labels=["host", "provider", "ip"],
         )
         q = select(
+            breaker_state.c.host,
             breaker_state.c.provider,
             breaker_state.c.ip,
             breaker_state.c.state,
             breaker_state.c.since,
             breaker_state.c.until,
         )
-        for prov, ip, state, t_since, t_until in conn.execute(q):
+        for host, prov, ip, state, t_since, t_until in conn.execute(q):
             for s in BREAKER_STATES:
-                st.add_metric([prov, ip, s], 1.0 if s == state else 0.0)
-            since.add_metric([prov, ip], float(t_since))
+                st.add_metric([host, prov, ip, s], 1.0 if s == state else 0.0)
+            since.add_metric([host, prov, ip], float(t_since))
             if t_until is not None:
-                until.add_metric([prov, ip], float(t_until))
+                until.add_metric([host, prov, ip], float(t_until))
         yield st
         yield since
         yield until
         tr = CounterMetricFamily(
             "mailwarden_breaker_transitions",
-            "Breaker state changes per provider.",
-            labels=["provider", "from", "to"],
+            "Breaker state changes per host and provider.",
+            labels=["host", "provider", "from", "to"],
         )
         t = breaker_transitions
-        q2 = select(t.c.provider, t.c.old, t.c.new, func.count()).group_by(
-            t.c.provider, t.c.old, t.c.new
+        q2 = select(t.c.host, t.c.provider, t.c.old, t.c.new, func.count()).group_by(
+            t.c.host, t.c.provider, t.c.old, t.c.new
         )
-        for prov, old, new, n in conn.execute(q2):
-            tr.add_metric([prov, old, new], int(n))
+        for host, prov, old, new, n in conn.execute(q2):
+            tr.add_metric([host, prov, old, new], int(n))
         yield tr
 
     def _egress(self, conn: Connection) -> Iterator[Metric]:
@@ -212,28 +215,27 @@ class StoreCollector(Collector):
         s = egress_summary
         m = CounterMetricFamily(
             "mailwarden_egress_connections",
-            "Connections to remote SMTP ports by local user, verdict of the egress rule, port, "
-            "and whether the user is the MTA's.",
-            labels=["user", "verdict", "port", "mta"],
+            "Connections to remote SMTP ports by host, local user, verdict of the egress rule, "
+            "port, and whether the user is the MTA's.",
+            labels=["host", "user", "verdict", "port", "mta"],
         )
-        q = select(s.c.user, s.c.uid, s.c.allowed, s.c.port, s.c.mta, func.sum(s.c.count)).group_by(
-            s.c.user, s.c.uid, s.c.allowed, s.c.port, s.c.mta
-        )
-        for user, uid, allowed, port, mta, n in conn.execute(q):
+        cols = (s.c.host, s.c.user, s.c.uid, s.c.allowed, s.c.port, s.c.mta)
+        q = select(*cols, func.sum(s.c.count)).group_by(*cols)
+        for host, user, uid, allowed, port, mta, n in conn.execute(q):
             who = user or (f"uid:{uid}" if uid is not None and uid >= 0 else "unknown")
-            m.add_metric(
-                [who, "allowed" if allowed else "blocked", str(port), "true" if mta else "false"],
-                int(n),
-            )
+            verdict = "allowed" if allowed else "blocked"
+            m.add_metric([host, who, verdict, str(port), "true" if mta else "false"], int(n))
         yield m
         a = egress_alerts
         al = CounterMetricFamily(
-            "mailwarden_egress_alerts", "Egress alerts raised, by local user.", labels=["user"]
+            "mailwarden_egress_alerts",
+            "Egress alerts raised, by host and local user.",
+            labels=["host", "user"],
         )
-        for user, uid, n in conn.execute(
-            select(a.c.user, a.c.uid, func.count()).group_by(a.c.user, a.c.uid)
+        for host, user, uid, n in conn.execute(
+            select(a.c.host, a.c.user, a.c.uid, func.count()).group_by(a.c.host, a.c.user, a.c.uid)
         ):
-            al.add_metric([user or (f"uid:{uid}" if uid >= 0 else "unknown")], int(n))
+            al.add_metric([host, user or (f"uid:{uid}" if uid >= 0 else "unknown")], int(n))
         yield al
 
     def _log(self, conn: Connection) -> Iterator[Metric]:

@@ -140,7 +140,6 @@ class Daemon:
     def build(self) -> None:
         from mailwarden.cli.breaker import build as build_breaker
         from mailwarden.report.alerts import EgressAdapter, dispatcher_from_settings
-        from mailwarden.report.channels import never_park
         from mailwarden.service.ingest import LogIngest, StoreWriter
         from mailwarden.service.jobs import JobContext, Scheduler, jobs_from
         from mailwarden.sources import load_tz
@@ -151,13 +150,13 @@ class Daemon:
         self.engine = open_engine(s.db_url())
         svc = s.service
         self.dispatcher = dispatcher_from_settings(s, self.engine, self.host)
-        self.wiring = build_breaker(s)
+        # this host's breakers (keyed by self.host in a shared store), alerting through ours
+        self.wiring = build_breaker(
+            s, host=self.host, dispatcher=self.dispatcher, store_engine=self.engine
+        )
         be = self.wiring.engine
         self.breaker_store = ResilientBreakerStore(be.store)
         be.store = self.breaker_store
-        self.wiring.dispatcher.close(0.1)  # the breaker's own channels: replaced by ours
-        be.notify = lambda trs: self.dispatcher.transitions(trs, s.service.public_url)
-        be.never_park = sorted(set(be.never_park) | set(never_park(s)))
         be.publish()
         self.writer = StoreWriter(
             self.engine,
@@ -269,23 +268,12 @@ class Daemon:
         return self.wiring.engine.observe(d)
 
     def _load_breaker_guard(self) -> float:
-        """The newest rule hit or rule transition the breaker stored (0.0 when none)."""
-        from sqlalchemy import func, select
-
-        from mailwarden.store.breaker import breaker_hits, breaker_transitions
-
+        """The newest rule hit or rule transition this host's breaker stored (0.0 when none)."""
         try:
-            with self.engine.connect() as c:
-                h = c.execute(select(func.max(breaker_hits.c.ts))).scalar()
-                t = c.execute(
-                    select(func.max(breaker_transitions.c.ts)).where(
-                        breaker_transitions.c.actor == "rule"
-                    )
-                ).scalar()
+            return self.wiring.store.newest_rule_activity()
         except Exception as exc:
             log.warning("breaker replay guard unavailable", extra={"error": str(exc)[:200]})
             return 0.0
-        return max(float(h or 0.0), float(t or 0.0))
 
     def log_hosts(self) -> set[str]:
         return set(self.ingest.hosts) if hasattr(self, "ingest") else set()
@@ -356,6 +344,7 @@ class Daemon:
                 return
         rec = Recorder(
             self.engine,
+            host=self.host,
             notifier=self._egress_adapter,
             raw_days=s.egress.raw_days,
             alert_window=s.egress.alert_window,
@@ -410,12 +399,10 @@ class Daemon:
             control = parked = None
             closer: Any = None
             try:
-                wb = build_breaker(s)
-                wb.dispatcher.close(0.1)
-                wb.engine.notify = lambda trs: self.dispatcher.transitions(
-                    trs, s.service.public_url
+                wb = build_breaker(
+                    s, host=self.host, dispatcher=self.dispatcher, store_engine=self.engine
                 )
-                control = EngineControl(wb.engine)
+                control = EngineControl(wb.engine, host=wb.host)
 
                 def parked_fn() -> dict[str, Parked]:
                     return {p: Parked(q.parked, q.held) for p, q in wb.queue.inventory().items()}
@@ -568,8 +555,13 @@ class Daemon:
 
 
 def _guard(w: Any) -> None:
+    from mailwarden.postfix.control import PrivilegeError
+
     try:
         w.queue.guard_expiry()
+    except PrivilegeError as exc:
+        log.error("expiry guard: parked mail not held", extra={"error": str(exc)[:300]})
+        w.privilege_refused("hold-expiring", exc)
     except Exception as exc:
         log.warning("expiry guard failed", extra={"error": str(exc)[:200]})
 

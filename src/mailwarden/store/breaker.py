@@ -1,6 +1,14 @@
-"""Breaker tables: the current state per (provider, sending IP), every transition (the history
-``mailwarden breaker history`` shows and the alerts were sent for), and the rule hits that count
-towards ``N/window`` triggers, so that state and windows survive restarts.
+"""Breaker tables: the current state per (host, provider, sending IP), every transition (the
+history ``mailwarden breaker history`` shows and the alerts were sent for), and the rule hits that
+count towards ``N/window`` triggers, so that state and windows survive restarts.
+
+Every row carries the ``host`` whose Postfix the breaker acts on (the daemon's name:
+``--host`` / ``[log] host`` / the host name, :func:`mailwarden.service.daemon.host_id`), so
+several hosts sharing one PostgreSQL store (fleet mode) keep independent breakers for the same
+provider. :class:`BreakerStore` reads and writes one host's rows (what the engine of that host
+uses); :func:`fleet_states`, :func:`fleet_history` and :func:`breaker_hosts` read across hosts
+(``host=""``: the whole fleet) for the CLI, the dashboard and the reports. Stores made before
+the host key are upgraded when opened (:mod:`mailwarden.store._hostkey`).
 
 Declared on the shared :data:`mailwarden.store.schema.metadata`; written by
 :mod:`mailwarden.breaker.engine` and the ``breaker`` CLI, read by the dashboard. Rows go in and
@@ -15,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     Double,
     Engine,
     Index,
@@ -23,17 +32,21 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
+    event,
     func,
     insert,
     select,
+    union,
 )
 
+from mailwarden.store import _hostkey
 from mailwarden.store.db import write_transaction
 from mailwarden.store.schema import PK, metadata
 
 breaker_state = Table(
     "breaker_state",
     metadata,
+    Column("host", String(_hostkey.HOST_LEN), primary_key=True, server_default=""),
     Column("provider", String(255), primary_key=True),
     Column("ip", String(64), primary_key=True, server_default=""),
     Column("state", String(16), nullable=False),
@@ -61,6 +74,7 @@ breaker_transitions = Table(
     Column("ts", Double, nullable=False),
     Column("provider", String(255), nullable=False),
     Column("ip", String(64), nullable=False, server_default=""),
+    Column("host", String(_hostkey.HOST_LEN), nullable=False, server_default=""),
     Column("old", String(16), nullable=False),
     Column("new", String(16), nullable=False),
     Column("actor", String(16), nullable=False),
@@ -82,8 +96,16 @@ breaker_hits = Table(
     Column("provider", String(255), nullable=False),
     Column("ip", String(64), nullable=False, server_default=""),
     Column("rule", String(128), nullable=False),
+    Column("host", String(_hostkey.HOST_LEN), nullable=False, server_default=""),
     Index("ix_breaker_hits_ts", "ts"),
 )
+
+
+@event.listens_for(metadata, "after_create")
+def _upgrade(target: Any, conn: Connection, **_kw: Any) -> None:
+    """Stores from before the host key: add it (see :mod:`mailwarden.store._hostkey`)."""
+    _hostkey.upgrade(conn, [breaker_state], [breaker_transitions, breaker_hits])
+
 
 STATE_FIELDS = (
     "state",
@@ -120,21 +142,34 @@ TRANSITION_FIELDS = (
 
 
 class BreakerStore:
-    """Reads and writes the breaker tables of one store."""
+    """Reads and writes one host's rows of the breaker tables (the engine of that host)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, host: str) -> None:
         self.engine = engine
+        self.host = host
+
+    def claim_unkeyed(self) -> int:
+        """Take over rows from before the host key (see :func:`_hostkey.claim`)."""
+        return _hostkey.claim(
+            self.engine,
+            self.host,
+            [breaker_state, breaker_transitions, breaker_hits],
+            unique=breaker_state,
+        )
 
     def load_states(self) -> list[dict[str, Any]]:
-        """Every state row: ``provider``, ``ip`` and :data:`STATE_FIELDS`."""
+        """This host's state rows: ``provider``, ``ip`` and :data:`STATE_FIELDS`."""
+        q = select(breaker_state).where(breaker_state.c.host == self.host)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(breaker_state)).mappings().all()
+            rows = conn.execute(q).mappings().all()
         return [{k: r[k] for k in ("provider", "ip", *STATE_FIELDS)} for r in rows]
 
     def version(self) -> tuple[int, float]:
-        """A cheap change detector: (rows, newest update) of the state table."""
+        """A cheap change detector: (rows, newest update) of this host's states."""
+        t = breaker_state
+        q = select(func.count(), func.max(t.c.updated)).where(t.c.host == self.host)
         with self.engine.connect() as conn:
-            n, newest = conn.execute(select(func.count(), func.max(breaker_state.c.updated))).one()
+            n, newest = conn.execute(q).one()
         return int(n), float(newest or 0.0)
 
     def save(
@@ -148,50 +183,107 @@ class BreakerStore:
         trs = list(transitions)
         if not sts and not trs:
             return
+        t = breaker_state
         with write_transaction(self.engine) as conn:
             for st in sts:
                 values: dict[str, Any] = {f: st[f] for f in STATE_FIELDS}
                 values["updated"] = now
-                key = (breaker_state.c.provider == st["provider"], breaker_state.c.ip == st["ip"])
-                done = conn.execute(breaker_state.update().where(*key).values(**values)).rowcount
+                key = (t.c.host == self.host, t.c.provider == st["provider"], t.c.ip == st["ip"])
+                done = conn.execute(t.update().where(*key).values(**values)).rowcount
                 if not done:
                     conn.execute(
-                        insert(breaker_state).values(provider=st["provider"], ip=st["ip"], **values)
+                        insert(t).values(
+                            host=self.host, provider=st["provider"], ip=st["ip"], **values
+                        )
                     )
             if trs:
                 conn.execute(
-                    insert(breaker_transitions), [{f: t[f] for f in TRANSITION_FIELDS} for t in trs]
+                    insert(breaker_transitions),
+                    [{"host": self.host, **{f: tr[f] for f in TRANSITION_FIELDS}} for tr in trs],
                 )
 
     def history(self, provider: str = "", limit: int = 100) -> list[dict[str, Any]]:
-        """Transitions, newest first."""
-        q = select(breaker_transitions).order_by(
-            breaker_transitions.c.ts.desc(), breaker_transitions.c.id.desc()
-        )
-        if provider:
-            q = q.where(breaker_transitions.c.provider == provider)
-        with self.engine.connect() as conn:
-            rows = conn.execute(q.limit(limit)).mappings().all()
-        return [{f: r[f] for f in TRANSITION_FIELDS} for r in rows]
+        """This host's transitions, newest first."""
+        return [
+            {f: r[f] for f in TRANSITION_FIELDS}
+            for r in fleet_history(self.engine, host=self.host, provider=provider, limit=limit)
+        ]
 
     def add_hit(self, ts: float, provider: str, ip: str, rule: str) -> None:
         with write_transaction(self.engine) as conn:
-            conn.execute(insert(breaker_hits).values(ts=ts, provider=provider, ip=ip, rule=rule))
+            conn.execute(
+                insert(breaker_hits).values(
+                    ts=ts, provider=provider, ip=ip, rule=rule, host=self.host
+                )
+            )
 
     def hits_since(self, since: float) -> list[tuple[float, str, str, str]]:
+        h = breaker_hits
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(
-                    breaker_hits.c.ts,
-                    breaker_hits.c.provider,
-                    breaker_hits.c.ip,
-                    breaker_hits.c.rule,
-                )
-                .where(breaker_hits.c.ts >= since)
-                .order_by(breaker_hits.c.ts)
+                select(h.c.ts, h.c.provider, h.c.ip, h.c.rule)
+                .where(h.c.host == self.host, h.c.ts >= since)
+                .order_by(h.c.ts)
             ).all()
         return [(float(a), str(b), str(c), str(d)) for a, b, c, d in rows]
 
     def prune_hits(self, before: float) -> None:
         with write_transaction(self.engine) as conn:
-            conn.execute(delete(breaker_hits).where(breaker_hits.c.ts < before))
+            conn.execute(
+                delete(breaker_hits).where(
+                    breaker_hits.c.host == self.host, breaker_hits.c.ts < before
+                )
+            )
+
+    def newest_rule_activity(self) -> float:
+        """The newest rule hit or rule-made transition of this host (0.0 when none): lines
+        older than this were already counted before a restart."""
+        h, t = breaker_hits, breaker_transitions
+        with self.engine.connect() as c:
+            a = c.execute(select(func.max(h.c.ts)).where(h.c.host == self.host)).scalar()
+            b = c.execute(
+                select(func.max(t.c.ts)).where(t.c.host == self.host, t.c.actor == "rule")
+            ).scalar()
+        return max(float(a or 0.0), float(b or 0.0))
+
+
+# ------------------------------------------------------------------------ fleet-wide reads
+
+
+def fleet_states(engine: Engine | Connection, host: str = "") -> list[dict[str, Any]]:
+    """State rows of ``host`` (``""``: every host): ``host``, ``provider``, ``ip``,
+    :data:`STATE_FIELDS` and ``updated``; ordered by host, provider, IP."""
+    t = breaker_state
+    q = select(t).order_by(t.c.host, t.c.provider, t.c.ip)
+    if host:
+        q = q.where(t.c.host == host)
+    rows = _rows(engine, q)
+    return [{k: r[k] for k in ("host", "provider", "ip", *STATE_FIELDS, "updated")} for r in rows]
+
+
+def fleet_history(
+    engine: Engine | Connection, *, host: str = "", provider: str = "", limit: int = 100
+) -> list[dict[str, Any]]:
+    """Transitions of ``host`` (``""``: every host), newest first, each with its ``host``."""
+    t = breaker_transitions
+    q = select(t).order_by(t.c.ts.desc(), t.c.id.desc()).limit(limit)
+    if host:
+        q = q.where(t.c.host == host)
+    if provider:
+        q = q.where(t.c.provider == provider)
+    return [{"host": r["host"], **{f: r[f] for f in TRANSITION_FIELDS}} for r in _rows(engine, q)]
+
+
+def breaker_hosts(engine: Engine | Connection) -> list[str]:
+    """Every host that has a breaker state or transition."""
+    q = union(select(breaker_state.c.host), select(breaker_transitions.c.host))
+    return sorted({str(r[0]) for r in _rows(engine, q, mappings=False)})
+
+
+def _rows(engine: Engine | Connection, q: Any, *, mappings: bool = True) -> list[Any]:
+    if isinstance(engine, Connection):
+        res = engine.execute(q)
+        return list(res.mappings() if mappings else res)
+    with engine.connect() as conn:
+        res = conn.execute(q)
+        return list(res.mappings() if mappings else res)

@@ -1,11 +1,18 @@
 """Egress tables: raw connect events (kept a short window), summaries per
-(uid, exe, unit, script, port, provider, allowed) with their distinct destinations, and alerts.
+(host, uid, exe, unit, script, port, provider, allowed) with their distinct destinations, and
+alerts.
+
+Every row carries the ``host`` whose processes made the connections (the recording daemon's
+name, as for the breaker tables), so a fleet sharing one PostgreSQL store keeps them apart;
+stores made before the host key are upgraded when opened (:mod:`mailwarden.store._hostkey`).
 
 Declared on the shared :data:`mailwarden.store.schema.metadata`; written by
 :mod:`mailwarden.egress.summary`, read by ``mailwarden egress top`` and the dashboard.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -19,9 +26,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    event,
 )
+from sqlalchemy.engine import Connection, Engine
 
+from mailwarden.store import _hostkey
 from mailwarden.store.schema import metadata
+
+_HOST = String(_hostkey.HOST_LEN)
 
 egress_events = Table(
     "egress_events",
@@ -54,6 +66,7 @@ egress_events = Table(
     Column("mta", Boolean, nullable=False, default=False),
     Column("provider", String(128), nullable=False, default=""),
     Column("ptr", Text, nullable=False, default=""),
+    Column("host", _HOST, nullable=False, server_default=""),
     Index("ix_egress_events_ts", "ts"),
 )
 
@@ -61,7 +74,7 @@ egress_summary = Table(
     "egress_summary",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("key", String(40), nullable=False, unique=True),  # hash of the grouping tuple
+    Column("key", String(40), nullable=False, unique=True),  # hash of host + the grouping tuple
     Column("uid", Integer, nullable=False),  # -1 = unknown
     Column("user", String(64), nullable=False, default=""),
     Column("exe", Text, nullable=False, default=""),
@@ -75,6 +88,7 @@ egress_summary = Table(
     Column("first_seen", Float, nullable=False),
     Column("last_seen", Float, nullable=False),
     Column("destinations", Integer, nullable=False, default=0),  # distinct daddr
+    Column("host", _HOST, nullable=False, server_default=""),
     Index("ix_egress_summary_last_seen", "last_seen"),
 )
 
@@ -96,7 +110,7 @@ egress_alerts = Table(
     "egress_alerts",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("key", String(40), nullable=False),  # hash of (who, port)
+    Column("key", String(40), nullable=False),  # hash of (host, who, port)
     Column("window_start", Float, nullable=False),
     Column("raised_at", Float, nullable=False),
     Column("last_seen", Float, nullable=False),
@@ -110,5 +124,19 @@ egress_alerts = Table(
     Column("blocked", Integer, nullable=False, default=0),  # attempts the rule refused
     Column("evidence", Text, nullable=False, default="{}"),  # JSON, see summary.Alert
     Column("notified", Boolean, nullable=False, default=False),
+    Column("host", _HOST, nullable=False, server_default=""),
     Index("ix_egress_alerts_key_window", "key", "window_start", unique=True),
 )
+
+EGRESS_TABLES = (egress_events, egress_summary, egress_alerts)
+
+
+@event.listens_for(metadata, "after_create")
+def _upgrade(target: Any, conn: Connection, **_kw: Any) -> None:
+    """Stores from before the host key: add it (see :mod:`mailwarden.store._hostkey`)."""
+    _hostkey.upgrade(conn, [], EGRESS_TABLES)
+
+
+def claim_unkeyed(engine: Engine, host: str) -> int:
+    """Give egress rows from before the host key to ``host`` (the first recorder to run)."""
+    return _hostkey.claim(engine, host, EGRESS_TABLES, unique=None)

@@ -373,16 +373,22 @@ def create_app(
         provider: Annotated[str, Query(max_length=255)] = "",
     ) -> Response:
         s = require(request)
-        from mailwarden.store.breaker import BreakerStore
+        from mailwarden.store.breaker import fleet_history, fleet_states
 
         now = time.time()
         with db.connect() as conn:
             p = wq.period(conn, days, now)
             providers = wq.provider_overview(conn, p, host)
-        store = BreakerStore(db)
-        states = sorted(store.load_states(), key=lambda r: (r["state"] == "closed", r["provider"]))
-        history = store.history(limit=15)
+            # breakers are per host (each acts on its own Postfix): the fleet's, or the host's
+            states = sorted(
+                fleet_states(conn, host),
+                key=lambda r: (r["state"] == "closed", r["provider"], r["host"]),
+            )
+            history = fleet_history(conn, host=host, limit=15)
+        local = control.host if control is not None else ""
         parked, qsnap = parked_counts()
+        if host and local and host != local:
+            parked, qsnap = {}, None  # the queue read here is this host's, not the one shown
         daylist = p.day_list()
         shown = [r for r in providers if r.provider == provider] if provider else providers
         totals = wq.daily_totals(shown, p)
@@ -390,7 +396,7 @@ def create_app(
         for _, c in totals:
             for k, v in c.items():
                 sums[k] = sums.get(k, 0) + v
-        known = {r["provider"] for r in states}
+        known = {r["provider"] for r in states if r["host"] == local}
         extra_parked = sorted(
             k for k, v in parked.items() if (v.parked or v.held) and k not in known
         )
@@ -411,6 +417,8 @@ def create_app(
             sparks={r.provider: charts.sparkline(daylist, r.daily) for r in providers},
             states=states,
             history=history,
+            local_host=local,
+            fleet=len({r["host"] for r in states} | {t["host"] for t in history}) > 1,
             parked=parked,
             queue=qsnap,
             extra_parked=extra_parked,
@@ -474,10 +482,10 @@ def create_app(
         from mailwarden.egress.summary import alerts, top
 
         since = time.time() - days * 86400
-        rows = top(db, since=since, limit=200, include_mta=mta)
-        al = alerts(db, since=since, limit=100)
+        rows = top(db, since=since, limit=200, include_mta=mta, host=host)
+        al = alerts(db, since=since, limit=100, host=host)
         with db.connect() as conn:
-            events = wq.egress_events(conn, since, mta=mta)
+            events = wq.egress_events(conn, since, mta=mta, host=host)
         return page(
             request,
             "egress.html",
@@ -489,6 +497,7 @@ def create_app(
             alerts=al,
             events=events,
             mta=mta,
+            fleet=len({r["host"] for r in (*rows, *al, *events)}) > 1,
         )
 
     @app.get("/search")

@@ -540,10 +540,11 @@ def bounce_links(conn: Connection, msg: MessageRow) -> list[MessageRow]:
 
 
 def egress_events(
-    conn: Connection, since: float, *, mta: bool = False, limit: int = 100
+    conn: Connection, since: float, *, mta: bool = False, limit: int = 100, host: str = ""
 ) -> list[dict[str, Any]]:
-    """The newest raw egress connects (kept ``[egress] raw_days``): who, with what command line,
-    from which directory, under which parents, to where, and the rule's verdict."""
+    """The newest raw egress connects (kept ``[egress] raw_days``) of ``host`` (``""``: every
+    host): who, with what command line, from which directory, under which parents, to where,
+    and the rule's verdict."""
     import json
 
     from mailwarden.store.egress import egress_events as ev
@@ -551,6 +552,8 @@ def egress_events(
     q = select(ev).where(ev.c.ts >= since).order_by(ev.c.ts.desc(), ev.c.id.desc()).limit(limit)
     if not mta:
         q = q.where(ev.c.mta.is_(False))
+    if host:
+        q = q.where(ev.c.host == host)
     out = []
     for r in conn.execute(q).mappings():
         d = dict(r)

@@ -22,7 +22,11 @@ T = TypeVar("T")
 
 
 class BreakerControl(Protocol):
-    """A person's breaker commands (what ``mailwarden breaker open/close`` do)."""
+    """A person's breaker commands (what ``mailwarden breaker open/close`` do) on the breakers
+    of ``host``: the host whose Postfix the engine acts on (a fleet's other hosts are shown,
+    not steered, from here)."""
+
+    host: str
 
     def open(self, provider: str, *, duration: float | None, note: str) -> None: ...
 
@@ -38,8 +42,9 @@ class EngineControl:
     stored states: every command takes a lock and reloads the stored states first.
     """
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, host: str = "") -> None:
         self.engine = engine
+        self.host = host
         self._lock = threading.Lock()
 
     def open(self, provider: str, *, duration: float | None, note: str) -> None:
