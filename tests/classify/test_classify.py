@@ -109,11 +109,42 @@ def test_code_fallbacks() -> None:
 
 
 def test_user_unknown_after_data_is_a_filter() -> None:
-    r = Reply(550, "5.1.1", "<bob@example.org>: User unknown", command="end of DATA", remote=True)
-    cl = C.classify(r)
+    """Sisimai's stage rule: an unknown user is a missing mailbox when RCPT TO was refused or
+    the status says X.1.1; after DATA, or at a stage nobody reported, it is a filter."""
+    text = "<bob@example.org>: User unknown"
+    cl = C.classify(Reply(550, "", text, command="end of DATA", remote=True))
     assert cl.reason == "filtered" and cl.rule.endswith("+remap/userunknown-after-data")
-    r2 = Reply(550, "5.1.1", "<bob@example.org>: User unknown", command="RCPT TO", remote=True)
-    assert C.classify(r2).reason == "userunknown"
+    assert cl.scope == "recipient"
+    assert C.classify(Reply(550, "", text, command="RCPT TO", remote=True)).reason == "userunknown"
+    cl = C.classify(Reply(550, "", text, remote=True))
+    assert cl.reason == "filtered" and cl.rule.endswith("+remap/userunknown-stage-unknown")
+    # the status decides on its own, at any stage
+    for command in ("end of DATA", "", "RCPT TO"):
+        r = Reply(550, "5.1.1", text, command=command, remote=True)
+        assert C.classify(r).rule == "reasons/userunknown", command
+    # the (#5.1.1) qmail puts at the end counts as the status
+    assert C.classify(None, text="Sorry, no mailbox here by that name. (#5.1.1)").reason == (
+        "userunknown"
+    )
+    # a provider's own rule is not second-guessed by the stage
+    r = Reply(550, "", "<x@ezweb.ne.jp>: User unknown", host="lsean.ezweb.ne.jp", remote=True)
+    assert C.classify(r).rule == "kddi/user-unknown"
+
+
+def test_a_connect_timeout_is_an_expiry_only_in_a_final_report() -> None:
+    text = "connect to mx.example.org[192.0.2.1]:25: Connection timed out"
+    r = Reply(None, "", text, remote=False, raw=text)
+    assert C.classify(r, dsn="4.4.1", status="deferred").reason == "networkerror"
+    cl = C.classify(r, dsn="4.4.1", status="expired")
+    assert (cl.reason, cl.rule) == ("expired", "reasons/connect-failed+remap/timeout-expired")
+    # a DNS failure stays what it is, final or not
+    dns = (
+        "Host or domain name not found. Name service error for name=x.test type=MX: "
+        "Host not found, try again"
+    )
+    assert C.classify(Reply(None, "", dns, raw=dns), dsn="4.4.3", status="expired").reason == (
+        "networkerror"
+    )
 
 
 def test_provider_argument_overrides_the_host_and_selects_its_patterns() -> None:
@@ -151,7 +182,7 @@ def test_huge_and_binary_input_is_cut_not_fatal() -> None:
 
 def test_stage_from_postfix_in_reply_to_note() -> None:
     text = (
-        "host mx.example.org[192.0.2.1] said: 550 5.1.1 <bob@example.org>... User unknown "
+        "host mx.example.org[192.0.2.1] said: 550 5.2.1 <bob@example.org>... User unknown "
         "(in reply to end of DATA command)"
     )
     assert C.classify(None, text=text).reason == "filtered"

@@ -93,7 +93,7 @@ PROVIDER_NAME: dict[str, str] = {
     "aol": "yahoo",
     "t-online": "t-online",
     "gmx": "gmx",
-    "posteo": "posteo.de",
+    "posteo": "posteo",
     "outlook": "outlook",
     "apple": "apple",
     "alpenrose-hotel.ch": "alpenrose-hotel.ch",

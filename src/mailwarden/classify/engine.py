@@ -17,7 +17,9 @@ Order of stages (the first that decides wins):
    (class.subject, e.g. ``5.6``), ``[code]`` (basic code), then ``onhold`` when there is text
    (undecidable) or ``undefined`` when there is none.
 
-Then ``[[remap]]`` adjusts the reason by SMTP stage (an unknown user after DATA is ``filtered``).
+Then ``[[remap]]`` adjusts a generic verdict by what the reply alone cannot say: the SMTP stage
+(an unknown user refused after DATA, or at an unknown stage, is ``filtered`` as in Sisimai) and the
+outcome (a connection timeout in a final report after retries is ``expired``).
 Two caches: the raw reply (exact repeats cost a dict lookup) and the normalised reply (IPs, ids
 and addresses replaced, see :mod:`mailwarden.classify.text`).
 """
@@ -45,6 +47,7 @@ from mailwarden.classify.text import (
     cited_ip,
     command_of,
     fold,
+    hash_status,
     normalise,
     split_reply,
     urls,
@@ -55,6 +58,12 @@ from mailwarden.tables import iter_dir, load_file, merge
 
 #: Entries per LRU cache (raw replies, normalised replies, hosts, domains).
 _CACHE_SIZE = 1 << 16
+
+#: Rule-id prefixes of the generic tables and code fallbacks (the verdicts ``[[remap]]`` may
+#: change); a provider's table name is never one of them.
+_GENERIC_TABLES = frozenset(
+    {"reasons", "issuers", "status", "subject", "code", "command", "fallback"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +176,8 @@ class Classifier:
         self._generic = Stage(
             (Rule.of("reasons", p) for p in reasons.rule if p.enabled), prefilter=False
         )
-        self._remap = {
-            (r.from_, c): (r.to, r.id) for r in reasons.remap if r.enabled for c in r.commands
-        }
+        self._remaps = tuple(r for r in reasons.remap if r.enabled)
+        self._remap_from = frozenset(r.from_ for r in self._remaps)
         self._issuer_re = [(i, i.compiled()) for i in self.issuers.values()]
         self._issuer_rx = {i.id: rx for i, rx in self._issuer_re}
         self._issuer_any = (
@@ -339,7 +347,7 @@ class Classifier:
         normalised, and replies that differ only in IPs and ids share the decision cache."""
         if code is None and not enh:
             code, enh, body = split_reply(body)
-        enh = enh or dsn
+        enh = enh or dsn or hash_status(body)
         command = command or command_of(body)
         d = self._decide_raw_uncached(prov, command, code, enh, body, local, status)
         cited = "" if d.internal or not d.cite or remote is False else cited_ip(body, exclude=rip)
@@ -374,9 +382,28 @@ class Classifier:
                     return hit
         norm = normalise(fold(body, code, enh))
         d = self._decide(prov, command, "" if code is None else str(code), enh, norm, status)
-        if command and (d.reason, command) in self._remap:
-            to, rid = self._remap[(d.reason, command)]
-            d = Decision(to, self._scope[to], d.issuer, f"{d.rule}+remap/{rid}", d.url)
+        if d.reason in self._remap_from:
+            d = self._remapped(d, command, enh, status)
+        return d
+
+    def _remapped(self, d: Decision, command: str, enh: str, status: str) -> Decision:
+        """Apply the first ``[[remap]]`` whose conditions hold (see :class:`Remap`)."""
+        if d.rule.split("/", 1)[0] not in _GENERIC_TABLES:
+            return d  # a provider's own rule knows its replies
+        for r in self._remaps:
+            if r.from_ != d.reason:
+                continue
+            if r.commands and command not in r.commands:
+                continue
+            if r.outcomes and status not in r.outcomes:
+                continue
+            if r.status and not enh.startswith(tuple(r.status)):
+                continue
+            if r.keep_status and enh.startswith(tuple(r.keep_status)):
+                continue
+            return Decision(
+                r.to, self._scope[r.to], d.issuer, f"{d.rule}+remap/{r.id}", d.url, cite=d.cite
+            )
         return d
 
     def is_internal(self, text: str) -> bool:

@@ -13,7 +13,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mailwarden.errors import TableError
 from mailwarden.events import REASONS
@@ -40,6 +47,10 @@ COMMANDS = frozenset(
         "LHLO",
     }
 )
+
+#: Delivery outcomes the classifier is told (``status=``), for ``outcomes`` conditions:
+#: Postfix's ``status=`` values, and ``expired`` for a final report after retries.
+OUTCOMES = frozenset({"deferred", "bounced", "expired", "undeliverable", "sent"})
 
 _ID = r"^[a-z0-9][a-z0-9._-]*$"
 
@@ -75,6 +86,7 @@ class Sample(_Model):
     reply: str = Field(min_length=1)
     command: str = ""
     dsn: str = ""
+    outcome: str = ""  # the delivery outcome passed as ``status=`` ("expired": a final report)
     host: str = ""
     remote: bool = True
     rule: str | None = None
@@ -158,13 +170,24 @@ class ReasonsMeta(_Model):
 
 
 class Remap(_Model):
-    """Change a decided reason when the reply came at certain SMTP stages."""
+    """Change a decided reason by what the reply alone cannot say: the SMTP stage it answered
+    (``commands``; ``""`` names an unknown stage) or the outcome of the delivery (``outcomes``,
+    the ``status`` passed to the classifier: ``"expired"`` for a final report after retries).
+
+    ``status`` narrows it to enhanced codes with these prefixes; ``keep_status`` exempts codes
+    that decide on their own (a 5.1.1 stays an unknown user at any stage). Only verdicts of the
+    generic tables and code fallbacks are remapped: a provider's own rule knows better.
+    """
 
     id: Annotated[str, Field(pattern=_ID)]
     from_: str = Field(alias="from")
     to: str
-    commands: list[str] = Field(min_length=1)
+    commands: list[str] = Field(default_factory=list)
+    outcomes: list[str] = Field(default_factory=list)
+    status: list[str] = Field(default_factory=list)
+    keep_status: list[str] = Field(default_factory=list)
     source: str = ""
+    note: str = ""
     enabled: bool = True
     samples: list[Sample] = Field(default_factory=list)
 
@@ -176,12 +199,27 @@ class Remap(_Model):
     @field_validator("commands")
     @classmethod
     def _commands(cls, v: list[str]) -> list[str]:
-        return Pattern._commands(v)
+        Pattern._commands([c for c in v if c])  # "" (stage unknown) is allowed here
+        return v
+
+    @field_validator("outcomes")
+    @classmethod
+    def _outcomes(cls, v: list[str]) -> list[str]:
+        bad = [o for o in v if o not in OUTCOMES]
+        if bad:
+            raise ValueError(f"unknown outcome(s) {bad}; use one of {sorted(OUTCOMES)}")
+        return v
 
     @field_validator("samples", mode="before")
     @classmethod
     def _sample_strings(cls, v: Any) -> Any:
         return _samples(v)
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> Remap:
+        if not self.commands and not self.outcomes:
+            raise ValueError(f"remap {self.id}: needs commands or outcomes")
+        return self
 
 
 class ReasonsTable(_Model):

@@ -72,16 +72,16 @@ def run_sample(
         raw=s.reply,
     )
     if unknown_provider:
-        return c.classify(replace(reply, host=""), dsn=s.dsn)
+        return c.classify(replace(reply, host=""), dsn=s.dsn, status=s.outcome)
     provider = "" if s.host else owner.provider
-    return c.classify(reply, dsn=s.dsn, provider=provider)
+    return c.classify(reply, dsn=s.dsn, status=s.outcome, provider=provider)
 
 
 def expected(c: Classifier, owner: Owned, s: Sample) -> dict[str, object]:
     """What the sample must produce (fields the sample sets, else the owner's own values)."""
     reason = s.reason or owner.reason
     exp: dict[str, object] = {
-        "rule": s.rule or (None if owner.table == "remap" else owner.id),
+        "rule": s.rule or (None if owner.table == "remap" else owner.id),  # remap: see check()
         "reason": reason,
         "scope": s.scope or owner.scope or c.reasons.scope.get(reason, ""),
         "issuer": s.issuer if s.issuer is not None else owner.issuer,
@@ -104,6 +104,6 @@ def check(
         for k, v in expected(c, owner, s).items()
         if v is not None and getattr(got, k) != v
     }
-    if owner.table == "remap" and not got.rule.endswith("+" + owner.id):
+    if owner.table == "remap" and s.rule is None and not got.rule.endswith("+" + owner.id):
         diff["rule"] = (f"...+{owner.id}", got.rule)
     return diff

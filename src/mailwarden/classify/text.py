@@ -73,6 +73,18 @@ def _prefix_re(code: int, enhanced: str) -> re.Pattern[str]:
     return re.compile(rf"(?:(?<=\s)|^){code}(?:-|[ ](?:{e}(?:\s|$))?)(?:{e}(?:\s|$))?")
 
 
+_HASH_STATUS = re.compile(r"[(\[]#([245]\.\d{1,3}\.\d{1,3})[)\]]")
+
+
+def hash_status(text: str) -> str:
+    """The enhanced code qmail and Exchange put at the end of their texts (``(#5.1.1)``,
+    ``[#4.1.9]``), or ``""``."""
+    if "#" not in text:
+        return ""
+    m = _HASH_STATUS.search(text[:MAX_TEXT])
+    return m.group(1) if m else ""
+
+
 _IN_REPLY = re.compile(r"\(in reply to (?P<cmd>[a-z][a-z -]{1,20}?) command\)", re.I)
 _COMMANDS = {
     "mail from": "MAIL FROM",

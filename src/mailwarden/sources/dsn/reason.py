@@ -127,14 +127,25 @@ def decide(rec: Rcpt, reply: Reply, classifier: TextClassifier, provider: str) -
         # reply may refine a generic one
         return Verdict(hint, STRUCTURAL_SCOPE.get(hint, ""), provider)
 
-    status = "deferred" if rec.action == "delayed" or rec.status.startswith("4.") else "bounced"
+    if rec.action == "delayed":
+        status = "deferred"
+    elif rec.status.startswith("4."):
+        # a temporary failure reported as final: the MTA gave up retrying (queue lifetime)
+        status = "expired" if rec.action in ("failed", "") else "deferred"
+    else:
+        status = "bounced"
     c = classifier.classify(reply, dsn=rec.status, status=status, provider=provider)
     text_based = c.rule.split("/", 1)[0] not in _CODE_RULES
-    if text_based:
+    if hint == "userunknown" and "+remap/" in c.rule and c.rule.startswith("reasons/userunknown"):
+        # the format itself says the mailbox is unknown: an unknown stage cannot make it a
+        # filter (Sisimai: UserUnknown.true() keeps a reason the MTA module set)
+        reason = hint
+    elif text_based:
         reason = c.reason
     elif hint:
         reason = hint  # the format's own reading beats a bare status-code guess
-    elif c.reason not in ("", "undefined", "onhold"):
+    elif c.reason not in ("", "undefined", "onhold") and c.rule != "status/expired":
+        # (not the outcome echoed back: a final report of a 4.x.x failure is told "expired")
         reason = c.reason
     elif rec.action == "delayed":
         reason = "expired"

@@ -42,6 +42,7 @@ PER_RECIPIENT = frozenset(
         "final-log-id",
         "x-supplementary-info",
         "x-display-name",
+        "x-powermta-bouncecategory",
     }
 )
 
@@ -53,6 +54,21 @@ class Fields:
     message: dict[str, str] = field(default_factory=dict)
     recipients: list[Rcpt] = field(default_factory=list)
     alt_errors: dict[int, str] = field(default_factory=dict)  # "Status: 553 text" per index
+
+
+#: PowerMTA's own verdict per recipient (``X-PowerMTA-BounceCategory``), in Sisimai's words
+#: (Sisimai v5 lhost/powermta.rb; PowerMTA User's Guide, "bounce categories").
+POWERMTA_CATEGORY = {
+    "bad-domain": "hostunknown",
+    "bad-mailbox": "userunknown",
+    "inactive-mailbox": "suspend",
+    "message-expired": "expired",
+    "no-answer-from-host": "networkerror",
+    "policy-related": "policyviolation",
+    "quota-issues": "mailboxfull",
+    "routing-errors": "systemerror",
+    "spam-related": "spamdetected",
+}
 
 
 def has_fields(text: str) -> bool:
@@ -160,4 +176,6 @@ def parse_fields(text: str) -> Fields:
             cur.diagnostic = v if not cur.diagnostic else cur.diagnostic + " " + v
         elif name == "last-attempt-date":
             cur.date = value
+        elif name == "x-powermta-bouncecategory":
+            cur.reason = cur.reason or POWERMTA_CATEGORY.get(value.lower().strip(), "")
     return res

@@ -273,6 +273,9 @@ _COMMANDS = (
         "CONNECT",
     ),
     (re.compile(r"^\s*>>>\s*(?:RCPT)", re.I | re.M), "RCPT TO"),
+    # qmail-remote: "most progress was RCPT TO response"; Yahoo's bounces: "[RCPT_TO]"
+    (re.compile(r"most\s+progress\s+was\s+RCPT\s+TO\b|\[RCPT_TO\]", re.I), "RCPT TO"),
+    (re.compile(r"most\s+progress\s+was\s+MAIL\s+FROM\b|\[MAIL_FROM\]", re.I), "MAIL FROM"),
     (re.compile(r"but\s+sender\s+was\s+rejected", re.I), "MAIL FROM"),
     (re.compile(r"but\s+my\s+name\s+was\s+rejected", re.I), "EHLO"),
     (re.compile(r"does\s+not\s+like\s+recipient", re.I), "RCPT TO"),
@@ -452,7 +455,7 @@ def transcript(lines: list[str]) -> dict[str, Rcpt]:
             key, this = rcpt, cmd
             if named and cmd in ("RCPT TO", "DATA"):
                 key = address(named.group(1))
-                this = "RCPT TO" if re.match(r"[45]", reply) and cmd == "DATA" else cmd
+                this = cmd  # the last command sent (Sisimai: a refusal after DATA)
             e = entry(key)
             e.command = this or e.command
             if reply and reply not in e.diagnostic:
@@ -491,8 +494,26 @@ def from_transcript(lines: list[str]) -> list[Rcpt]:
     return out
 
 
+_SECTION_CMD = re.compile(r"^\s*-+\s*SMTP\s+command\s*-*\s*$", re.I)
+
+
+def section_command(lines: list[str]) -> str:
+    """The SMTP command a bounce names under a heading of its own (m-FILTER's
+    ``-------SMTP command`` followed by ``DATA``), or ``""``."""
+    for i, line in enumerate(lines):
+        if _SECTION_CMD.match(line):
+            for nxt in lines[i + 1 : i + 3]:
+                word = nxt.strip().split(" ", 1)[0].upper()
+                if word:
+                    return _SMTP_NAMES.get(word[:4], "")
+    return ""
+
+
 def apply_transcript(recs: list[Rcpt], lines: list[str]) -> None:
     """Complete text records with what the session transcript says about them."""
+    cmd = section_command(lines)
+    for r in recs:
+        r.command = r.command or cmd
     ts = transcript(lines)
     if not ts:
         return
