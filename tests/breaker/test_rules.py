@@ -251,3 +251,73 @@ def test_status_filter_only_for_immediate_open_pattern_rules() -> None:
 def test_slow_specs_are_distinct_transports() -> None:
     names = [s.transport for s in SHIPPED.slow_specs()]
     assert names == sorted(set(names)) and all(n.startswith("mwslow") for n in names)
+
+
+# ------------------------------------------------------------- issuers: one table, no copies
+
+
+def test_rules_name_only_issuers_the_classifier_knows() -> None:
+    """Issuer ids in rule files (``issuers``, ``not_issuers``, ``issuer``) are ids of the
+    classifier's issuers.toml: no stale or misspelt copy can silently never match."""
+    from mailwarden.classify import Classifier
+
+    known = set(Classifier.load().issuers)
+    named = {
+        (r.id, i)
+        for r in SHIPPED.rules
+        for i in (*r.issuers, *r.not_issuers, *([r.issuer] if r.issuer else []))
+        if i != "*"
+    }
+    assert {(rid, i) for rid, i in named if i not in known} == set()
+
+
+def test_every_issuer_the_classifier_knows_opens_the_blocklist_rule() -> None:
+    """The default blocklist rule is derived from the classifier's issuer table: each issuer's
+    own sample replies (classified for an unknown receiver) open ``default/blocklist``, except
+    the providers' own systems in ``not_issuers``. Adding an issuer to issuers.toml needs no
+    edit of the breaker rules for this to hold."""
+    from mailwarden.classify import Classifier
+
+    c = Classifier.load()
+    rule = SHIPPED.get("default/blocklist")
+    assert rule is not None and "*" in rule.issuers
+    fired: set[str] = set()
+    for iss in c.issuers.values():
+        for s in iss.samples:
+            reply = reply_from_text(s.reply, s.command or "RCPT TO")
+            cls = c.classify(reply, provider="unknown-receiver.example")
+            if cls.issuer != iss.id or cls.scope != "ours" or cls.reason not in rule.reasons:
+                continue  # a sample about the issuer's wording, not a listing of ours
+            m = SHIPPED.match("unknown-receiver.example", reply, cls)
+            if iss.id in rule.not_issuers:
+                assert m is None or m.rule.id != rule.id, (iss.id, s.reply)
+            else:
+                assert m is not None and m.rule.id == rule.id, (iss.id, s.reply)
+                assert m.issuer == iss.id
+                fired.add(iss.id)
+    # every issuer of the table has a listing sample, and every one but the excluded fires
+    assert fired == set(c.issuers) - rule.not_issuers
+    assert {"trendmicro", "invaluement", "dronebl", "blocklist-de"} <= fired
+
+
+def test_a_local_issuer_is_covered_without_touching_the_rules(etc: Path) -> None:
+    """/etc/mailwarden/issuers.toml adds a list: the shipped rule opens on it as it is."""
+    from mailwarden.classify import Classifier
+
+    (etc / "issuers.toml").write_text(
+        '[[issuer]]\nid = "examplebl"\nname = "Example BL"\nmatch = [\'examplebl\\.test\']\n'
+    )
+    c = Classifier.load()
+    reply = reply_from_text(
+        "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using bl.examplebl.test"
+    )
+    cls = c.classify(reply, provider="unknown-receiver.example")
+    assert cls.issuer == "examplebl" and cls.scope == "ours"
+    m = RuleSet.load().match("unknown-receiver.example", reply, cls)
+    assert m is not None and m.rule.id == "default/blocklist" and m.issuer == "examplebl"
+
+
+def test_not_issuers_excludes_a_providers_own_system() -> None:
+    r = reply_from_text("550 5.7.606 Access denied, banned sending IP [192.0.2.1].")
+    m = SHIPPED.match("unknown.example", r, classification("blocked", "ours", issuer="microsoft"))
+    assert m is not None and m.rule.id == "default/blocked-ours"  # not the blocklist rule
