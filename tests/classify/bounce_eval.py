@@ -7,6 +7,11 @@ delivered notices, the DSN Action "delayed"/expiry, undecidable or mailer-error 
 bounce parser's job and are counted apart. Sisimai pseudo status codes (``X.0.9NN``) encode its
 own verdict and are not passed in.
 
+What the reply text cannot say, the bounce parser tells the classifier: the SMTP stage of the
+refusal and whether the report is final (``status="expired"`` for a 4.x.x given up on). With
+``stages=True`` (the default) each row gets what the parser passed for that recipient, read from
+the same message in tests/data/dsn/eml; ``stages=False`` measures the text alone.
+
 Run ``python tests/classify/bounce_eval.py`` for the table and every disagreement.
 """
 
@@ -18,8 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailwarden.classify import Classifier
+from mailwarden.classify.text import split_reply
+from mailwarden.events import Classification, Reply
+from mailwarden.sources.dsn import parse_bounce_file
+from mailwarden.sources.dsn.reason import TextClassifier
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "classify" / "bounces-expected.jsonl"
+EML = Path(__file__).resolve().parents[1] / "data" / "dsn"
 STRUCTURAL = frozenset(
     {"feedback", "vacation", "delivered", "expired", "onhold", "mailererror", "undefined"}
 )
@@ -41,8 +51,33 @@ class Row:
         return self.got in (self.expected, self.alternative)
 
 
-def evaluate(c: Classifier) -> list[Row]:
+class _Recorder(TextClassifier):
+    """The bounce parser's classifier, noting the stage and outcome it passes per recipient."""
+
+    def __init__(self, impl: Classifier) -> None:
+        super().__init__(impl)
+        self.current = ""
+        self.seen: dict[str, tuple[str, str]] = {}
+
+    def provider(self, host: str, recipient: str) -> str:
+        self.current = recipient
+        return super().provider(host, recipient)
+
+    def classify(self, reply: Reply, *, dsn: str, status: str, provider: str) -> Classification:
+        self.seen[self.current] = (reply.command, status)
+        return super().classify(reply, dsn=dsn, status=status, provider=provider)
+
+
+def stages_of(c: Classifier, file: str) -> dict[str, tuple[str, str]]:
+    """recipient -> (SMTP stage, outcome) as the bounce parser passes them for ``file``."""
+    rec = _Recorder(c)
+    parse_bounce_file(EML / file, classifier=rec)
+    return rec.seen
+
+
+def evaluate(c: Classifier, *, stages: bool = True) -> list[Row]:
     out = []
+    cache: dict[str, dict[str, tuple[str, str]]] = {}
     for line in DATA.read_text().splitlines():
         r = json.loads(line)
         status = "" if r.get("status_is_sisimai_pseudo") else (r.get("status") or "")
@@ -54,7 +89,17 @@ def evaluate(c: Classifier) -> list[Row]:
             text_in = text
         host = r.get("rhost") or ""
         prov = c.provider_for_host(host.split()[0]) if host else ""
-        got = c.classify(None, text=text_in, dsn=status, provider=prov)
+        command, outcome = "", ""
+        if stages:
+            if r["file"] not in cache:
+                cache[r["file"]] = stages_of(c, r["file"])
+            command, outcome = cache[r["file"]].get(r.get("recipient") or "", ("", ""))
+        if command:
+            code_, enh_, body_ = split_reply(text_in)
+            reply = Reply(code_, enh_, body_, command=command, raw=text_in)
+            got = c.classify(reply, dsn=status, status=outcome, provider=prov)
+        else:
+            got = c.classify(None, text=text_in, dsn=status, status=outcome, provider=prov)
         out.append(
             Row(
                 file=r["file"],
@@ -81,7 +126,9 @@ def summary(rows: list[Row]) -> dict[str, tuple[int, int]]:
 
 
 def main() -> None:
-    rows = evaluate(Classifier.load())
+    c = Classifier.load()
+    alone = summary(evaluate(c, stages=False))
+    rows = evaluate(c)
     for r in rows:
         if not r.ok:
             tag = "S" if r.structural else "-"
@@ -92,7 +139,8 @@ def main() -> None:
         ok, bad = per[(reason, True)], per[(reason, False)]
         print(f"  {reason:16} {ok:3}/{ok + bad:<3}")
     for k, (ok, n) in summary(rows).items():
-        print(f"{k:14} {ok}/{n} = {ok / n:.1%}")
+        a_ok, a_n = alone[k]
+        print(f"{k:14} {ok}/{n} = {ok / n:.1%}   (text alone: {a_ok}/{a_n} = {a_ok / a_n:.1%})")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,12 @@ from mailwarden.tables import iter_dir, load_file, merge
 #: Entries per LRU cache (raw replies, normalised replies, hosts, domains).
 _CACHE_SIZE = 1 << 16
 
+#: A refusal after a 2xx banner in the same text (the code that counts).
+_LATER_REPLY = re.compile(r"(?<!\S)[45]\d\d(?=[ -])")
+
+#: Stages before any address is named: a mailbox status (X.1.x, X.2.x) there is nonsense.
+_GREETING = frozenset({"CONNECT", "EHLO", "HELO"})
+
 #: Rule-id prefixes of the generic tables and code fallbacks (the verdicts ``[[remap]]`` may
 #: change); a provider's table name is never one of them.
 _GENERIC_TABLES = frozenset(
@@ -347,6 +353,10 @@ class Classifier:
         normalised, and replies that differ only in IPs and ids share the decision cache."""
         if code is None and not enh:
             code, enh, body = split_reply(body)
+        if code is not None and 200 <= code < 300 and (later := _LATER_REPLY.search(body)):
+            # a greeting banner ("220-mx ... 421 4.2.1 Service refuse") before the refusal
+            code, later_enh, body = split_reply(body[later.start() :])
+            enh = later_enh or enh
         enh = enh or dsn or hash_status(body)
         command = command or command_of(body)
         d = self._decide_raw_uncached(prov, command, code, enh, body, local, status)
@@ -494,7 +504,7 @@ class Classifier:
         self, code: str, enh: str, command: str, text: str, status: str
     ) -> tuple[str, str]:
         t = self.reasons
-        if enh and enh in t.status:
+        if enh and enh in t.status and not (command in _GREETING and enh[1:4] in (".1.", ".2.")):
             return t.status[enh], f"status/{enh}"
         if code.startswith("5") and command in t.command:
             return t.command[command], f"command/{command}"
