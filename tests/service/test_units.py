@@ -28,18 +28,34 @@ def test_main_unit_is_unprivileged_and_hardened() -> None:
     assert s["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert s["User"] == "mailwarden" and s["Group"] == "mailwarden"
     assert set(s["SupplementaryGroups"].split()) == {"adm", "systemd-journal"}
-    assert s["StateDirectory"] == "mailwarden" and s["CapabilityBoundingSet"] == ""
-    for key in (
-        "NoNewPrivileges",
-        "ProtectHome",
-        "PrivateTmp",
-        "PrivateDevices",
-        "RestrictSUIDSGID",
-        "ProtectKernelTunables",
-    ):
+    assert s["StateDirectory"] == "mailwarden" and s["AmbientCapabilities"] == ""
+    for key in ("ProtectHome", "PrivateTmp", "ProtectControlGroups", "RemoveIPC"):
         assert s[key] == "yes", key
     assert s["ProtectSystem"] == "strict" and "/var/lib/mailwarden" in s["ReadWritePaths"]
     assert s["Restart"] == "always"
+
+
+#: Options that make systemd set no_new_privs for a unit with User= (systemd.exec(5),
+#: NoNewPrivileges=): any of them would make sudo, and so the root-only breaker actions, fail.
+IMPLY_NNP = (
+    "DynamicUser", "LockPersonality", "MemoryDenyWriteExecute", "PrivateDevices", "ProtectClock",
+    "ProtectHostname", "ProtectKernelLogs", "ProtectKernelModules", "ProtectKernelTunables",
+    "RestrictAddressFamilies", "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID",
+    "SystemCallArchitectures", "SystemCallFilter", "SystemCallLog",
+)  # fmt: skip
+
+
+def test_main_unit_lets_sudo_run_the_root_only_postfix_actions() -> None:
+    """[breaker] privilege = "sudo": the unit allows gaining privileges through sudo (nothing
+    sets no_new_privs), bounds the capabilities to what sudo needs, and lets the Postfix tools
+    write the queue. tests/postfix_actuator/test_privilege.py runs the actions under this
+    bounding set."""
+    s = _unit()["Service"]
+    assert s["NoNewPrivileges"] == "no"
+    assert [k for k in IMPLY_NNP if k in s] == []
+    caps = set(s["CapabilityBoundingSet"].split())
+    assert caps and caps <= {"CAP_SETUID", "CAP_SETGID", "CAP_AUDIT_WRITE"}
+    assert "/var/spool/postfix" in s["ReadWritePaths"].split()
 
 
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
