@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.alerts import WebhookSink
 from mailwarden.config import EgressSettings
 from mailwarden.egress.client import ProviderResolver, ingest
 from mailwarden.egress.firewall import Firewall, Policy
@@ -335,14 +336,19 @@ def test_reload_changes_watched_ports_while_running(clean_rules: EgressNet, tmp_
 
 
 @pytest.mark.skipif(bool(why_no_bpf()), reason=why_no_bpf() or "ok")
-def test_cli_run_ingest_top_as_separate_processes(egress_net: EgressNet, tmp_path: Path) -> None:
+def test_cli_run_ingest_top_as_separate_processes(
+    egress_net: EgressNet, tmp_path: Path, webhook_sink: WebhookSink
+) -> None:
     """`egress run` (root) and `egress ingest` (here also root, any user that may read the
-    socket works) as the two processes they are in production."""
+    socket works) as the two processes they are in production; the alert takes the one alert
+    path (the [alerts] webhook, a real HTTP receiver), tagged with this host."""
     net = egress_net
     sock = tmp_path / "egress.sock"
     cfg = tmp_path / "mailwarden.toml"
     cfg.write_text(
-        f'state_dir = "{tmp_path}"\n[egress]\nsocket = "{sock}"\ncollectors = ["ebpf"]\n'
+        f'state_dir = "{tmp_path}"\n[log]\nhost = "mx-egress"\n'
+        f'[egress]\nsocket = "{sock}"\ncollectors = ["ebpf"]\n'
+        f'[alerts]\nwebhook_url = "{webhook_sink.url()}"\n'
     )
     env = dict(os.environ, MAILWARDEN_CONFIG=str(cfg))
     run = subprocess.Popen([MW, "egress", "run"], env=env, stderr=subprocess.PIPE, text=True)
@@ -376,6 +382,10 @@ def test_cli_run_ingest_top_as_separate_processes(egress_net: EgressNet, tmp_pat
         (465, str(net.clients / "mx_send.pl"), 1)
     ]
     assert r["result"] == "ok:220"
+    [hook] = [q.json() for q in webhook_sink.requests if q.json()["kind"] == "egress"]
+    assert hook["host"] == "mx-egress" and hook["key"].startswith("egress:mx-egress:")
+    assert hook["data"]["port"] == 465 and hook["data"]["script"] == str(net.clients / "mx_send.pl")
+    assert rows_ and all(x["host"] == "mx-egress" for x in json.loads(p.stdout)["rows"])
 
 
 def test_views_print_process_text_inertly(tmp_path: Path) -> None:
