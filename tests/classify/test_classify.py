@@ -219,3 +219,44 @@ def test_breaker_deferral_names_its_provider_when_the_caller_knows_none() -> Non
 def test_reply_with_only_raw_text_is_still_classified() -> None:
     cl = C.classify(Reply(None, "", "", raw="552 5.2.2 Mailbox full", remote=True))
     assert cl.reason == "mailboxfull"
+
+
+def test_a_blocklist_zone_no_table_knows_is_named_by_its_domain() -> None:
+    text = "554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using bl.example-rbl.net"
+    cl = C.classify(None, text=text)
+    assert (cl.reason, cl.issuer, cl.cited_ip) == ("blocked", "example-rbl.net", "192.0.2.1")
+    cl = C.classify(None, text="550 5.7.1 Your IP 192.0.2.1 is listed in rbl.foo.co.uk")
+    assert cl.issuer == "foo.co.uk"
+    # a known list keeps its own id and lookup URL with the cited IP filled in
+    cl = C.classify(None, text=text.replace("bl.example-rbl.net", "hostkarma.junkemailfilter.com"))
+    assert cl.issuer == "hostkarma"
+    assert cl.url == "http://ipadmin.junkemailfilter.com/remove.php?ip=192.0.2.1"
+    # words that are no zone give no issuer, and a directory is no blocklist
+    assert C.classify(None, text="550 Your IP is listed in our database").issuer == ""
+    cl = C.classify(
+        None, text="550 5.1.1 User bob (bob@example.org) not listed in Domino Directory"
+    )
+    assert (cl.reason, cl.issuer) == ("userunknown", "")
+
+
+def test_a_refusal_after_a_greeting_banner_counts_not_the_banner() -> None:
+    r = Reply(
+        220,
+        "",
+        "laposte 421 4.2.1 Service refuse. Veuillez essayer plus tard.",
+        command="CONNECT",
+        host="smtpz4.laposte.net",
+        remote=True,
+    )
+    cl = C.classify(r)
+    assert cl.reason == "blocked" and cl.rule == "orange/service-refused"
+    # a mailbox status at the greeting does not make the refusal about a mailbox
+    r = Reply(554, "5.2.1", "nope", command="CONNECT", remote=True)
+    assert C.classify(r).rule == "command/CONNECT"
+
+
+def test_an_unexplained_refusal_of_mail_from_is_a_rejected_sender() -> None:
+    r = Reply(550, "5.7.1", "nope", command="MAIL FROM", remote=True)
+    assert C.classify(r).rule == "command/MAIL FROM"
+    r = Reply(550, "", "Unauthenticated senders not allowed", command="MAIL FROM", remote=True)
+    assert C.classify(r).reason == "securityerror"

@@ -62,6 +62,13 @@ _CACHE_SIZE = 1 << 16
 #: A refusal after a 2xx banner in the same text (the code that counts).
 _LATER_REPLY = re.compile(r"(?<!\S)[45]\d\d(?=[ -])")
 
+#: Reasons whose reply may quote an unknown blocklist zone (see ``Classifier._zone_issuer``).
+_LISTED = frozenset({"blocked", "badreputation", "spamdetected"})
+_ZONE = re.compile(
+    r"\b(?:blocked using|listed (?:in|on|at|by)(?: the)?)\s+"
+    r"((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63})\b(?![.@-])"
+)
+
 #: Stages before any address is named: a mailbox status (X.1.x, X.2.x) there is nonsense.
 _GREETING = frozenset({"CONNECT", "EHLO", "HELO"})
 
@@ -487,6 +494,8 @@ class Classifier:
             hit = stage.first(text, code, enh, command)
             if hit is not None:
                 rule = hit[0]
+                if not (rule.issuer or iid) and rule.reason in _LISTED:
+                    iid = self._zone_issuer(text)
                 return Decision(
                     rule.reason,
                     self._scope_of(rule, rule.reason),
@@ -499,6 +508,14 @@ class Classifier:
             return Decision(issuer.reason, self._scope[issuer.reason], iid, f"issuers/{iid}")
         reason, rule_id = self._by_code(code, enh, command, text, status)
         return Decision(reason, self._scope[reason], iid, rule_id)
+
+    def _zone_issuer(self, text: str) -> str:
+        """A blocklist no issuers.toml entry knows, named by the zone the reply quotes
+        (``blocked using bl.example.net`` -> ``example.net``), else ``""``."""
+        if "using" not in text and "listed" not in text:
+            return ""
+        m = _ZONE.search(text)
+        return org_domain(m.group(1)) if m else ""
 
     def _by_code(
         self, code: str, enh: str, command: str, text: str, status: str

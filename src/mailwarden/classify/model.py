@@ -97,6 +97,7 @@ class Sample(_Model):
     cited_ip: str | None = None
     internal: bool | None = None
     source: str = ""
+    note: str = ""
 
     @field_validator("reason")
     @classmethod
