@@ -365,8 +365,10 @@ class Classifier:
             code, later_enh, body = split_reply(body[later.start() :])
             enh = later_enh or enh
         enh = enh or dsn or hash_status(body)
-        command = command or command_of(body) or (
-            "CONNECT" if "refused to talk to me" in local[:300] else ""
+        command = (
+            command
+            or command_of(body)
+            or ("CONNECT" if "refused to talk to me" in local[:300] else "")
         )
         d = self._decide_raw_uncached(prov, command, code, enh, body, local, status)
         cited = "" if d.internal or not d.cite or remote is False else cited_ip(body, exclude=rip)
