@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
-from test_ingest import T0, att, first_import, msg, write  # type: ignore[import-not-found]
+from store.test_ingest import T0, att, first_import, msg, write
 
 from mailwarden.errors import StoreError
 from mailwarden.store import schema
