@@ -154,6 +154,7 @@ def test_collector_to_store_with_verdicts_alerts_and_views(
     assert t[("postfix", 465)]["allowed"] is True and t[("nobody", 2525)]["count"] == 5
     assert t[("nobody", 2525)]["allowed"] is False and t[("nobody", 2525)]["destinations"] == 1
     assert set(t[("nobody", 25)]) == {
+        "host",
         "uid",
         "user",
         "exe",
