@@ -34,6 +34,7 @@ from mailwarden.postfix.socketmap import EnforcementView, write_view
 from mailwarden.report.daily import build_report
 from mailwarden.report.metrics import registry
 from mailwarden.store.breaker import (
+    STATE_FIELDS,
     BreakerStore,
     breaker_hits,
     breaker_hosts,
@@ -329,6 +330,12 @@ def _old_schema(db: Any) -> None:
             )
         )  # fmt: skip
         conn.execute(
+            insert(md.tables["breaker_state"]).values(
+                provider="gmx", ip="", state="open", since=90.0, until=None, level=1,
+                trips=1, updated=90.0, actor="person",
+            )
+        )  # fmt: skip
+        conn.execute(
             insert(md.tables["breaker_transitions"]).values(
                 ts=100.0, provider="swisscom", ip="", old="closed", new="open", actor="rule"
             )
@@ -361,20 +368,28 @@ def test_a_store_from_before_the_host_key_is_upgraded_and_claimed(url: str) -> N
         "ip",
     ]
     open_engine(url).dispose()  # opening again is a no-op
-    # the first host to load claims the old rows; its breaker is still open
+    # the first host to load claims the old rows: its Swisscom breaker is still open; a row
+    # it already wrote itself (gmx, closed since) wins over the old one
     store = BreakerStore(db, "mx-a")
-    assert store.claim_unkeyed() == 3
-    [st] = store.load_states()
-    assert (st["provider"], st["state"], st["rule"]) == ("swisscom", "open", "swisscom/not-allowed")
+    gmx = {"provider": "gmx", "ip": "", "state": "closed", "since": 150.0, "until": None}
+    store.save([{**dict.fromkeys(STATE_FIELDS, 0), **gmx, "reply": "", "rule": "", "issuer": "",
+                 "url": "", "reason": "", "slow_transport": "", "actor": "person", "note": "",
+                 "closed_at": 150.0}], [], 150.0)  # fmt: skip
+    assert store.claim_unkeyed() == 3  # swisscom's state, the transition, the hit
+    states = {r["provider"]: r for r in store.load_states()}
+    assert states["gmx"]["state"] == "closed"
+    st = states["swisscom"]
+    assert (st["state"], st["rule"]) == ("open", "swisscom/not-allowed")
     assert [h["new"] for h in store.history()] == ["open"]
     assert len(store.hits_since(0)) == 1
     assert BreakerStore(db, "mx-b").claim_unkeyed() == 0  # nothing left to claim
     assert BreakerStore(db, "mx-b").load_states() == []
     # a second host may now keep its own Swisscom breaker beside mx-a's
     BreakerStore(db, "mx-b").save([{**st, "state": "closed"}], [], 200.0)
-    assert {(r["host"], r["state"]) for r in fleet_states(db)} == {
-        ("mx-a", "open"),
-        ("mx-b", "closed"),
+    assert {(r["host"], r["provider"], r["state"]) for r in fleet_states(db)} == {
+        ("mx-a", "swisscom", "open"),
+        ("mx-a", "gmx", "closed"),
+        ("mx-b", "swisscom", "closed"),
     }
     # egress: the old summary row is re-keyed for its new host, so later events join it
     rec = Recorder(db, host="mx-a")
