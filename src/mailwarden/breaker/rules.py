@@ -2,12 +2,12 @@
 
 A rule says: for replies from *provider* (``"*"``: any) that match a reply *pattern* and/or the
 classifier's *reasons*/*scopes*/*issuers* (ids of the classifier's ``issuers.toml``; ``["*"]``:
-every issuer it knows, shipped or local, minus ``not_issuers``), when the *trigger* is met (``immediate`` or
-``N/window``), take the *action* (``open``: park the provider; ``slow``: route it through a
-throttled transport clone) for *duration* (``manual``: until a person closes it), multiplied
-by *escalation* on every re-open from probing, up to *max_duration*. Every rule carries the
-real reply it was written for (``[[rule.sample]]``); the test suite fails when a sample does
-not fire its rule.
+every issuer it knows, shipped or local, minus ``not_issuers``), when the *trigger* is met
+(``immediate`` or ``N/window``), take the *action* (``open``: park the provider; ``slow``:
+route it through a throttled transport clone) for *duration* (``manual``: until a person closes
+it), multiplied by *escalation* on every re-open from probing, up to *max_duration*. Every
+rule carries the real reply it was written for (``[[rule.sample]]``); the test suite fails when
+a sample does not fire its rule.
 
 One file per provider; the file's ``provider`` is the default for its rules. A local file with the
 same name replaces the shipped one (see :mod:`mailwarden.tables`). Provider names are the
