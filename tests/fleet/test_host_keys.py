@@ -278,6 +278,8 @@ def test_dashboard_lists_the_fleet_and_steers_only_its_own_host(
     assert 'id="close-gmx"' in page  # mx-b's own breaker: a button
     assert 'id="close-swisscom"' not in page  # mx-a's: shown, not steerable from mx-b
     assert "<th>host</th>" in page
+    # the host selector offers both (mx-a and mx-b have breakers, no mail records)
+    assert {"mx-a", "mx-b"} <= set(re.findall(r'<option value="([^"]+)"', page))
     only_a = c.get("/?days=7&host=mx-a", headers=HTML).text
     assert re.findall(r'data-provider="([^"]+)" data-host', only_a) == ["swisscom"]
     assert 'id="open-any"' not in only_a  # no "park a provider" form for another host

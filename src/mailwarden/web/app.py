@@ -202,8 +202,12 @@ def create_app(
     def known_hosts() -> list[str]:
         if hosts_cache[0] is None or time.monotonic() - hosts_cache[0] > 60:
             try:
+                from mailwarden.store.breaker import breaker_hosts
+
                 with db.connect() as conn:
-                    hosts_cache[:] = [time.monotonic(), wq.hosts(conn)]
+                    # mail records name the syslog hosts; a daemon's breakers its own name
+                    found = set(wq.hosts(conn)) | set(breaker_hosts(conn))
+                hosts_cache[:] = [time.monotonic(), sorted(found)]
             except Exception:
                 log.exception("listing hosts failed")
         return list(hosts_cache[1])
