@@ -259,7 +259,9 @@ def test_egress_events_recorded_and_alerted_through_the_dispatcher(tmp_path: Pat
         assert c.execute(select(func.count()).select_from(egress_events)).scalar() == 2
         assert c.execute(select(alerts.c.kind)).scalars().all() == ["egress"]
         host = c.execute(select(alerts.c.host)).scalar()
-    # the daily report shows it for the fleet and for the host that raised it, not for others
+        # the recorded events carry the daemon's host, as its alert does
+        assert set(c.execute(select(egress_events.c.host)).scalars()) == {host}
+    # the daily report (from the egress tables' own host column) shows it for the fleet and for the host that raised it, not for others
     from mailwarden.report.daily import build_report
 
     fleet = build_report(e, since=now - 3600, until=time.time() + 1)
