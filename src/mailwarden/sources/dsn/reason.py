@@ -129,8 +129,9 @@ def decide(rec: Rcpt, reply: Reply, classifier: TextClassifier, provider: str) -
 
     if rec.action == "delayed":
         status = "deferred"
-    elif rec.status.startswith("4."):
-        # a temporary failure reported as final: the MTA gave up retrying (queue lifetime)
+    elif rec.status.startswith("4.") or rec.status == "5.4.7":
+        # a temporary failure reported as final: the MTA gave up retrying (queue lifetime);
+        # 5.4.7 says so itself ("delivery time expired")
         status = "expired" if rec.action in ("failed", "") else "deferred"
     else:
         status = "bounced"
