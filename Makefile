@@ -11,11 +11,11 @@ DEV_OK  := $(VENV)/.dev-installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(RUN_OK): pyproject.toml | $(BIN)/python
+$(RUN_OK): pyproject.toml setup.py src/mailwarden/sources/_postfixscan.c | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(DEV_OK): pyproject.toml | $(BIN)/python
+$(DEV_OK): pyproject.toml setup.py src/mailwarden/sources/_postfixscan.c | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(RUN_OK)
 

@@ -142,6 +142,7 @@ class Folder:
         self._prov_cache: dict[tuple[str, str], str] = {}
         self._cls_cache: dict[tuple[str, str, str, str], tuple[Any, str]] = {}
         self._norm_cache: dict[tuple[Any, ...], tuple[Any, str]] = {}
+        self._parser: Any = None
 
     def _new_batch(self) -> None:
         from mailwarden.store.rows import Batch
@@ -287,6 +288,33 @@ class Folder:
             self._cls_cache.clear()
         self._cls_cache[key] = hit
         return hit
+
+    def classify_row(self, text: str, dsn: str, status: str, provider: str) -> tuple[Any, ...]:
+        """What :meth:`message` takes from a non-success attempt with this text, dsn= and
+        status (the reply is parsed from the text, as the parser does): ``(reason, scope,
+        code, enhanced, command, issuer, url, cited_ip, rule, internal, sample, kind)``. For
+        the C accelerator, which caches it by these four values."""
+        if self._parser is None:
+            from mailwarden.sources.postfix import PostfixParser
+
+            self._parser = PostfixParser()
+        r = self._parser.reply_of_text(text)
+        d = Delivery(0.0, "", "", "", dsn=dsn, status=status, text=text, reply=r)
+        c, kind = self.classify(d, provider)
+        return (
+            c.reason,
+            c.scope,
+            r.code if r else None,
+            _enhanced(d),
+            r.command if r else "",
+            c.issuer,
+            c.url,
+            c.cited_ip,
+            c.rule,
+            c.internal,
+            _sample(d),
+            kind,
+        )
 
     def message(self, m: Message) -> None:
         agg = self.agg
@@ -552,7 +580,6 @@ def run_shard(
 ) -> ShardResult:
     """Parse, correlate, fold (and store, with a ``plan``) shard ``me`` of ``nshards`` of
     ``files`` (oldest first)."""
-    from mailwarden.sources.postfix import parse_lines
     from mailwarden.sources.stats import ParseStats
 
     writer = ShardWriter(plan, turn) if plan is not None and not plan.skip else None
@@ -565,12 +592,77 @@ def run_shard(
         send=writer.take if writer is not None else None,
     )
     unparsed: list[Unparsed] = []
+    read = fold_files(
+        files,
+        me,
+        nshards,
+        folder,
+        stats=stats,
+        unparsed=unparsed,
+        show_unparsed=show_unparsed,
+        progress=progress,
+        tz=tz,
+    )
+    res = ShardResult(folder.agg, stats, unparsed, read)
+    if writer is not None:
+        res.stored, res.links = writer.finish()
+    return res
+
+
+def fold_files(
+    files: list[LogFile],
+    me: int,
+    nshards: int,
+    folder: Folder,
+    *,
+    stats: ParseStats,
+    unparsed: list[Unparsed],
+    show_unparsed: bool,
+    progress: Callable[[int], None] | None = None,
+    tz: Any = None,
+    accelerated: bool | None = None,
+) -> dict[str, int]:
+    """The lines of shard ``me`` of ``nshards`` of ``files`` through ``folder`` (its
+    aggregate, its store batches), finished; returns the bytes read per file.
+
+    ``accelerated``: None uses the C accelerator when it is built
+    (:func:`mailwarden.sources.accel.available`); False runs the pure-Python reference, True
+    requires the accelerator. Both give the same result (tests/sources/test_accel.py).
+    """
+    from mailwarden.sources import accel
+
     read: dict[str, int] = {}
     done_before = 0
 
     def on_error(err: SourceError) -> None:
         if me == 0:  # every worker reads every file: report a read error once
             stats.error(str(err))
+
+    if accelerated is None:
+        accelerated = accel.available()
+    if accelerated:
+        fast = accel.FastShard(
+            me,
+            nshards,
+            folder,
+            stats=stats,
+            unparsed=unparsed,
+            show_unparsed=show_unparsed,
+            max_unparsed=MAX_UNPARSED_SHOWN,
+        )
+        for lf in files:
+            counter = [0]
+            prog = None
+            if progress is not None:
+                prog = lambda n, base=done_before: progress(base + n)  # noqa: E731
+            fast.run_file(lf, lf.envelope(tz), on_error, counter, prog)
+            read[str(lf.path)] = counter[0]
+            done_before += counter[0]
+        fast.finish()
+        folder.flush_batch()
+        return read
+
+    from mailwarden.sources.postfix import parse_lines
 
     for lf in files:
         counter = [0]
@@ -582,10 +674,7 @@ def run_shard(
         read[str(lf.path)] = counter[0]
         done_before += counter[0]
     folder.finish()
-    res = ShardResult(folder.agg, stats, unparsed, read)
-    if writer is not None:
-        res.stored, res.links = writer.finish()
-    return res
+    return read
 
 
 def _with_progress(

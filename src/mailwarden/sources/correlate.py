@@ -125,9 +125,11 @@ class Correlator:
             if orig is not None:
                 m.bounce_of = orig
         od = self._open
-        od[(host, qid)] = [m, ts, ts]
-        if len(od) > self.max_open:
+        if len(od) >= self.max_open:
+            # room first: the new message itself must never be the one evicted (the event
+            # that starts it still has to find it)
             out = self._evict_one(out)
+        od[(host, qid)] = [m, ts, ts]
         return m, out
 
     def _evict_one(self, out: list[Message] | None) -> list[Message] | None:
@@ -427,7 +429,8 @@ def correlate_lines(
                 base = iso.get(raw[:19] + raw[26:32])
                 frac = raw[20:26]
                 if base is not None and frac.isdigit() and raw[19:20] == b".":
-                    hit = base + int(frac) * 1e-6
+                    # the same rounding as Stamps.iso (a cache miss): digits / 10**6
+                    hit = base + int(frac) / 1e6
                     at = 33
             if hit is None or raw[at - 1 : at] != b" " or len(raw) > 65536 or b"\x00" in raw:
                 out = env.split(raw)

@@ -336,6 +336,16 @@ class PostfixParser:
                 self._replies[text] = r
         return r
 
+    def reply_of_text(self, text: str | None) -> Reply | None:
+        """The reply of a delivery status line's text (the part in its last parentheses):
+        None without text; the ``250 x.y.z`` acceptance of a receiver parsed inline."""
+        if not text:
+            return None
+        if text[:4] == "250 " and text[5:6] == "." and text[9:10] == " ":
+            # "250 2.0.0 Ok: queued as X": unique per line, not worth a cache entry
+            return _new_reply(250, text[4:9], text[10:], "", "", "", True, text)
+        return self.reply(text)
+
     def relay(self, relay: str) -> tuple[str, str, int | None]:
         r = self._relays.get(relay)
         if r is None:
@@ -484,15 +494,9 @@ class PostfixParser:
             conn_use = _int(cu)
         rel = self._relays.get(relay)
         rh, ri, rp = self.relay(relay) if rel is None else rel
-        if not text:
-            reply = None
-        elif text[:4] == "250 " and text[5:6] == "." and text[9:10] == " ":
-            # "250 2.0.0 Ok: queued as X": unique per line, not worth a cache entry
-            reply = _new_reply(250, text[4:9], text[10:], "", "", "", True, text)
-        else:
-            reply = self.reply(text)
-            if not rh and reply.host:
-                rh, ri = reply.host, reply.ip
+        reply = self.reply_of_text(text)
+        if reply is not None and not rh and reply.host:
+            rh, ri = reply.host, reply.ip
         return _new_delivery(
             ts, host, qid, program, to, orig or "", relay, rh, ri, rp, conn_use, delay_f,
             delays or "", dsn or "", status, text or "", reply,
@@ -741,7 +745,8 @@ def parse_lines(
                 base = iso.get(raw[:19] + raw[26:32])
                 frac = raw[20:26]
                 if base is not None and frac.isdigit() and raw[19:20] == b".":
-                    hit = base + int(frac) * 1e-6
+                    # the same rounding as Stamps.iso (a cache miss): digits / 10**6
+                    hit = base + int(frac) / 1e6
                     at = 33
             if hit is None or raw[at - 1 : at] != b" " or len(raw) > 65536 or b"\x00" in raw:
                 out = env.split(raw)  # stamp cache miss, RFC 3339, or a bad line
