@@ -137,10 +137,14 @@ def decide(rec: Rcpt, reply: Reply, classifier: TextClassifier, provider: str) -
         status = "bounced"
     c = classifier.classify(reply, dsn=rec.status, status=status, provider=provider)
     text_based = c.rule.split("/", 1)[0] not in _CODE_RULES
-    if hint == "userunknown" and "+remap/" in c.rule and c.rule.startswith("reasons/userunknown"):
-        # the format itself says the mailbox is unknown: an unknown stage cannot make it a
-        # filter (Sisimai: UserUnknown.true() keeps a reason the MTA module set)
-        reason = hint
+    if c.rule.startswith("reasons/userunknown+remap/") and (
+        hint == "userunknown"
+        or (c.rule.endswith("/userunknown-stage-unknown") and rec.spec.upper() not in ("", "SMTP"))
+    ):
+        # the format itself says the mailbox is unknown (Sisimai: UserUnknown.true() keeps a
+        # reason the MTA module set), or the text is no SMTP reply (Diagnostic-Code: X-Postfix,
+        # X-Unix ...: Sisimai applies no stage rule there): an unknown stage makes no filter
+        reason = "userunknown"
     elif text_based:
         reason = c.reason
     elif hint:
