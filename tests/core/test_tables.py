@@ -10,8 +10,10 @@ from mailwarden.tables import load_merged, merge, read_toml
 
 def test_merge_replaces_adds_and_disables_items_by_id() -> None:
     base = {"rule": [{"id": "a", "x": 1}, {"id": "b", "x": 2}], "meta": {"v": 1, "w": 2}}
-    over = {"rule": [{"id": "b", "x": 3}, {"id": "c", "x": 4}, {"id": "a", "enabled": False}],
-            "meta": {"w": 5}}
+    over = {
+        "rule": [{"id": "b", "x": 3}, {"id": "c", "x": 4}, {"id": "a", "enabled": False}],
+        "meta": {"w": 5},
+    }
     out = merge(base, over)
     assert out["rule"] == [{"id": "b", "x": 3}, {"id": "c", "x": 4}]
     assert out["meta"] == {"v": 1, "w": 5}

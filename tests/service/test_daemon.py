@@ -261,7 +261,8 @@ def test_egress_events_recorded_and_alerted_through_the_dispatcher(tmp_path: Pat
         host = c.execute(select(alerts.c.host)).scalar()
         # the recorded events carry the daemon's host, as its alert does
         assert set(c.execute(select(egress_events.c.host)).scalars()) == {host}
-    # the daily report (from the egress tables' own host column) shows it for the fleet and for the host that raised it, not for others
+    # the daily report (from the egress tables' own host column) shows it for the fleet and
+    # for the host that raised it, not for others
     from mailwarden.report.daily import build_report
 
     fleet = build_report(e, since=now - 3600, until=time.time() + 1)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
-from store.test_ingest import T0, att, first_import, msg, write
 
 from mailwarden.errors import StoreError
 from mailwarden.store import schema
 from mailwarden.store.db import normalise_url, open_engine
 from mailwarden.store.ingest import Batch
 from mailwarden.store.retention import prune
+from store.test_ingest import T0, att, first_import, msg, write
 
 DAY = 86400.0
 
