@@ -81,12 +81,18 @@ def shard_of(raw: bytes, nshards: int) -> int:
 
     ``QID: ...`` lines go by the last character of the queue id (the byte before the first
     ``": "`` at least six characters after the syslog tag), so every line of one message meets
-    in one worker; other lines by whatever stands there (each line goes to exactly one worker,
-    and nothing but the queue id lines needs to be together), or to worker 0.
+    in one worker; ``NOQUEUE: ...`` lines (smtpd's rejections, costly to read) by the last
+    digit of the pid, so that they spread; other lines by whatever stands there (each line goes
+    to exactly one worker, and nothing but the queue id lines needs to be together), or to
+    worker 0.
     """
     i = raw.find(b"]: ")
     j = raw.find(b": ", i + 9, i + 36) if i >= 0 else -1
-    return raw[j - 1] % nshards if j > 0 else 0
+    if j <= 0:
+        return 0
+    if raw[j - 7 : j] == b"NOQUEUE":
+        return raw[i - 1] % nshards
+    return raw[j - 1] % nshards
 
 
 def _shard_lines(f: Iterable[bytes], me: int, n: int, counter: list[int]) -> Iterator[bytes]:
@@ -102,7 +108,13 @@ def _shard_lines(f: Iterable[bytes], me: int, n: int, counter: list[int]) -> Ite
         got += len(raw)
         i = raw.find(b"]: ")
         j = raw.find(b": ", i + 9, i + 36) if i >= 0 else -1
-        if (raw[j - 1] % n if j > 0 else 0) == me:
+        if j <= 0:
+            s = 0
+        elif raw[j - 7 : j] == b"NOQUEUE":
+            s = raw[i - 1] % n
+        else:
+            s = raw[j - 1] % n
+        if s == me:
             yield raw
         if got > 4_000_000:
             counter[0] += got
@@ -143,6 +155,7 @@ class Folder:
         self._cls_cache: dict[tuple[str, str, str, str], tuple[Any, str]] = {}
         self._norm_cache: dict[tuple[Any, ...], tuple[Any, str]] = {}
         self._parser: Any = None
+        self._norm_texts: dict[str, str] = {}
 
     def _new_batch(self) -> None:
         from mailwarden.store.rows import Batch
@@ -194,15 +207,28 @@ class Folder:
             self.message(m)
         self.flush_batch()
 
+    def normalised(self, text: str) -> str:
+        """:func:`mailwarden.store.kinds.normalise_reply`, cached by the text with its
+        addresses masked (texts equal but for their addresses normalise alike)."""
+        key = _mask(text)
+        norm = self._norm_texts.get(key)
+        if norm is None:
+            from mailwarden.store.kinds import normalise_reply
+
+            norm = normalise_reply(text)
+            if len(self._norm_texts) < _CLASSIFY_CACHE:
+                self._norm_texts[key] = norm
+        return norm
+
     def inbound(self, ev: InboundReject) -> None:
-        from mailwarden.store.kinds import kind_key, normalise_reply
+        from mailwarden.store.kinds import kind_key
 
         r = ev.reply
         code = r.code if r else None
         enh = r.enhanced if r else ""
         text = r.text if r else ""
         raw = r.raw if r else ""
-        key = kind_key(code, enh, f"{ev.action}/{ev.stage}", False, normalise_reply(text))
+        key = kind_key(code, enh, f"{ev.action}/{ev.stage}", False, self.normalised(text))
         agg = self.agg
         agg.seen(ev.ts)
         ib = agg.inbound.get(key)
@@ -255,16 +281,23 @@ class Folder:
         return p
 
     def classify(self, d: Delivery, provider: str) -> tuple[Any, str]:
-        """(Classification, kind key) of a non-success attempt.
+        """(Classification, kind key) of a non-success attempt (see :meth:`classify_cached`)."""
+        return self.classify_cached(d, provider)[0]
+
+    def classify_cached(self, d: Delivery, provider: str) -> tuple[tuple[Any, str], bool]:
+        """((Classification, kind key), whether it is the cached one for its kind).
 
         Two caches: by the exact logged text, then by the normalised reply (addresses, IPs,
         ids and numbers replaced) with everything else the classifier looks at, so that one
-        "User unknown" per recipient costs one normalisation, not one classification.
+        "User unknown" per recipient costs one normalisation, not one classification. The
+        first text of a normalised kind decides for every later one (its cited IP, its URL).
+        Full caches take nothing more (they are never cleared, so what was decided stays
+        decided): a text whose kind is not cached is classified on its own.
         """
         key = (d.text, d.dsn, d.status, provider)
         hit = self._cls_cache.get(key)
         if hit is not None:
-            return hit
+            return hit, True
         from mailwarden.store.kinds import kind_key, normalise_reply
 
         r = d.reply
@@ -274,6 +307,7 @@ class Folder:
         # decide too, so the cache must see them
         key2 = (normalise_reply(d.text), code, enh, r.command if r else "", *key[1:])
         hit = self._norm_cache.get(key2)
+        cached = True
         if hit is None:
             c = self.clf.classify(
                 d.reply, dsn=d.dsn, status=d.status, text=d.text, provider=provider
@@ -281,26 +315,27 @@ class Folder:
             # the kind: the reply alone (not which MX host of the provider said it)
             norm = normalise_reply(r.text) if r is not None and r.text else key2[0]
             hit = (c, kind_key(code, enh, c.reason, c.internal, norm))
-            if len(self._norm_cache) > _CLASSIFY_CACHE:
-                self._norm_cache.clear()
-            self._norm_cache[key2] = hit
-        if len(self._cls_cache) > _CLASSIFY_CACHE:
-            self._cls_cache.clear()
-        self._cls_cache[key] = hit
-        return hit
+            if len(self._norm_cache) < _CLASSIFY_CACHE:
+                self._norm_cache[key2] = hit
+            else:
+                cached = False
+        if cached and len(self._cls_cache) < _CLASSIFY_CACHE:
+            self._cls_cache[key] = hit
+        return hit, cached
 
     def classify_row(self, text: str, dsn: str, status: str, provider: str) -> tuple[Any, ...]:
         """What :meth:`message` takes from a non-success attempt with this text, dsn= and
         status (the reply is parsed from the text, as the parser does): ``(reason, scope,
-        code, enhanced, command, issuer, url, cited_ip, rule, internal, sample, kind)``. For
-        the C accelerator, which caches it by these four values."""
+        code, enhanced, command, issuer, url, cited_ip, rule, internal, sample, kind,
+        cached)``. For the C accelerator, which keeps the rows whose kind is cached (``cached``
+        True) for the texts that differ from this one only in their addresses."""
         if self._parser is None:
             from mailwarden.sources.postfix import PostfixParser
 
             self._parser = PostfixParser()
         r = self._parser.reply_of_text(text)
         d = Delivery(0.0, "", "", "", dsn=dsn, status=status, text=text, reply=r)
-        c, kind = self.classify(d, provider)
+        (c, kind), cached = self.classify_cached(d, provider)
         return (
             c.reason,
             c.scope,
@@ -314,6 +349,7 @@ class Folder:
             c.internal,
             _sample(d),
             kind,
+            cached,
         )
 
     def message(self, m: Message) -> None:
@@ -462,6 +498,13 @@ class Folder:
         agg.recipients += len(final)
         if store and len(b.messages) >= self.batch_messages:
             self.flush_batch()
+
+
+def _mask(text: str) -> str:
+    """``text`` with its mail addresses as ``<addr>`` (the first step of normalise_reply)."""
+    from mailwarden.sources.accel import mask_addresses
+
+    return mask_addresses(text)
 
 
 def _enhanced(d: Delivery) -> str:

@@ -427,3 +427,73 @@ def test_message_histories_give_the_same_result(
                 assert_same(
                     [log], me=me, nshards=nshards, batch=2, max_open=max_open, horizon=horizon
                 )
+
+
+# -- the caches keyed by the reply text with its addresses masked --------------------------------
+
+
+def _reply_texts() -> list[str]:
+    import re
+
+    texts = []
+    for p in (SAMPLE_LOG, REAL_LOG, DATA / "postfix-lines.txt"):
+        for m in re.finditer(rb"status=[a-z-]+ \((.*)\)$", p.read_bytes(), re.M):
+            texts.append(m[1].decode("utf-8", "replace"))
+    for ln in (DATA / "sisimai-diagnostics.jsonl").read_text().splitlines():
+        import json
+
+        texts.extend(v for v in json.loads(ln).values() if isinstance(v, str))
+    return texts
+
+
+REPLY_TEXTS = _reply_texts()
+_ADDRISH = st.text(alphabet="ab.+=-_@<> \t1x", max_size=30)
+
+
+@st.composite
+def reply_texts(draw: st.DrawFn) -> str:
+    base = draw(st.sampled_from(REPLY_TEXTS))
+    i = draw(st.integers(0, len(base)))
+    return base[:i] + draw(_ADDRISH) + base[i:]
+
+
+def _ext() -> Any:
+    import mailwarden.sources._postfixscan as ext  # type: ignore[import-not-found]
+
+    return ext
+
+
+def test_the_corpora_have_reply_texts_with_addresses() -> None:
+    assert len(REPLY_TEXTS) > 100
+    assert sum("@" in t for t in REPLY_TEXTS) > 30
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.sampled_from(REPLY_TEXTS), reply_texts(), _ADDRISH))
+def test_masking_is_the_address_step_of_normalise_reply(text: str) -> None:
+    from mailwarden.store.kinds import _ADDR
+
+    masked = _ext().mask_addresses(text)
+    if text.isascii():
+        assert masked == _ADDR.sub("<addr>", text)
+    else:
+        assert masked == text
+
+
+_ADDRESSES = st.one_of(
+    st.from_regex(r"<[a-z0-9._+-]{0,8}@[a-z0-9.-]{0,10}>", fullmatch=True),
+    st.from_regex(r"[a-z0-9._+=-]{1,8}@[a-z0-9-]{1,8}(\.[a-z0-9-]{1,5}){1,3}", fullmatch=True),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.sampled_from(REPLY_TEXTS), reply_texts()), st.data())
+def test_texts_that_differ_in_their_addresses_are_one_kind(text: str, data: st.DataObject) -> None:
+    """What the classification cache relies on: two texts equal once their addresses are
+    masked normalise to the same kind (whatever the addresses were)."""
+    from mailwarden.store.kinds import _ADDR, normalise_reply
+
+    other = _ADDR.sub(lambda m: data.draw(_ADDRESSES), text)
+    mask = _ext().mask_addresses
+    if text.isascii() and mask(other) == mask(text):
+        assert normalise_reply(other) == normalise_reply(text)

@@ -85,6 +85,84 @@ static PyObject *astr(const char *p, Py_ssize_t n)
     return s;
 }
 
+/* The reply text with its mail addresses replaced by "<addr>": the matches of
+ * store.kinds._ADDR, <[^<>\s]*@[^<>\s]*>|[\w.+=-]+@[\w-]+(?:\.[\w-]+)+, leftmost first, for
+ * ASCII text (the caller passes anything else whole). Texts equal after this step normalise to
+ * the same kind (store.kinds.normalise_reply begins with this step): the classification cache
+ * is keyed by it, with the reply's codes and command (tests/sources/test_accel.py). */
+static inline int is_w1(unsigned char c)
+{
+    return is_word(c) || c == '.' || c == '+' || c == '=' || c == '-';
+}
+static inline int is_w2(unsigned char c) { return is_word(c) || c == '-'; }
+
+static PyObject *mask_addresses(const char *t, Py_ssize_t n)
+{
+    if (memchr(t, '@', n) == NULL)
+        return astr(t, n);
+    /* "<@>" (3 bytes) becomes "<addr>" (6): the result is at most twice as long */
+    char stackbuf[1024] = {0};
+    Py_ssize_t cap = 2 * n + 8;
+    char *out = cap <= (Py_ssize_t)sizeof(stackbuf) ? stackbuf : PyMem_Malloc(cap);
+    if (out == NULL)
+        return PyErr_NoMemory();
+    Py_ssize_t o = 0, i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)t[i];
+        if (c == '<') {
+            Py_ssize_t e = i + 1;
+            int at = 0;
+            while (e < n && t[e] != '<' && t[e] != '>' && !is_uspace((unsigned char)t[e])) {
+                if (t[e] == '@')
+                    at = 1;
+                e++;
+            }
+            if (e < n && t[e] == '>' && at) {
+                memcpy(out + o, "<addr>", 6);
+                o += 6;
+                i = e + 1;
+                continue;
+            }
+        }
+        if (is_w1(c)) {
+            Py_ssize_t r = i;
+            while (r < n && is_w1((unsigned char)t[r]))
+                r++;
+            if (r < n && t[r] == '@') {
+                Py_ssize_t d = r + 1, d0 = d;
+                while (d < n && is_w2((unsigned char)t[d]))
+                    d++;
+                int groups = 0;
+                if (d > d0) {
+                    while (d + 1 < n && t[d] == '.' && is_w2((unsigned char)t[d + 1])) {
+                        d++;
+                        while (d < n && is_w2((unsigned char)t[d]))
+                            d++;
+                        groups++;
+                    }
+                }
+                if (groups) {
+                    memcpy(out + o, "<addr>", 6);
+                    o += 6;
+                    i = d;
+                    continue;
+                }
+            }
+            /* no match starts anywhere inside this run (same "@", same domain) */
+            memcpy(out + o, t + i, r - i);
+            o += r - i;
+            i = r;
+            continue;
+        }
+        out[o++] = (char)c;
+        i++;
+    }
+    PyObject *res = astr(out, o);
+    if (out != stackbuf)
+        PyMem_Free(out);
+    return res;
+}
+
 /* int from 1..18 ASCII digits (caller checked) */
 static long long digits_ll(const char *p, Py_ssize_t n)
 {
@@ -159,6 +237,8 @@ typedef struct {
     /* owned references; numbers may be Py_None */
     PyObject *rcpt, *orig, *relay, *relay_host, *relay_ip, *relay_port, *conn_use, *delay;
     PyObject *delays, *dsn, *status, *text, *code, *enhanced;
+    PyObject *command; /* the reply's SMTP command ("" without reply), for the caches */
+    PyObject *masked;  /* text with its addresses masked (non-successes only), or NULL */
 } Att;
 
 typedef struct Msg {
@@ -197,6 +277,8 @@ static void att_clear(Att *a)
     Py_XDECREF(a->text);
     Py_XDECREF(a->code);
     Py_XDECREF(a->enhanced);
+    Py_XDECREF(a->command);
+    Py_XDECREF(a->masked);
 }
 
 static void msg_free(Msg *m)
@@ -384,6 +466,7 @@ typedef struct {
     PyObject *is_postfix, *user_name, *kindagg, *program_cb, *reply_cb;
     /* per source (file) */
     PyObject *trad, *iso, *sec, *iso_cache, *host_fn, *slow_line, *slow_msg;
+    PyObject *stamps, *min_cache; /* the Stamps and its minute cache (see trad_fast) */
     char memo_trad[15];
     double memo_trad_ts;
     int memo_trad_ok;
@@ -400,7 +483,8 @@ typedef struct {
     PyObject *relays;      /* dict relay str -> (relay, host, ip, port) */
     PyObject *prov_host;   /* dict relay host -> provider */
     PyObject *prov_domain; /* dict domain -> provider (or "unknown") */
-    PyObject *cls_cache;   /* dict (text, dsn, status, provider) -> row */
+    PyObject *cls_cache;   /* dict (masked text, dsn, status, provider, code, enh, cmd) -> row */
+    PyObject *reply_cache; /* dict text -> (code, enhanced, host, ip, command) */
     PyObject *users;       /* dict uid -> name */
     PyObject *small;       /* dict of interned short values (status, dsn, delays ...) */
     /* correlator */
@@ -434,6 +518,8 @@ static void shard_drop_source(Shard *s)
     Py_CLEAR(s->host_fn);
     Py_CLEAR(s->slow_line);
     Py_CLEAR(s->slow_msg);
+    Py_CLEAR(s->stamps);
+    Py_CLEAR(s->min_cache);
     Py_CLEAR(s->memo_host_b);
     Py_CLEAR(s->memo_host);
     s->memo_trad_ok = s->memo_iso_ok = 0;
@@ -553,18 +639,23 @@ static PyObject *provider_of(Shard *s, Att *a) /* new reference */
 }
 
 /* classify_row(text, dsn, status, provider) ->
- * (reason, scope, code, enhanced, command, issuer, url, cited_ip, rule, internal, sample, kind)
- */
-#define CR_LEN 12
-static PyObject *classified(Shard *s, Att *a, PyObject *prov) /* borrowed from the cache */
+ * (reason, scope, code, enhanced, command, issuer, url, cited_ip, rule, internal, sample, kind,
+ *  cached); a row is kept for the texts equal to this one once their addresses are masked
+ * (same normalised kind, same reply codes and command) when the Folder says it is the cached
+ * decision of its kind. Returns a new reference. */
+#define CR_LEN 13
+static PyObject *classified(Shard *s, Att *a, PyObject *prov)
 {
     PyObject *text = a->text ? a->text : S_empty;
-    PyObject *key = PyTuple_Pack(4, text, a->dsn, a->status, prov);
+    PyObject *masked = a->masked ? a->masked : text;
+    PyObject *key = PyTuple_Pack(7, masked, a->dsn, a->status, prov, a->code, a->enhanced,
+                                 a->command);
     if (key == NULL)
         return NULL;
     PyObject *hit = PyDict_GetItemWithError(s->cls_cache, key);
     if (hit != NULL || PyErr_Occurred()) {
         Py_DECREF(key);
+        Py_XINCREF(hit);
         return hit;
     }
     PyObject *row = PyObject_CallFunctionObjArgs(s->classify_row, text, a->dsn, a->status, prov,
@@ -576,15 +667,19 @@ static PyObject *classified(Shard *s, Att *a, PyObject *prov) /* borrowed from t
     if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != CR_LEN) {
         Py_DECREF(key);
         Py_DECREF(row);
-        PyErr_SetString(PyExc_TypeError, "classify_row must return a 12-tuple");
+        PyErr_SetString(PyExc_TypeError, "classify_row must return a 13-tuple");
         return NULL;
     }
-    if (PyDict_GET_SIZE(s->cls_cache) > 50000)
-        PyDict_Clear(s->cls_cache);
-    int rc = PyDict_SetItem(s->cls_cache, key, row);
+    int cached = PyObject_IsTrue(PyTuple_GET_ITEM(row, 12));
+    int rc = cached;
+    if (cached > 0 && PyDict_GET_SIZE(s->cls_cache) < 50000)
+        rc = PyDict_SetItem(s->cls_cache, key, row);
     Py_DECREF(key);
-    Py_DECREF(row); /* the cache holds it */
-    return rc < 0 ? NULL : row;
+    if (rc < 0) {
+        Py_DECREF(row);
+        return NULL;
+    }
+    return row;
 }
 
 static ProvAgg *prov_agg(Shard *s, PyObject *name)
@@ -827,6 +922,7 @@ static int fold(Shard *s, Msg *m)
         s->attempts++;
         double ts = a->ts;
         PyObject *reason = S_empty, *kkey = S_empty;
+        PyObject *row_ref = NULL;
         if (!sent) {
             PyObject *row = classified(s, a, prov);
             if (row == NULL) {
@@ -834,6 +930,7 @@ static int fold(Shard *s, Msg *m)
                 err = 1;
                 break;
             }
+            row_ref = row; /* released at the end of this attempt */
             reason = PyTuple_GET_ITEM(row, 0);
             PyObject *internal = PyTuple_GET_ITEM(row, 9);
             kkey = PyTuple_GET_ITEM(row, 11);
@@ -915,12 +1012,14 @@ static int fold(Shard *s, Msg *m)
             }
             if (err) {
                 Py_DECREF(prov);
+                Py_DECREF(row_ref);
                 break;
             }
         }
         PyObject *rc = cut_text(a->rcpt);
         if (rc == NULL) {
             Py_DECREF(prov);
+            Py_XDECREF(row_ref);
             err = 1;
             break;
         }
@@ -990,6 +1089,7 @@ static int fold(Shard *s, Msg *m)
         }
         Py_DECREF(rc);
         Py_DECREF(prov);
+        Py_XDECREF(row_ref);
         if (ts > s->last_ts)
             s->last_ts = ts;
     }
@@ -1461,14 +1561,28 @@ static int feed_event(Shard *s, PyObject *ev)
             Py_INCREF(Py_None);
             a.enhanced = S_empty;
             Py_INCREF(S_empty);
+            a.command = S_empty;
+            Py_INCREF(S_empty);
         }
         else if ((a.code = attr(reply, "code")) == NULL ||
-                 str_attr(reply, "enhanced", &a.enhanced) < 0) {
+                 str_attr(reply, "enhanced", &a.enhanced) < 0 ||
+                 str_attr(reply, "command", &a.command) < 0) {
             Py_DECREF(reply);
             att_clear(&a);
             goto done;
         }
         Py_DECREF(reply);
+        if (PyUnicode_IS_ASCII(a.text))
+            a.masked = mask_addresses((const char *)PyUnicode_1BYTE_DATA(a.text),
+                                      PyUnicode_GET_LENGTH(a.text));
+        else {
+            a.masked = a.text;
+            Py_INCREF(a.masked);
+        }
+        if (a.masked == NULL) {
+            att_clear(&a);
+            goto done;
+        }
         rc = add_attempt(m, &a);
     }
     else if (cls == T_QueueActive) {
@@ -1698,6 +1812,89 @@ static PyObject *host_of(Shard *s, const char *p, Py_ssize_t n)
     return h;
 }
 
+static int month_of(const char *p)
+{
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    for (int i = 0; i < 12; i++)
+        if (memcmp(p, months + 3 * i, 3) == 0)
+            return i + 1;
+    return 0;
+}
+
+static int two_digits(const char *p, int space_ok)
+{
+    if (is_digit((unsigned char)p[1]) &&
+        (is_digit((unsigned char)p[0]) || (space_ok && p[0] == ' ')))
+        return (p[0] == ' ' ? 0 : (p[0] - '0') * 10) + (p[1] - '0');
+    return -1;
+}
+
+/* Stamps._trad_miss for its common case: the year known, the month of the previous stamp, the
+ * minute already computed (Stamps._min). Returns 1 with *ts (and Stamps updated exactly as
+ * _trad_miss does: _latest, sec), 0 when Python must decide, -1 on error. */
+static int trad_fast(Shard *s, const char *p, double *ts)
+{
+    int month = month_of(p);
+    if (!month || p[3] != ' ' || p[6] != ' ' || p[9] != ':' || p[12] != ':')
+        return 0;
+    int day = two_digits(p + 4, 1), hour = two_digits(p + 7, 0);
+    int minute = two_digits(p + 10, 0), sec = two_digits(p + 13, 0);
+    if (day < 1 || day > 31 || hour < 0 || hour > 23 || minute < 0 || minute > 59 || sec < 0 ||
+        sec > 60)
+        return 0;
+    PyObject *year = PyObject_GetAttrString(s->stamps, "_year");
+    if (year == NULL)
+        return -1;
+    int known = year != Py_None;
+    Py_DECREF(year);
+    if (!known)
+        return 0;
+    PyObject *lm = PyObject_GetAttrString(s->stamps, "_last_month");
+    if (lm == NULL)
+        return -1;
+    long last_month = PyLong_AsLong(lm);
+    Py_DECREF(lm);
+    if (last_month == -1 && PyErr_Occurred())
+        return -1;
+    if (last_month != month)
+        return 0;
+    PyObject *mkey = PyBytes_FromStringAndSize(p, 12);
+    if (mkey == NULL)
+        return -1;
+    PyObject *base = PyDict_GetItemWithError(s->min_cache, mkey);
+    Py_DECREF(mkey);
+    if (base == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    double b = PyFloat_AsDouble(base);
+    if (b == -1.0 && PyErr_Occurred())
+        return -1;
+    double t = b + sec;
+    PyObject *lat = PyObject_GetAttrString(s->stamps, "_latest");
+    if (lat == NULL)
+        return -1;
+    double latest = PyFloat_AsDouble(lat);
+    Py_DECREF(lat);
+    if (latest == -1.0 && PyErr_Occurred())
+        return -1;
+    PyObject *tf = PyFloat_FromDouble(t);
+    if (tf == NULL)
+        return -1;
+    if (t > latest && PyObject_SetAttrString(s->stamps, "_latest", tf) < 0) {
+        Py_DECREF(tf);
+        return -1;
+    }
+    if (PyDict_GET_SIZE(s->sec) > 200000)
+        PyDict_Clear(s->sec);
+    PyObject *k = PyBytes_FromStringAndSize(p, 15);
+    int rc = k ? PyDict_SetItem(s->sec, k, tf) : -1;
+    Py_XDECREF(k);
+    Py_DECREF(tf);
+    if (rc < 0)
+        return -1;
+    *ts = t;
+    return 1;
+}
+
 /* the time stamp of a line on the fast path: 1 ok (*ts, *at), 0 not on the fast path, -1 error;
  * *asked is set when the Stamps were called (a cache miss): the reference then reads the line
  * with Envelope.split, which the Python path must do too if the line leaves the fast path */
@@ -1782,6 +1979,21 @@ static int stamp_of(Shard *s, const char *r, Py_ssize_t n, double *ts, Py_ssize_
     }
     else {
         *asked = 1;
+        double t;
+        int fr = trad_fast(s, r, &t);
+        if (fr < 0) {
+            Py_DECREF(k);
+            return -1;
+        }
+        if (fr > 0) {
+            Py_DECREF(k);
+            memcpy(s->memo_trad, r, 15);
+            s->memo_trad_ts = t;
+            s->memo_trad_ok = 1;
+            *ts = t;
+            *at = 16;
+            return 1;
+        }
         v = PyObject_CallOneArg(s->trad, k);
         if (v == NULL) {
             Py_DECREF(k);
@@ -1946,59 +2158,96 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
             tx0 = e + 2;
             tx1 = rn - 1;
         }
-        /* the text's reply: 250 fast form, or PostfixParser.reply */
-        PyObject *text = NULL, *code = NULL, *enh = NULL, *rh_reply = NULL, *ri_reply = NULL;
+        /* the text's reply: none, the 250 acceptance read inline, or PostfixParser.reply
+         * (its fields cached here by the text) */
         int sent = st1 - st0 == 4 && memcmp(rest + st0, "sent", 4) == 0;
         Py_ssize_t tn = tx0 >= 0 ? tx1 - tx0 : 0;
         const char *tp = rest + tx0;
+        int fast250 = tn >= 10 && memcmp(tp, "250 ", 4) == 0 && tp[5] == '.' && tp[9] == ' ';
+        Att a;
+        memset(&a, 0, sizeof(a));
+        a.ts = ts;
+        PyObject *rh_reply = NULL, *ri_reply = NULL; /* borrowed from the reply cache */
+        int bad = 0;
         if (tn == 0) {
-            code = Py_None;
-            Py_INCREF(code);
-            enh = S_empty;
-            Py_INCREF(enh);
+            a.code = Py_None;
+            Py_INCREF(Py_None);
+            a.enhanced = S_empty;
+            Py_INCREF(S_empty);
+            a.command = S_empty;
+            Py_INCREF(S_empty);
         }
-        else if (tn >= 10 && memcmp(tp, "250 ", 4) == 0 && tp[5] == '.' && tp[9] == ' ') {
-            code = PyLong_FromLong(250);
-            enh = small_str(s, tp + 4, 5);
-            if (!sent && enh)
-                text = astr(tp, tn);
+        else if (fast250) {
+            a.code = PyLong_FromLong(250);
+            a.enhanced = small_str(s, tp + 4, 5);
+            a.command = S_empty;
+            Py_INCREF(S_empty);
+            if (!sent) {
+                a.text = astr(tp, tn);
+                a.masked = mask_addresses(tp, tn);
+                bad = a.text == NULL || a.masked == NULL;
+            }
+            bad = bad || a.code == NULL || a.enhanced == NULL;
         }
         else {
-            text = astr(tp, tn);
-            if (text == NULL)
-                return -1;
-            PyObject *reply = PyObject_CallOneArg(s->reply_cb, text);
-            if (reply == NULL) {
-                Py_DECREF(text);
-                return -1;
+            a.text = astr(tp, tn);
+            a.masked = a.text && !sent ? mask_addresses(tp, tn) : NULL;
+            PyObject *ent = a.text ? PyDict_GetItemWithError(s->reply_cache, a.text) : NULL;
+            if (!sent && a.masked == NULL)
+                bad = 1;
+            if (a.text == NULL || (ent == NULL && PyErr_Occurred()))
+                bad = 1;
+            else if (ent == NULL) {
+                PyObject *reply = PyObject_CallOneArg(s->reply_cb, a.text);
+                PyObject *v[5] = {0};
+                static const char *names[5] = {"code", "enhanced", "host", "ip", "command"};
+                for (int k = 0; reply && k < 5; k++) {
+                    v[k] = attr(reply, names[k]);
+                    if (v[k] == NULL || (k && !PyUnicode_Check(v[k]))) {
+                        if (v[k])
+                            PyErr_SetString(PyExc_TypeError, "reply fields must be str");
+                        bad = 1;
+                        break;
+                    }
+                }
+                if (reply == NULL)
+                    bad = 1;
+                Py_XDECREF(reply);
+                if (!bad) {
+                    ent = PyTuple_Pack(5, v[0], v[1], v[2], v[3], v[4]);
+                    if (ent && PyDict_GET_SIZE(s->reply_cache) >= 50000)
+                        PyDict_Clear(s->reply_cache);
+                    if (ent == NULL || PyDict_SetItem(s->reply_cache, a.text, ent) < 0)
+                        bad = 1;
+                    Py_XDECREF(ent); /* the cache holds it */
+                }
+                for (int k = 0; k < 5; k++)
+                    Py_XDECREF(v[k]);
             }
-            code = attr(reply, "code");
-            if (code)
-                str_attr(reply, "enhanced", &enh);
-            if (enh)
-                str_attr(reply, "host", &rh_reply);
-            if (rh_reply)
-                str_attr(reply, "ip", &ri_reply);
-            Py_DECREF(reply);
-            if (sent)
-                Py_CLEAR(text);
+            if (!bad) {
+                a.code = PyTuple_GET_ITEM(ent, 0);
+                a.enhanced = PyTuple_GET_ITEM(ent, 1);
+                a.command = PyTuple_GET_ITEM(ent, 4);
+                Py_INCREF(a.code);
+                Py_INCREF(a.enhanced);
+                Py_INCREF(a.command);
+                /* hold the host and ip while the tuple may leave the cache */
+                rh_reply = PyTuple_GET_ITEM(ent, 2);
+                ri_reply = PyTuple_GET_ITEM(ent, 3);
+                Py_INCREF(rh_reply);
+                Py_INCREF(ri_reply);
+            }
+            if (sent) {
+                Py_CLEAR(a.text);
+                Py_CLEAR(a.masked);
+            }
         }
-        if (code == NULL || enh == NULL || (tn && !sent && text == NULL) ||
-            (tn && !(tn >= 10 && memcmp(tp, "250 ", 4) == 0 && tp[5] == '.' && tp[9] == ' ') &&
-             ri_reply == NULL)) {
-            Py_XDECREF(text);
-            Py_XDECREF(code);
-            Py_XDECREF(enh);
+        if (bad) {
+            att_clear(&a);
             Py_XDECREF(rh_reply);
             Py_XDECREF(ri_reply);
             return -1;
         }
-        Att a;
-        memset(&a, 0, sizeof(a));
-        a.ts = ts;
-        a.text = text;
-        a.code = code;
-        a.enhanced = enh;
         int err = 0;
         /* relay -> (host, ip, port), cached */
         PyObject *relay = astr(rest + rl0, rl1 - rl0);
@@ -2383,7 +2632,13 @@ static int line(Shard *s, const char *raw, Py_ssize_t n)
             if (lo < hi)
                 j = find2(raw, lo, hi, ':', ' ');
         }
-        int sh = j > 0 ? ((unsigned char)raw[j - 1]) % s->nshards : 0;
+        int sh = 0;
+        if (j > 0) {
+            if (j >= 7 && memcmp(raw + j - 7, "NOQUEUE", 7) == 0)
+                sh = ((unsigned char)raw[i > 0 ? i - 1 : n - 1]) % s->nshards;
+            else
+                sh = ((unsigned char)raw[j - 1]) % s->nshards;
+        }
         if (sh != s->me)
             return 0;
     }
@@ -2592,6 +2847,7 @@ static int Shard_init(Shard *s, PyObject *args, PyObject *kw)
     s->prov_host = PyDict_New();
     s->prov_domain = PyDict_New();
     s->cls_cache = PyDict_New();
+    s->reply_cache = PyDict_New();
     s->users = PyDict_New();
     s->small = PyDict_New();
     s->prov_index = PyDict_New();
@@ -2600,7 +2856,8 @@ static int Shard_init(Shard *s, PyObject *args, PyObject *kw)
     PyObject *coll = PyImport_ImportModule("collections");
     s->bounce_map = coll ? PyObject_CallMethod(coll, "OrderedDict", NULL) : NULL;
     Py_XDECREF(coll);
-    if (!s->relays || !s->prov_host || !s->prov_domain || !s->cls_cache || !s->users ||
+    if (!s->relays || !s->prov_host || !s->prov_domain || !s->cls_cache || !s->reply_cache ||
+        !s->users ||
         !s->small || !s->prov_index || !s->internal || !s->orig_index || !s->bounce_map)
         return -1;
     if (table_init(&s->open) < 0)
@@ -2614,18 +2871,20 @@ static int Shard_init(Shard *s, PyObject *args, PyObject *kw)
 
 static PyObject *Shard_begin(Shard *s, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"trad", "iso", "sec", "iso_cache", "host", "slow_line", "slow_msg",
-                             NULL};
-    PyObject *trad, *iso, *sec, *iso_cache, *host, *slow_line, *slow_msg;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO!O!OOO", kwlist, &trad, &iso, &PyDict_Type,
-                                     &sec, &PyDict_Type, &iso_cache, &host, &slow_line,
-                                     &slow_msg))
+    static char *kwlist[] = {"stamps", "min_cache", "trad", "iso", "sec", "iso_cache", "host",
+                             "slow_line", "slow_msg", NULL};
+    PyObject *stamps, *min_cache, *trad, *iso, *sec, *iso_cache, *host, *slow_line, *slow_msg;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OOO!O!OOO", kwlist, &stamps, &PyDict_Type,
+                                     &min_cache, &trad, &iso, &PyDict_Type, &sec, &PyDict_Type,
+                                     &iso_cache, &host, &slow_line, &slow_msg))
         return NULL;
     if (s->folder == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Shard not initialised");
         return NULL;
     }
     shard_drop_source(s);
+    KEEP(stamps, stamps);
+    KEEP(min_cache, min_cache);
     KEEP(trad, trad);
     KEEP(iso, iso);
     KEEP(sec, sec);
@@ -2754,6 +3013,7 @@ static int Shard_traverse(Shard *s, visitproc visit, void *arg)
     Py_VISIT(s->kindagg);
     Py_VISIT(s->program_cb);
     Py_VISIT(s->reply_cb);
+    Py_VISIT(s->stamps);
     Py_VISIT(s->trad);
     Py_VISIT(s->iso);
     Py_VISIT(s->host_fn);
@@ -2818,6 +3078,7 @@ static void Shard_dealloc(Shard *s)
     Py_XDECREF(s->prov_host);
     Py_XDECREF(s->prov_domain);
     Py_XDECREF(s->cls_cache);
+    Py_XDECREF(s->reply_cache);
     Py_XDECREF(s->users);
     Py_XDECREF(s->small);
     Py_XDECREF(s->prov_index);
@@ -2873,7 +3134,23 @@ static PyObject *set_event_types(PyObject *Py_UNUSED(mod), PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *py_mask_addresses(PyObject *Py_UNUSED(mod), PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "str expected");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(text)) {
+        Py_INCREF(text);
+        return text;
+    }
+    return mask_addresses((const char *)PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text));
+}
+
 static PyMethodDef module_methods[] = {
+    {"mask_addresses", py_mask_addresses, METH_O,
+     "mask_addresses(text) -> text with its mail addresses as <addr> (ASCII text; other text "
+     "is returned as it is)"},
     {"set_event_types", set_event_types, METH_VARARGS,
      "set_event_types(Arrival, Delivery, QueueActive, MessageIdSeen, Removed, BounceNotice, "
      "Expired, Held, InboundReject)"},

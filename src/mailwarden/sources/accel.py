@@ -16,6 +16,7 @@ The extension is optional: :func:`available` is False when it was not built (or
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,16 @@ else:
 CHUNK = 8 << 20
 _MAX_LINE = 64 * 1024
 _SYSLOGD_TAGS = (b"last", b"--", b"message")
+
+
+def mask_addresses(text: str) -> str:
+    """``text`` with its mail addresses replaced by ``<addr>``: the first step of
+    :func:`mailwarden.store.kinds.normalise_reply` (in C when built)."""
+    if _postfixscan is not None:
+        return str(_postfixscan.mask_addresses(text))
+    from mailwarden.store.kinds import _ADDR
+
+    return _ADDR.sub("<addr>", text)
 
 
 def built() -> bool:
@@ -153,6 +164,8 @@ class FastShard:
         self.show_unparsed = show_unparsed
         self.max_unparsed = max_unparsed
         self.parser = PostfixParser()
+        if getattr(folder, "_parser", None) is None:
+            folder._parser = self.parser  # one reply cache for both
         self.since = float("-inf") if folder.since is None else folder.since
         self.until = float("inf") if folder.until is None else folder.until
         corr = folder.correlator
@@ -273,6 +286,8 @@ class FastShard:
         st = env.stamps
         shard = self.shard
         shard.begin(
+            stamps=st,
+            min_cache=st._min,
             trad=st.trad,
             iso=st.iso,
             sec=st.sec,
@@ -281,6 +296,10 @@ class FastShard:
             slow_line=self._slow_line,
             slow_msg=self._slow_msg,
         )
+        # the loop makes millions of short-lived tuples and strings and no cycles: the cyclic
+        # collector would only walk them
+        gc_was = gc.isenabled()
+        gc.disable()
         try:
             for block in chunks(lf, on_error):
                 counter[0] += len(block)
@@ -288,6 +307,8 @@ class FastShard:
                 if progress is not None:
                     progress(counter[0])
         finally:
+            if gc_was:
+                gc.enable()
             total, parsed, ignored, foreign, ooo = shard.end()
             stats = self.stats
             stats.total += total

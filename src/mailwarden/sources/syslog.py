@@ -57,6 +57,11 @@ class Stamps:
     One instance per source (file): the year inference is stateful. ``reference`` is the time
     the source was last written (file mtime) or now; the first stamp gets the reference's year,
     or the year before when that would put it more than two days after the reference.
+
+    The C accelerator (:mod:`mailwarden.sources.accel`) reads ``sec``, ``iso_cache``, ``_year``,
+    ``_last_month`` and ``_min``, and does the common branch of :meth:`_trad_miss` itself (a
+    known minute of the current month: ``_latest`` and ``sec`` updated the same way); keep it in
+    step when changing them.
     """
 
     __slots__ = (
