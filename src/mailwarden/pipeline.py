@@ -585,6 +585,8 @@ class ShardWriter:
         self._turn = (lambda: turn) if turn is not None else contextlib.nullcontext
         self._tx = write_transaction
         self.engine = open_engine(plan.url, create=False)
+        if plan.base.max_id == 0 and self.engine.dialect.name == "sqlite":
+            _bulk_load_pragmas(self.engine)
         with self.engine.connect() as conn:
             self.writer = Writer(
                 conn,
@@ -605,6 +607,21 @@ class ShardWriter:
             return self.writer.stats, self.writer.unresolved_links()
         finally:
             self.engine.dispose()
+
+
+def _bulk_load_pragmas(engine: Any) -> None:
+    """A first import into an empty SQLite store: no fsync (a crash of the machine, not of
+    mailwarden, may leave a store to delete and import again) and no foreign-key look-ups
+    (the writer references only ids it allocated or read). Measured on the 2M-line bench:
+    about a tenth of the insert time."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _bulk(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA synchronous=OFF")
+        cur.execute("PRAGMA foreign_keys=OFF")
+        cur.close()
 
 
 def run_shard(

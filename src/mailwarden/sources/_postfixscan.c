@@ -3134,6 +3134,329 @@ static PyObject *set_event_types(PyObject *Py_UNUSED(mod), PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------------------------- */
+/* the store writer's per-row loops (store.ingest.Writer), same results                  */
+/* ------------------------------------------------------------------------------------- */
+
+/* Writer._write_messages' loop: rows in store.rows.MESSAGE_COLUMNS layout; origin_ids maps
+ * (kind, ident) -> id for every row (resolved before); links, linked, dsn_candidates and
+ * existing as in the Writer. Returns (ids, origin_of, known, new_rows, updates, next_id). */
+static PyObject *db_messages(PyObject *Py_UNUSED(mod), PyObject *args)
+{
+    PyObject *rows, *origin_ids, *links, *linked, *dsn, *existing;
+    long long next_id;
+    if (!PyArg_ParseTuple(args, "O!LO!O!O!O!O!", &PyList_Type, &rows, &next_id, &PyDict_Type,
+                          &origin_ids, &PyDict_Type, &links, &PySet_Type, &linked, &PyDict_Type,
+                          &dsn, &PyDict_Type, &existing))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    PyObject *ids = PyList_New(0), *origin_of = PyList_New(0), *known = PySet_New(NULL);
+    PyObject *new_rows = PyList_New(0), *updates = PyList_New(0);
+    PyObject *k_mid = PyUnicode_InternFromString("mid"), *k_exp = PyUnicode_InternFromString("exp");
+    PyObject *k_rem = PyUnicode_InternFromString("rem"), *k_bo = PyUnicode_InternFromString("bo");
+    int err = !ids || !origin_of || !known || !new_rows || !updates || !k_mid || !k_exp ||
+              !k_rem || !k_bo;
+    for (Py_ssize_t i = 0; i < n && !err; i++) {
+        PyObject *r = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 13) {
+            PyErr_SetString(PyExc_TypeError, "message rows must be 13-tuples");
+            err = 1;
+            break;
+        }
+        PyObject *host = PyTuple_GET_ITEM(r, 0), *qid = PyTuple_GET_ITEM(r, 1);
+        PyObject *arrival = PyTuple_GET_ITEM(r, 2);
+        PyObject *okey = PyTuple_Pack(2, PyTuple_GET_ITEM(r, 3), PyTuple_GET_ITEM(r, 4));
+        PyObject *oid = okey ? PyDict_GetItemWithError(origin_ids, okey) : NULL;
+        Py_XDECREF(okey);
+        if (oid == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_KeyError, "origin not resolved");
+            err = 1;
+            break;
+        }
+        if (PyList_Append(origin_of, oid) < 0) {
+            err = 1;
+            break;
+        }
+        PyObject *key = PyTuple_Pack(2, host, qid);
+        if (key == NULL) {
+            err = 1;
+            break;
+        }
+        PyObject *bounce_of = PyTuple_GET_ITEM(r, 10);
+        Py_INCREF(bounce_of);
+        int has_bo = PyObject_IsTrue(bounce_of);
+        if (has_bo < 0)
+            err = 1;
+        else if (has_bo) {
+            /* if links.pop((host, qid), None) is None: linked.add((host, qid)) */
+            PyObject *had = PyDict_GET_SIZE(links) ? PyDict_GetItemWithError(links, key) : NULL;
+            if (had != NULL)
+                err = PyDict_DelItem(links, key) < 0;
+            else if (PyErr_Occurred())
+                err = 1;
+            else
+                err = PySet_Add(linked, key) < 0;
+        }
+        else if (PyDict_GET_SIZE(links)) {
+            /* bounce_of = links.pop((host, qid), "") */
+            PyObject *had = PyDict_GetItemWithError(links, key);
+            if (had != NULL) {
+                Py_INCREF(had);
+                Py_SETREF(bounce_of, had);
+                err = PyDict_DelItem(links, key) < 0;
+            }
+            else if (PyErr_Occurred())
+                err = 1;
+        }
+        PyObject *mid = NULL;
+        if (!err && PyDict_GET_SIZE(existing)) {
+            PyObject *nk = PyTuple_Pack(3, arrival, host, qid);
+            mid = nk ? PyDict_GetItemWithError(existing, nk) : NULL;
+            Py_XDECREF(nk);
+            if (nk == NULL || (mid == NULL && PyErr_Occurred()))
+                err = 1;
+        }
+        if (!err && mid != NULL) {
+            PyObject *u = PyDict_New();
+            if (u == NULL || PyList_Append(ids, mid) < 0 || PySet_Add(known, mid) < 0 ||
+                PyDict_SetItem(u, k_mid, mid) < 0 ||
+                PyDict_SetItem(u, k_exp, PyTuple_GET_ITEM(r, 11)) < 0 ||
+                PyDict_SetItem(u, k_rem, PyTuple_GET_ITEM(r, 12)) < 0 ||
+                PyDict_SetItem(u, k_bo, bounce_of) < 0 || PyList_Append(updates, u) < 0)
+                err = 1;
+            Py_XDECREF(u);
+        }
+        else if (!err) {
+            PyObject *m = PyLong_FromLongLong(next_id++);
+            if (m == NULL || PyList_Append(ids, m) < 0)
+                err = 1;
+            if (!err) {
+                int bo = PyObject_IsTrue(bounce_of), snd = PyObject_IsTrue(PyTuple_GET_ITEM(r, 6));
+                if (bo < 0 || snd < 0)
+                    err = 1;
+                else if (!bo && !snd && PyDict_SetItem(dsn, key, m) < 0)
+                    err = 1;
+            }
+            if (!err) {
+                PyObject *nr = PyTuple_Pack(12, m, host, qid, arrival, oid, PyTuple_GET_ITEM(r, 6),
+                                            PyTuple_GET_ITEM(r, 7), PyTuple_GET_ITEM(r, 8),
+                                            PyTuple_GET_ITEM(r, 9), bounce_of,
+                                            PyTuple_GET_ITEM(r, 11), PyTuple_GET_ITEM(r, 12));
+                if (nr == NULL || PyList_Append(new_rows, nr) < 0)
+                    err = 1;
+                Py_XDECREF(nr);
+            }
+            Py_XDECREF(m);
+        }
+        Py_DECREF(bounce_of);
+        Py_DECREF(key);
+    }
+    Py_XDECREF(k_mid);
+    Py_XDECREF(k_exp);
+    Py_XDECREF(k_rem);
+    Py_XDECREF(k_bo);
+    if (err) {
+        Py_XDECREF(ids);
+        Py_XDECREF(origin_of);
+        Py_XDECREF(known);
+        Py_XDECREF(new_rows);
+        Py_XDECREF(updates);
+        return NULL;
+    }
+    return Py_BuildValue("(NNNNNL)", ids, origin_of, known, new_rows, updates, next_id);
+}
+
+/* float // 86400 as Python computes it (float_floor_div) */
+static double py_floordiv(double vx, double wx)
+{
+    double mod = fmod(vx, wx);
+    double div = (vx - mod) / wx;
+    if (mod) {
+        if ((wx < 0) != (mod < 0)) {
+            mod += wx;
+            div -= 1.0;
+        }
+    }
+    double floordiv;
+    if (div) {
+        floordiv = floor(div);
+        if (div - floordiv > 0.5)
+            floordiv += 1.0;
+    }
+    else
+        floordiv = copysign(0.0, vx / wx);
+    return floordiv;
+}
+
+/* Writer._write_attempts' loop: attempts in store.rows.ATTEMPT_COLUMNS layout. Updates
+ * rollups and kind_new in place; returns (rows for the attempts table, duplicates, expired). */
+static PyObject *db_attempts(PyObject *Py_UNUSED(mod), PyObject *args)
+{
+    PyObject *atts, *msg_ids, *host_of, *msg_origin, *kind_ids, *rollups, *kind_new, *seen;
+    double cutoff;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!dO", &PyList_Type, &atts, &PyList_Type, &msg_ids,
+                          &PyList_Type, &host_of, &PyList_Type, &msg_origin, &PyDict_Type,
+                          &kind_ids, &PyDict_Type, &rollups, &PyDict_Type, &kind_new, &cutoff,
+                          &seen))
+        return NULL;
+    int check_seen = PyObject_IsTrue(seen);
+    if (check_seen < 0)
+        return NULL;
+    if (check_seen && !PyAnySet_Check(seen)) {
+        PyErr_SetString(PyExc_TypeError, "seen must be a set");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(atts), nm = PyList_GET_SIZE(msg_ids);
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t dups = 0, expired = 0;
+    int err = 0;
+    for (Py_ssize_t j = 0; j < n && !err; j++) {
+        PyObject *r = PyList_GET_ITEM(atts, j);
+        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 17) {
+            PyErr_SetString(PyExc_TypeError, "attempt rows must be 17-tuples");
+            err = 1;
+            break;
+        }
+        Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(r, 0));
+        if (i == -1 && PyErr_Occurred()) {
+            err = 1;
+            break;
+        }
+        if (i < 0 || i >= nm || i >= PyList_GET_SIZE(host_of) || i >= PyList_GET_SIZE(msg_origin)) {
+            PyErr_SetString(PyExc_IndexError, "attempt of an unknown message");
+            err = 1;
+            break;
+        }
+        PyObject *mid = PyList_GET_ITEM(msg_ids, i);
+        PyObject *tso = PyTuple_GET_ITEM(r, 1);
+        double ts = PyFloat_AsDouble(tso);
+        if (ts == -1.0 && PyErr_Occurred()) {
+            err = 1;
+            break;
+        }
+        if (check_seen) {
+            PyObject *k = PyTuple_Pack(3, mid, PyTuple_GET_ITEM(r, 2), tso);
+            int in = k ? PySet_Contains(seen, k) : -1;
+            Py_XDECREF(k);
+            if (in < 0) {
+                err = 1;
+                break;
+            }
+            if (in) {
+                dups++;
+                continue;
+            }
+        }
+        PyObject *prov = PyTuple_GET_ITEM(r, 7), *kind = PyTuple_GET_ITEM(r, 15);
+        PyObject *kid = Py_None;
+        int has_kind = PyObject_IsTrue(kind);
+        if (has_kind < 0) {
+            err = 1;
+            break;
+        }
+        if (has_kind) {
+            PyObject *kk = PyTuple_Pack(2, prov, kind);
+            kid = kk ? PyDict_GetItemWithError(kind_ids, kk) : NULL;
+            if (kid == NULL && kk != NULL && !PyErr_Occurred())
+                PyErr_SetObject(PyExc_KeyError, kk);
+            Py_XDECREF(kk);
+            if (kid == NULL) {
+                err = 1;
+                break;
+            }
+        }
+        PyObject *day = PyLong_FromDouble(py_floordiv(ts, 86400.0));
+        PyObject *rk = day ? PyTuple_Pack(6, day, PyList_GET_ITEM(host_of, i), prov,
+                                          PyList_GET_ITEM(msg_origin, i), PyTuple_GET_ITEM(r, 11),
+                                          PyTuple_GET_ITEM(r, 16))
+                           : NULL;
+        Py_XDECREF(day);
+        if (rk == NULL || counter_add(rollups, rk, 1) < 0) {
+            Py_XDECREF(rk);
+            err = 1;
+            break;
+        }
+        Py_DECREF(rk);
+        if (kid != Py_None) {
+            PyObject *c = PyDict_GetItemWithError(kind_new, kid);
+            if (c == NULL) {
+                if (PyErr_Occurred()) {
+                    err = 1;
+                    break;
+                }
+                PyObject *one = PyLong_FromLong(1);
+                PyObject *lst = one ? PyList_New(3) : NULL;
+                if (lst == NULL) {
+                    Py_XDECREF(one);
+                    err = 1;
+                    break;
+                }
+                PyList_SET_ITEM(lst, 0, one);
+                Py_INCREF(tso);
+                PyList_SET_ITEM(lst, 1, tso);
+                Py_INCREF(tso);
+                PyList_SET_ITEM(lst, 2, tso);
+                err = PyDict_SetItem(kind_new, kid, lst) < 0;
+                Py_DECREF(lst);
+            }
+            else if (!PyList_Check(c) || PyList_GET_SIZE(c) != 3) {
+                PyErr_SetString(PyExc_TypeError, "kind_new values must be [count, first, last]");
+                err = 1;
+            }
+            else {
+                Py_ssize_t cnt = PyLong_AsSsize_t(PyList_GET_ITEM(c, 0));
+                PyObject *nc = cnt == -1 && PyErr_Occurred() ? NULL : PyLong_FromSsize_t(cnt + 1);
+                if (nc == NULL)
+                    err = 1;
+                else
+                    PyList_SetItem(c, 0, nc);
+                double first = PyFloat_AsDouble(PyList_GET_ITEM(c, 1));
+                double last = PyFloat_AsDouble(PyList_GET_ITEM(c, 2));
+                if (PyErr_Occurred())
+                    err = 1;
+                if (!err && ts < first) {
+                    Py_INCREF(tso);
+                    PyList_SetItem(c, 1, tso);
+                }
+                if (!err && ts > last) {
+                    Py_INCREF(tso);
+                    PyList_SetItem(c, 2, tso);
+                }
+            }
+            if (err)
+                break;
+        }
+        if (ts < cutoff) {
+            expired++;
+            continue;
+        }
+        PyObject *row = PyTuple_New(16);
+        if (row == NULL) {
+            err = 1;
+            break;
+        }
+        Py_INCREF(mid);
+        PyTuple_SET_ITEM(row, 0, mid);
+        for (int k = 1; k < 15; k++) {
+            PyObject *v = PyTuple_GET_ITEM(r, k);
+            Py_INCREF(v);
+            PyTuple_SET_ITEM(row, k, v);
+        }
+        Py_INCREF(kid);
+        PyTuple_SET_ITEM(row, 15, kid);
+        err = PyList_Append(out, row) < 0;
+        Py_DECREF(row);
+    }
+    if (err) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return Py_BuildValue("(Nnn)", out, dups, expired);
+}
+
 static PyObject *py_mask_addresses(PyObject *Py_UNUSED(mod), PyObject *text)
 {
     if (!PyUnicode_Check(text)) {
@@ -3148,6 +3471,12 @@ static PyObject *py_mask_addresses(PyObject *Py_UNUSED(mod), PyObject *text)
 }
 
 static PyMethodDef module_methods[] = {
+    {"db_messages", db_messages, METH_VARARGS,
+     "db_messages(rows, next_id, origin_ids, links, linked, dsn_candidates, existing) -> "
+     "(ids, origin_of, known, new_rows, updates, next_id): Writer._write_messages' loop"},
+    {"db_attempts", db_attempts, METH_VARARGS,
+     "db_attempts(attempts, msg_ids, host_of, msg_origin, kind_ids, rollups, kind_new, cutoff, "
+     "seen) -> (rows, duplicates, expired): Writer._write_attempts' loop"},
     {"mask_addresses", py_mask_addresses, METH_O,
      "mask_addresses(text) -> text with its mail addresses as <addr> (ASCII text; other text "
      "is returned as it is)"},

@@ -75,6 +75,11 @@ def mask_addresses(text: str) -> str:
     return _ADDR.sub("<addr>", text)
 
 
+def extension() -> Any:
+    """The C module itself (None when not built)."""
+    return _postfixscan
+
+
 def built() -> bool:
     """Whether the C extension is importable."""
     return _postfixscan is not None

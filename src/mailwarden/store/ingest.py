@@ -356,7 +356,17 @@ class Writer:
         m = schema.messages
         # under the write lock: nobody else allocates between this and the insert
         next_id = (self.conn.execute(select(func.max(m.c.id))).scalar() or 0) + 1
-        for r in rows:
+        fast = _accelerator()
+        if fast is not None:
+            # the same loop in C (the writer holds the store's write lock meanwhile)
+            origins = self._origins
+            for r in rows:  # origins first, in order of appearance, as the loop meets them
+                if (r[M_OKIND], r[M_OIDENT]) not in origins:
+                    self._origin_id(r[M_OKIND], r[M_OIDENT], r[M_ONAME])
+            ids, origin_of, known, new_rows, updates, next_id = fast.db_messages(
+                rows, next_id, origins, links, self._linked, self._dsn_candidates, existing
+            )
+        for r in [] if fast is not None else rows:
             oid = self._origin_id(r[M_OKIND], r[M_OIDENT], r[M_ONAME])
             origin_of.append(oid)
             host, qid = r[M_HOST], r[M_QID]
@@ -472,7 +482,13 @@ class Writer:
         kind_ids = self._kinds
         cutoff = self.cutoff
         dups = expired = 0
-        for r in batch.attempts:
+        fast = _accelerator()
+        if fast is not None:
+            out, dups, expired = fast.db_attempts(
+                batch.attempts, msg_ids, host_of, msg_origin, kind_ids, rollups, kind_new,
+                cutoff, seen,
+            )  # fmt: skip
+        for r in [] if fast is not None else batch.attempts:
             i = r[A_MSG]
             mid = msg_ids[i]
             ts = r[A_TS]
@@ -507,6 +523,14 @@ class Writer:
         self.stats.attempts_expired += expired
         if out:
             self.stats.attempts += self._ins_attempts.run(self.conn, out)
+
+
+def _accelerator() -> Any:
+    """The C loops of this writer (``mailwarden.sources._postfixscan``), or None (not built,
+    or ``MAILWARDEN_PURE_PYTHON=1``): the Python loops are the reference."""
+    from mailwarden.sources import accel
+
+    return accel.extension() if accel.available() else None
 
 
 def apply_links(conn: Connection, links: Iterable[tuple[str, str, str]], base: ImportBase) -> int:
