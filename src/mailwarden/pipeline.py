@@ -81,17 +81,17 @@ def shard_of(raw: bytes, nshards: int) -> int:
 
     ``QID: ...`` lines go by the last character of the queue id (the byte before the first
     ``": "`` at least six characters after the syslog tag), so every line of one message meets
-    in one worker; ``NOQUEUE: ...`` lines (smtpd's rejections, costly to read) by the last
-    digit of the pid, so that they spread; other lines by whatever stands there (each line goes
-    to exactly one worker, and nothing but the queue id lines needs to be together), or to
-    worker 0.
+    in one worker; ``NOQUEUE: ...`` lines (smtpd's rejections, costly to read) by their length
+    and the last digit of the pid, so that they spread; other lines by whatever stands there
+    (each line goes to exactly one worker, and nothing but the queue id lines needs to be
+    together), or to worker 0.
     """
     i = raw.find(b"]: ")
     j = raw.find(b": ", i + 9, i + 36) if i >= 0 else -1
     if j <= 0:
         return 0
     if raw[j - 7 : j] == b"NOQUEUE":
-        return raw[i - 1] % nshards
+        return (len(raw) + raw[i - 1]) % nshards
     return raw[j - 1] % nshards
 
 
@@ -111,7 +111,7 @@ def _shard_lines(f: Iterable[bytes], me: int, n: int, counter: list[int]) -> Ite
         if j <= 0:
             s = 0
         elif raw[j - 7 : j] == b"NOQUEUE":
-            s = raw[i - 1] % n
+            s = (len(raw) + raw[i - 1]) % n
         else:
             s = raw[j - 1] % n
         if s == me:

@@ -497,3 +497,46 @@ def test_texts_that_differ_in_their_addresses_are_one_kind(text: str, data: st.D
     mask = _ext().mask_addresses
     if text.isascii() and mask(other) == mask(text):
         assert normalise_reply(other) == normalise_reply(text)
+
+
+# -- the C reading of the commonest remote reply -------------------------------------------------
+
+_SAID = [
+    "host mx.example.com[192.0.2.1] said: 550 5.1.1 <bob@example.org>: Recipient address "
+    "rejected: User unknown (in reply to RCPT TO command)",
+    "host mx1.b.test[2001:db8::1] said: 452 4.2.2 mailbox full (in reply to end of DATA command)",
+    "host a_b-c.test[10.0.0.1] said: 250 2.0.0 Ok (in reply to DATA command)",
+]
+
+
+@st.composite
+def said_texts(draw: st.DrawFn) -> str:
+    t = draw(st.sampled_from(_SAID + REPLY_TEXTS))
+    for _ in range(draw(st.integers(0, 3))):
+        i = draw(st.integers(0, len(t)))
+        what = draw(st.sampled_from(["ins", "del", "rep"]))
+        ch = draw(st.sampled_from(list(" ()[]:.-_5aZ1\t(in reply to command)")))
+        if what == "ins":
+            t = t[:i] + ch + t[i:]
+        elif what == "del":
+            t = t[:i] + t[i + 1 :]
+        else:
+            t = t[:i] + ch + t[i + 1 :]
+    return t
+
+
+def test_the_c_reading_applies_to_the_commonest_replies() -> None:
+    fields = _ext().reply_fields
+    assert all(fields(t) is not None for t in _SAID)
+    assert sum(fields(t) is not None for t in REPLY_TEXTS) > 20
+
+
+@settings(max_examples=1500, deadline=None)
+@given(said_texts())
+def test_the_c_reading_of_replies_is_parse_reply(text: str) -> None:
+    from mailwarden.sources.reply import parse_reply
+
+    got = _ext().reply_fields(text)
+    if got is not None:
+        r = parse_reply(text)
+        assert got == (r.code, r.enhanced, r.host, r.ip, r.command)

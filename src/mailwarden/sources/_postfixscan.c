@@ -52,20 +52,48 @@ static inline int is_uspace(unsigned char c)
 static Py_ssize_t find2(const char *s, Py_ssize_t from, Py_ssize_t to, char a, char b)
 {
     /* first i in [from, to-1) with s[i]==a and s[i+1]==b, else -1 */
-    for (Py_ssize_t i = from; i + 1 < to; i++) {
-        if (s[i] == a && s[i + 1] == b)
+    Py_ssize_t i = from;
+    while (i + 1 < to) {
+        const char *p = memchr(s + i, a, to - 1 - i);
+        if (p == NULL)
+            return -1;
+        i = p - s;
+        if (s[i + 1] == b)
             return i;
+        i++;
     }
     return -1;
 }
 
 static Py_ssize_t find3(const char *s, Py_ssize_t from, Py_ssize_t to, const char *pat)
 {
-    for (Py_ssize_t i = from; i + 2 < to; i++) {
-        if (s[i] == pat[0] && s[i + 1] == pat[1] && s[i + 2] == pat[2])
+    Py_ssize_t i = from;
+    while (i + 2 < to) {
+        const char *p = memchr(s + i, pat[0], to - 2 - i);
+        if (p == NULL)
+            return -1;
+        i = p - s;
+        if (s[i + 1] == pat[1] && s[i + 2] == pat[2])
             return i;
+        i++;
     }
     return -1;
+}
+
+/* no byte >= 0x80 */
+static int all_ascii(const char *p, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        if (w & 0x8080808080808080ULL)
+            return 0;
+    }
+    for (; i < n; i++)
+        if ((unsigned char)p[i] >= 0x80)
+            return 0;
+    return 1;
 }
 
 static inline int starts(const char *s, Py_ssize_t n, const char *lit, Py_ssize_t ln)
@@ -161,6 +189,80 @@ static PyObject *mask_addresses(const char *t, Py_ssize_t n)
     if (out != stackbuf)
         PyMem_Free(out);
     return res;
+}
+
+/* The reply fields of the commonest unique text, read the way sources.reply.parse_reply reads
+ * it, or 0 when the text is anything else (the caller then asks parse_reply):
+ *   host H[IP] said: DDD X.Y.Z <anything> (in reply to CMD command)
+ * with H of [A-Za-z0-9._-], IP of hex digits, dots and colons, the reply code [245]DD, the
+ * enhanced code [245].D{1,3}.D{1,3} followed by a space, CMD [A-Za-z][A-Za-z -]{0,30}.
+ * tests/sources/test_accel.py compares it with parse_reply. */
+typedef struct {
+    int code;
+    Py_ssize_t h0, h1, i0, i1, e0, e1, c0, c1;
+} ReplyFields;
+
+static int reply_fast(const char *t, Py_ssize_t n, ReplyFields *f)
+{
+    static const char tail[] = " command)";
+    static const char intro[] = "(in reply to ";
+    Py_ssize_t tl = sizeof(tail) - 1, il = sizeof(intro) - 1;
+    if (n < 40 || memcmp(t, "host ", 5) != 0 || memcmp(t + n - tl, tail, tl) != 0)
+        return 0;
+    Py_ssize_t k = 5;
+    while (k < n && (is_alnum((unsigned char)t[k]) || t[k] == '.' || t[k] == '_' || t[k] == '-'))
+        k++;
+    if (k == 5 || k >= n || t[k] != '[')
+        return 0;
+    f->h0 = 5;
+    f->h1 = k;
+    Py_ssize_t i0 = ++k;
+    while (k < n && (is_digit((unsigned char)t[k]) || (t[k] >= 'a' && t[k] <= 'f') ||
+                     (t[k] >= 'A' && t[k] <= 'F') || t[k] == '.' || t[k] == ':'))
+        k++;
+    if (k == i0 || n - k < 8 || memcmp(t + k, "] said: ", 8) != 0)
+        return 0;
+    f->i0 = i0;
+    f->i1 = k;
+    k += 8;
+    /* DDD X.Y.Z and a space */
+    if (n - k < 10 || (t[k] != '2' && t[k] != '4' && t[k] != '5') ||
+        !is_digit((unsigned char)t[k + 1]) || !is_digit((unsigned char)t[k + 2]) ||
+        t[k + 3] != ' ')
+        return 0;
+    f->code = (t[k] - '0') * 100 + (t[k + 1] - '0') * 10 + (t[k + 2] - '0');
+    Py_ssize_t e = k + 4;
+    if (t[e] != '2' && t[e] != '4' && t[e] != '5')
+        return 0;
+    if (t[e + 1] != '.')
+        return 0;
+    Py_ssize_t d = e + 2, d0 = d;
+    while (d < n && is_digit((unsigned char)t[d]))
+        d++;
+    if (d - d0 < 1 || d - d0 > 3 || d >= n || t[d] != '.')
+        return 0;
+    d0 = ++d;
+    while (d < n && is_digit((unsigned char)t[d]))
+        d++;
+    if (d - d0 < 1 || d - d0 > 3 || d >= n || t[d] != ' ')
+        return 0;
+    f->e0 = e;
+    f->e1 = d;
+    /* the command: the run of [A-Za-z -] before " command)", after "(in reply to " */
+    Py_ssize_t ce = n - tl, c = ce;
+    while (c > d && ((t[c - 1] >= 'a' && t[c - 1] <= 'z') || (t[c - 1] >= 'A' && t[c - 1] <= 'Z') ||
+                     t[c - 1] == ' ' || t[c - 1] == '-'))
+        c--;
+    /* t[c - 1] must be the "(" of the intro, which the run began with ("in reply to ") */
+    if (c <= d || t[c - 1] != '(' || ce - c < il - 1 + 1 || memcmp(t + c - 1, intro, il) != 0)
+        return 0;
+    Py_ssize_t c0 = c - 1 + il;
+    Py_ssize_t cn = ce - c0;
+    if (cn < 1 || cn > 31 || !((t[c0] >= 'a' && t[c0] <= 'z') || (t[c0] >= 'A' && t[c0] <= 'Z')))
+        return 0;
+    f->c0 = c0;
+    f->c1 = ce;
+    return 1;
 }
 
 /* int from 1..18 ASCII digits (caller checked) */
@@ -2167,7 +2269,8 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
         Att a;
         memset(&a, 0, sizeof(a));
         a.ts = ts;
-        PyObject *rh_reply = NULL, *ri_reply = NULL; /* borrowed from the reply cache */
+        PyObject *rh_reply = NULL, *ri_reply = NULL; /* owned */
+        ReplyFields rf;
         int bad = 0;
         if (tn == 0) {
             a.code = Py_None;
@@ -2188,6 +2291,19 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
                 bad = a.text == NULL || a.masked == NULL;
             }
             bad = bad || a.code == NULL || a.enhanced == NULL;
+        }
+        else if (reply_fast(tp, tn, &rf)) {
+            a.code = PyLong_FromLong(rf.code);
+            a.enhanced = small_str(s, tp + rf.e0, rf.e1 - rf.e0);
+            a.command = small_str(s, tp + rf.c0, rf.c1 - rf.c0);
+            rh_reply = small_str(s, tp + rf.h0, rf.h1 - rf.h0);
+            ri_reply = small_str(s, tp + rf.i0, rf.i1 - rf.i0);
+            if (!sent) {
+                a.text = astr(tp, tn);
+                a.masked = a.text ? mask_addresses(tp, tn) : NULL;
+                bad = a.masked == NULL;
+            }
+            bad = bad || !a.code || !a.enhanced || !a.command || !rh_reply || !ri_reply;
         }
         else {
             a.text = astr(tp, tn);
@@ -2383,9 +2499,40 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
     if (memcmp(rest, "from", 4) == 0) {
         /* _QACTIVE: from=<(.*?)>, size=(\d+), nrcpt=(\d+) \(queue active\)$ */
         static const char tail[] = " (queue active)";
+        static const char exp1[] = ">, status=expired, returned to sender";
+        static const char exp2[] = ">, status=force-expired, returned to sender";
         Py_ssize_t tl = sizeof(tail) - 1;
-        if (!STARTS(rest, rn, "from=<") || rn < 6 + tl || memcmp(rest + rn - tl, tail, tl) != 0)
+        if (!STARTS(rest, rn, "from=<"))
             return 0;
+        if (rn < 6 + tl || memcmp(rest + rn - tl, tail, tl) != 0) {
+            /* _EXPIRED: from=<(.*?)>, status=(?:force-)?expired, returned to sender$ */
+            Py_ssize_t e1 = sizeof(exp1) - 1, e2 = sizeof(exp2) - 1, se;
+            if (rn >= 6 + e1 && memcmp(rest + rn - e1, exp1, e1) == 0)
+                se = rn - e1;
+            else if (rn >= 6 + e2 && memcmp(rest + rn - e2, exp2, e2) == 0)
+                se = rn - e2;
+            else
+                return 0;
+            s->parsed++;
+            if (!(s->since <= ts && ts < s->until)) {
+                s->outside++;
+                return 1;
+            }
+            if (log_clock(s, ts) < 0)
+                return -1;
+            Msg *m = slot_of(s, host, q, qn, NULL, ts);
+            if (m == NULL)
+                return -1;
+            m->expired_at = ts;
+            m->has_expired = 1;
+            if (PyUnicode_GET_LENGTH(m->sender) == 0) {
+                PyObject *snd = astr(rest + 6, se - 6);
+                if (snd == NULL)
+                    return -1;
+                Py_SETREF(m->sender, snd);
+            }
+            return 1;
+        }
         Py_ssize_t e = rn - tl, k = e;
         while (k > 0 && is_digit((unsigned char)rest[k - 1]))
             k--;
@@ -2635,7 +2782,7 @@ static int line(Shard *s, const char *raw, Py_ssize_t n)
         int sh = 0;
         if (j > 0) {
             if (j >= 7 && memcmp(raw + j - 7, "NOQUEUE", 7) == 0)
-                sh = ((unsigned char)raw[i > 0 ? i - 1 : n - 1]) % s->nshards;
+                sh = (int)((n + (unsigned char)raw[i > 0 ? i - 1 : n - 1]) % s->nshards);
             else
                 sh = ((unsigned char)raw[j - 1]) % s->nshards;
         }
@@ -2742,14 +2889,7 @@ static int line(Shard *s, const char *raw, Py_ssize_t n)
         goto ok;
     }
     int handled = 0;
-    int ascii = 1;
-    for (Py_ssize_t i = 0; i < mn; i++) {
-        if ((unsigned char)msg[i] >= 0x80) {
-            ascii = 0;
-            break;
-        }
-    }
-    if (ascii) {
+    if (all_ascii(msg, mn)) {
         handled = hot(s, ts, host, program, msg, mn);
         if (handled < 0)
             goto fail;
@@ -3470,7 +3610,26 @@ static PyObject *py_mask_addresses(PyObject *Py_UNUSED(mod), PyObject *text)
     return mask_addresses((const char *)PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text));
 }
 
+static PyObject *py_reply_fields(PyObject *Py_UNUSED(mod), PyObject *text)
+{
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "str expected");
+        return NULL;
+    }
+    ReplyFields f;
+    if (!PyUnicode_IS_ASCII(text))
+        Py_RETURN_NONE;
+    const char *t = (const char *)PyUnicode_1BYTE_DATA(text);
+    if (!reply_fast(t, PyUnicode_GET_LENGTH(text), &f))
+        Py_RETURN_NONE;
+    return Py_BuildValue("(is#s#s#s#)", f.code, t + f.e0, f.e1 - f.e0, t + f.h0, f.h1 - f.h0,
+                         t + f.i0, f.i1 - f.i0, t + f.c0, f.c1 - f.c0);
+}
+
 static PyMethodDef module_methods[] = {
+    {"reply_fields", py_reply_fields, METH_O,
+     "reply_fields(text) -> (code, enhanced, host, ip, command) when the C reading applies, "
+     "else None"},
     {"db_messages", db_messages, METH_VARARGS,
      "db_messages(rows, next_id, origin_ids, links, linked, dsn_candidates, existing) -> "
      "(ids, origin_of, known, new_rows, updates, next_id): Writer._write_messages' loop"},
