@@ -1932,8 +1932,10 @@ static int two_digits(const char *p, int space_ok)
 }
 
 /* Stamps._trad_miss for its common case: the year known, the month of the previous stamp, the
- * minute already computed (Stamps._min). Returns 1 with *ts (and Stamps updated exactly as
- * _trad_miss does: _latest, sec), 0 when Python must decide, -1 on error. */
+ * minute already computed (Stamps._min). Returns 1 with *ts (and Stamps._latest updated as
+ * _trad_miss does), 0 when Python must decide, -1 on error. The stamp is not put into
+ * Stamps.sec: that is a pure cache (a repeated miss of such a stamp gives the same time and
+ * changes nothing), and its ~100k entries per day of log cost ~10 MB per worker. */
 static int trad_fast(Shard *s, const char *p, double *ts)
 {
     int month = month_of(p);
@@ -1981,15 +1983,7 @@ static int trad_fast(Shard *s, const char *p, double *ts)
     PyObject *tf = PyFloat_FromDouble(t);
     if (tf == NULL)
         return -1;
-    if (t > latest && PyObject_SetAttrString(s->stamps, "_latest", tf) < 0) {
-        Py_DECREF(tf);
-        return -1;
-    }
-    if (PyDict_GET_SIZE(s->sec) > 200000)
-        PyDict_Clear(s->sec);
-    PyObject *k = PyBytes_FromStringAndSize(p, 15);
-    int rc = k ? PyDict_SetItem(s->sec, k, tf) : -1;
-    Py_XDECREF(k);
+    int rc = t > latest ? PyObject_SetAttrString(s->stamps, "_latest", tf) : 0;
     Py_DECREF(tf);
     if (rc < 0)
         return -1;

@@ -60,7 +60,7 @@ else:
     )
 
 #: Bytes handed to the C code at a time (whole lines; the rest waits for the next block).
-CHUNK = 8 << 20
+CHUNK = 1 << 20
 _MAX_LINE = 64 * 1024
 _SYSLOGD_TAGS = (b"last", b"--", b"message")
 
@@ -219,7 +219,15 @@ class FastShard:
                 if base is not None and frac.isdigit() and raw[19:20] == b".":
                     hit = base + int(frac) / 1e6
                     at = 33
-        if hit is None or raw[at - 1 : at] != b" " or len(raw) > _MAX_LINE or b"\x00" in raw:
+        parts = None
+        if not (hit is None or raw[at - 1 : at] != b" " or len(raw) > _MAX_LINE or b"\x00" in raw):
+            if raw[-1] == 10:
+                parts = raw[at : -2 if raw[-2] == 13 else -1].split(b" ", 2)
+            else:
+                parts = raw[at:].split(b" ", 2)
+            if len(parts) != 3:
+                parts = None
+        if parts is None:
             out = env.split(raw)
             if isinstance(out, str):
                 if out == "syslogd":
@@ -230,13 +238,7 @@ class FastShard:
                 return None
             ts, host, program, _pid, msg = out
             return ts, host, program, msg
-        if raw[-1] == 10:
-            parts = raw[at : -2 if raw[-2] == 13 else -1].split(b" ", 2)
-        else:
-            parts = raw[at:].split(b" ", 2)
-        if len(parts) != 3:
-            self._keep(stats.unparsed_line(env.source, -1, raw, "not syslog"))
-            return None
+        assert hit is not None
         hb, tag, msg = parts
         info = self.parser.tag(tag)
         if info is None:

@@ -748,7 +748,17 @@ def parse_lines(
                     # the same rounding as Stamps.iso (a cache miss): digits / 10**6
                     hit = base + int(frac) / 1e6
                     at = 33
-            if hit is None or raw[at - 1 : at] != b" " or len(raw) > 65536 or b"\x00" in raw:
+            parts = None
+            if not (hit is None or raw[at - 1 : at] != b" " or len(raw) > 65536 or b"\x00" in raw):
+                if raw[-1] == 10:
+                    parts = raw[at : -2 if raw[-2] == 13 else -1].split(b" ", 2)
+                else:
+                    parts = raw[at:].split(b" ", 2)
+                if len(parts) != 3:
+                    # fewer fields: read as on a stamp cache miss, so that the verdict on a
+                    # line never depends on which stamps were seen before
+                    parts = None
+            if parts is None:
                 out = env.split(raw)  # stamp cache miss, RFC 3339, or a bad line
                 if isinstance(out, str):
                     if out == "syslogd":
@@ -764,16 +774,8 @@ def parse_lines(
                 ts, host, program, _pid, msg = out
                 info = ptag_of_program(program)
             else:
+                assert hit is not None
                 ts = hit
-                if raw[-1] == 10:
-                    parts = raw[at : -2 if raw[-2] == 13 else -1].split(b" ", 2)
-                else:
-                    parts = raw[at:].split(b" ", 2)
-                if len(parts) != 3:
-                    u = stats.unparsed_line(source, this_offset, raw, "not syslog")
-                    if yield_unparsed:
-                        yield u
-                    continue
                 hb, tag, msg = parts
                 info = tags.get(tag)
                 if info is None:
