@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 #: Inputs smaller than this run in one process (forking costs more than it saves).
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
-BATCH_MESSAGES = 5_000
+BATCH_MESSAGES = 2000
 MAX_UNPARSED_SHOWN = 10_000
 _CLASSIFY_CACHE = 10_000
 _MAX_TEXT = 600  # = store.schema.MAX_INDEXED_TEXT (not imported: workers may not store)
