@@ -263,6 +263,29 @@ HOSTILE = [
     b"394D3162238\n",
     b"Nov 27 17:19:54 mail postfix/bounce[1]: 394D3162238: postmaster delay notification: ABC\n",
     b"Nov 27 17:19:54 mail postfix/qmgr[1]: NOQUEUE: removed\n",
+    b"Nov 27 17:19:54 mail postfix/smtpd[3]: NOQUEUE: reject: RCPT from unknown[192.0.2.1]: "
+    b"450 4.7.1 <a@b.test>: Recipient address rejected: try later; from=<x@y.test> "
+    b"to=<a@b.test> proto=ESMTP helo=<h.test>\n",
+    b"Nov 27 17:19:54 mail postfix/smtpd[3]: NOQUEUE: reject: RCPT from h[192.0.2.1]:25: "
+    b"450 4.7.1 port given; from=<x@y.test> to=<a@b.test> proto=ESMTP helo=<h.test>\n",
+    b"Nov 27 17:19:54 mail postfix/smtpd[3]: NOQUEUE: reject: RCPT from h[192.0.2.1]: "
+    b"554 5.7.1 double  space\tand tab; from=<x@y.test> to=<a@b.test> proto=ESMTP helo=<h>\n",
+    b"Nov 27 17:19:54 mail postfix/smtpd[3]: NOQUEUE: reject: RCPT from h[192.0.2.1]: "
+    b"554-5.7.1 first 554-5.7.1 second 554 5.7.1 last; from=<> to=<a@b> proto=ESMTP helo=<h>\n",
+    b"Nov 27 17:19:54 mail postfix/smtpd[3]: NOQUEUE: reject: RCPT from h[192.0.2.1]: "
+    b"554 5.7.1 code 554 again; from=<> to=<a@b> proto=ESMTP helo=<h>\n",
+    b"Nov 27 17:19:54 mail postfix/smtpd[3]: NOQUEUE: reject: RCPT from h[192.0.2.1]: "
+    b"554 5.7.1 first 554 5.7.1 second; from=<> to=<a@b> proto=ESMTP helo=<h>\n",
+    b"Nov 27 17:19:54 mail postfix/smtpd[3]: NOQUEUE: reject: RCPT from h[192.0.2.1]: "
+    b"554 5.7.1 x; from=<a> b> to=<c> proto=ESMTP helo=<h>\n",
+    b"Nov 27 17:19:54 mail postfix/smtpd[3]: NOQUEUE: reject: RCPT from h[192.0.2.1]: "
+    b"554 5.7.1 x; from=<a> to=<c> proto=ESMTP helo=<h>: extra text\n",
+    b"Nov 27 17:19:54 mail postfix/smtpd[3]: NOQUEUE: reject: RCPT from h[192.0.2.1]: "
+    b"554 5.7.1 x; from=<a>; from=<b> to=<c> proto=E,SMTP helo=<h>\n",
+    b"Nov 27 17:19:54 mail postfix/smtpd[3]: NOQUEUE: reject: RCPT from h[192.0.2.1]: "
+    b"554 5.7.1 y; from=<a> to=<c> proto=ESMTP helo=<>\n",
+    b"Nov 27 17:19:54 mail postfix/smtpd[3]: NOQUEUE: reject: RCPT from [192.0.2.1]: "
+    b"554 5.7.12345 y; from=<a> to=<c> proto=ESMTP helo=<h>\n",
     b"Nov 27 17:19:54 mail postfix/smtp[1]: NOQUEUE: to=<a@b>, relay=none, delay=1, "
     b"delays=1, status=sent\n",
     b"2026-11-27T17:31:17.507827+00:00 host postfix/qmgr[1]: 394D3162239: removed\n",
@@ -385,6 +408,8 @@ _SHAPES = [
     b"postfix/smtpd[8]: NOQUEUE: reject: RCPT from h[192.0.2.{n}]: 554 5.7.1 <{a}>: Relay "
     b"access denied; from=<x@y> to=<{a}> proto=ESMTP helo=<h>",
     b"postfix/smtpd[8]: warning: h[192.0.2.{n}]: SASL LOGIN authentication failed: bad",
+    b"postfix/smtpd[8]: NOQUEUE: reject: RCPT from {h}[192.0.2.{n}]: 450 4.7.{n} <{a}>: "
+    b"Recipient address rejected: circuit open {n}; from=<{a}> to=<{a}> proto=ESMTP helo=<{h}>",
     b"postfix/qmgr[10]: {q}: removed",
     b"postfix/qmgr[10]: {q}: removed",
 ]

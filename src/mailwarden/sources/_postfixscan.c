@@ -328,7 +328,7 @@ static int unicode_eq(PyObject *a, PyObject *b)
 /* interned constants */
 static PyObject *S_empty, *S_sasl, *S_client, *S_uid, *S_bounce, *S_unknown, *S_daemon;
 static PyObject *S_sent, *S_deferred, *S_bounced, *S_expired, *S_local, *S_none;
-static PyObject *S_nondelivery, *S_delay, *S_delivery, *S_success;
+static PyObject *S_nondelivery, *S_delay, *S_delivery, *S_success, *S_reject, *S_rcpt;
 
 /* ------------------------------------------------------------------------------------- */
 /* messages and the open table                                                            */
@@ -565,7 +565,7 @@ typedef struct {
     double since, until, horizon;
     Py_ssize_t max_open, batch_messages;
     PyObject *folder, *classify_row, *provider_for_host, *provider_for_domain;
-    PyObject *is_postfix, *user_name, *kindagg, *program_cb, *reply_cb;
+    PyObject *is_postfix, *user_name, *kindagg, *program_cb, *reply_cb, *inbound_cb;
     /* per source (file) */
     PyObject *trad, *iso, *sec, *iso_cache, *host_fn, *slow_line, *slow_msg;
     PyObject *stamps, *min_cache; /* the Stamps and its minute cache (see trad_fast) */
@@ -2128,6 +2128,129 @@ static int stamp_of(Shard *s, const char *r, Py_ssize_t n, double *ts, Py_ssize_
     return 1;
 }
 
+static Py_ssize_t rfind_lit(const char *t, Py_ssize_t from, Py_ssize_t to, const char *lit,
+                           Py_ssize_t ln)
+{
+    for (Py_ssize_t i = to - ln; i >= from; i--)
+        if (t[i] == lit[0] && memcmp(t + i, lit, ln) == 0)
+            return i;
+    return -1;
+}
+
+/* smtpd's commonest refusal, read as PostfixParser._action reads it, or 0 (Python reads it):
+ *   NOQUEUE: reject: RCPT from N[IP]: DDD X.Y.Z text; from=<s> to=<r> proto=P helo=<h>
+ * N without brackets or white space, no port; the text's reply code [245]DD and enhanced code
+ * followed by a space, its body single-spaced, without the code's digits (no continuation
+ * lines to fold); s, r and h without '>'. The fields go to Folder.inbound_parts. */
+static int noqueue(Shard *s, double ts, PyObject *host, const char *m, Py_ssize_t n)
+{
+    static const char head[] = "NOQUEUE: reject: RCPT from ";
+    Py_ssize_t hl = sizeof(head) - 1;
+    if (n < hl + 40 || memcmp(m, head, hl) != 0 || m[n - 1] != '>')
+        return 0;
+    Py_ssize_t k = hl, n0 = k;
+    while (k < n && m[k] != '[' && m[k] != ']' && !is_uspace((unsigned char)m[k]))
+        k++;
+    if (k >= n || m[k] != '[')
+        return 0;
+    Py_ssize_t n1 = k, i0 = ++k;
+    while (k < n && m[k] != ']')
+        k++;
+    if (k + 2 >= n || m[k + 1] != ':' || m[k + 2] != ' ')
+        return 0;
+    Py_ssize_t i1 = k, b0 = k + 3; /* body: text; from=<...> ... */
+    Py_ssize_t sep = rfind_lit(m, b0, n, "; from=<", 8);
+    if (sep < 0)
+        return 0;
+    Py_ssize_t t0 = b0, t1 = sep;
+    /* the tail: from=<s> to=<r> proto=P helo=<h> */
+    Py_ssize_t p = sep + 8, f0 = p;
+    while (p < n && m[p] != '>')
+        p++;
+    Py_ssize_t f1 = p;
+    if (!STARTS(m + p, n - p, "> to=<"))
+        return 0;
+    p += 6;
+    Py_ssize_t r0 = p;
+    while (p < n && m[p] != '>')
+        p++;
+    Py_ssize_t r1 = p;
+    if (!STARTS(m + p, n - p, "> proto="))
+        return 0;
+    p += 8;
+    Py_ssize_t p0 = p;
+    while (p < n && m[p] != ',' && !is_uspace((unsigned char)m[p]))
+        p++;
+    Py_ssize_t p1 = p;
+    if (p1 == p0 || !STARTS(m + p, n - p, " helo=<"))
+        return 0;
+    p += 7;
+    Py_ssize_t e0 = p;
+    while (p < n && m[p] != '>')
+        p++;
+    if (p != n - 1)
+        return 0;
+    Py_ssize_t e1 = p;
+    /* split_code(text): DDD X.Y.Z body */
+    const char *t = m + t0;
+    Py_ssize_t tn = t1 - t0;
+    if (tn < 12 || (t[0] != '2' && t[0] != '4' && t[0] != '5') || !is_digit((unsigned char)t[1]) ||
+        !is_digit((unsigned char)t[2]) || t[3] != ' ' || (t[4] != '2' && t[4] != '4' && t[4] != '5') ||
+        t[5] != '.')
+        return 0;
+    Py_ssize_t d = 6, d0 = d;
+    while (d < tn && is_digit((unsigned char)t[d]))
+        d++;
+    if (d - d0 < 1 || d - d0 > 3 || d >= tn || t[d] != '.')
+        return 0;
+    d0 = ++d;
+    while (d < tn && is_digit((unsigned char)t[d]))
+        d++;
+    if (d - d0 < 1 || d - d0 > 3 || d + 1 >= tn || t[d] != ' ')
+        return 0;
+    Py_ssize_t x1 = d; /* end of the enhanced code */
+    Py_ssize_t c0 = d + 1; /* the body, folded: single spaces inside, none around */
+    if (t[c0] == ' ' || t[tn - 1] == ' ')
+        return 0;
+    for (Py_ssize_t i = c0; i < tn; i++) {
+        unsigned char ch = (unsigned char)t[i];
+        if ((is_uspace(ch) && ch != ' ') || (ch == ' ' && t[i + 1] == ' '))
+            return 0;
+        if (i + 2 < tn && t[i] == t[0] && t[i + 1] == t[1] && t[i + 2] == t[2])
+            return 0; /* the code again: continuation lines are Python's */
+    }
+    s->parsed++;
+    if (!(s->since <= ts && ts < s->until)) {
+        s->outside++;
+        return 1;
+    }
+    PyObject *v[12] = {0};
+    v[0] = PyFloat_FromDouble(ts);
+    v[1] = astr(m + n0, n1 - n0);
+    v[2] = astr(m + i0, i1 - i0);
+    v[3] = PyLong_FromLong((t[0] - '0') * 100 + (t[1] - '0') * 10 + (t[2] - '0'));
+    v[4] = small_str(s, t + 4, x1 - 4);
+    v[5] = astr(t + c0, tn - c0);
+    v[6] = astr(t, tn);
+    v[7] = astr(m + f0, f1 - f0);
+    v[8] = astr(m + r0, r1 - r0);
+    v[9] = astr(m + e0, e1 - e0);
+    int err = 0;
+    for (int i = 0; i < 10; i++)
+        if (v[i] == NULL)
+            err = 1;
+    PyObject *r = NULL;
+    if (!err)
+        r = PyObject_CallFunctionObjArgs(s->inbound_cb, v[0], host, S_reject, S_rcpt, v[1], v[2],
+                                         v[3], v[4], v[5], v[6], v[7], v[8], v[9], NULL);
+    for (int i = 0; i < 10; i++)
+        Py_XDECREF(v[i]);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return refresh_batch(s) < 0 ? -1 : 1;
+}
+
 /* the hot shapes; returns 1 handled, 0 -> Python, -1 error */
 static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const char *msg,
                Py_ssize_t n)
@@ -2140,7 +2263,7 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
         if (!is_alnum((unsigned char)msg[i]))
             return 0;
     if (c == 7 && memcmp(msg, "NOQUEUE", 7) == 0)
-        return 0;
+        return noqueue(s, ts, host, msg, n);
     const char *q = msg;
     Py_ssize_t qn = c;
     const char *rest = msg + c + 2;
@@ -2977,6 +3100,9 @@ static int Shard_init(Shard *s, PyObject *args, PyObject *kw)
     KEEP(kindagg, kindagg);
     KEEP(program_cb, program);
     KEEP(reply_cb, reply);
+    s->inbound_cb = PyObject_GetAttrString(folder, "inbound_parts");
+    if (s->inbound_cb == NULL)
+        return -1;
     s->relays = PyDict_New();
     s->prov_host = PyDict_New();
     s->prov_domain = PyDict_New();
@@ -3147,6 +3273,7 @@ static int Shard_traverse(Shard *s, visitproc visit, void *arg)
     Py_VISIT(s->kindagg);
     Py_VISIT(s->program_cb);
     Py_VISIT(s->reply_cb);
+    Py_VISIT(s->inbound_cb);
     Py_VISIT(s->stamps);
     Py_VISIT(s->trad);
     Py_VISIT(s->iso);
@@ -3169,6 +3296,7 @@ static int Shard_clear(Shard *s)
     Py_CLEAR(s->kindagg);
     Py_CLEAR(s->program_cb);
     Py_CLEAR(s->reply_cb);
+    Py_CLEAR(s->inbound_cb);
     Py_CLEAR(s->batch);
     Py_CLEAR(s->b_messages);
     Py_CLEAR(s->b_attempts);
@@ -3658,7 +3786,8 @@ PyMODINIT_FUNC PyInit__postfixscan(void)
         {&S_expired, "expired"},  {&S_local, "local"},
         {&S_none, "none"},        {&S_nondelivery, "non-delivery"},
         {&S_delay, "delay"},      {&S_delivery, "delivery"},
-        {&S_success, "success"},
+        {&S_success, "success"},  {&S_reject, "reject"},
+        {&S_rcpt, "RCPT"},
     };
     for (size_t i = 0; i < sizeof(consts) / sizeof(consts[0]); i++) {
         *consts[i].p = PyUnicode_InternFromString(consts[i].v);
