@@ -565,3 +565,50 @@ def test_the_c_reading_of_replies_is_parse_reply(text: str) -> None:
     if got is not None:
         r = parse_reply(text)
         assert got == (r.code, r.enhanced, r.host, r.ip, r.command)
+
+
+@pytest.mark.slow
+def test_under_address_and_undefined_behaviour_sanitizers(tmp_path: Path) -> None:
+    """The extension built with -fsanitize=address,undefined (gcc, in
+    scripts/debian-packages.txt): hostile lines, mangled lines and message histories, every
+    out-of-bounds read, use after free or overflow aborts the run."""
+    import shutil
+    import sysconfig
+
+    libasan = subprocess.run(
+        ["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert os.path.isabs(libasan), "gcc has no libasan"
+    src = tmp_path / "src"
+    shutil.copytree(
+        ROOT / "src" / "mailwarden",
+        src / "mailwarden",
+        ignore=shutil.ignore_patterns("*.so", "__pycache__"),
+    )
+    sources = src / "mailwarden" / "sources"
+    ext = sources / ("_postfixscan" + sysconfig.get_config_var("EXT_SUFFIX"))
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-O1", "-g", "-fsanitize=address,undefined",
+         "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer",
+         f"-I{sysconfig.get_paths()['include']}", str(sources / "_postfixscan.c"), "-o", str(ext)],
+        check=True,
+    )  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(src),
+        "LD_PRELOAD": libasan,
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+        "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
+    }
+    which = subprocess.run(
+        [sys.executable, "-c", "from mailwarden.sources import accel; print(accel.extension())"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert str(ext) in which.stdout  # the sanitized build is the one loaded
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__)),
+         "-k", "hostile or mangled or histories or corpus or blocks", "-o", "addopts="],
+        env=env, capture_output=True, text=True, timeout=900, cwd=ROOT,
+    )  # fmt: skip
+    assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
+    assert "passed" in res.stdout
