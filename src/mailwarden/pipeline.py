@@ -1,15 +1,19 @@
 """The analyze driver: log files -> parse -> correlate -> classify -> aggregate (+ store) -> report.
 
-Parallel design (2 cores): every worker process reads every file but keeps only the lines whose
-queue id falls in its shard (:func:`shard_of`: the last character of the queue id), so each
-worker sees complete message histories and needs no cross-worker merging. A worker parses
+Parallel design (2 cores): every worker reads every file but keeps only the lines of its shard
+(:func:`shard_of`: the last character of the queue id), so each worker sees complete message
+histories and needs no cross-worker merging. The parent is worker 0 itself (it would
+otherwise wait idle with its memory); the others are forked. A worker parses
 (:func:`mailwarden.sources.parse_lines`), correlates (:class:`~mailwarden.sources.Correlator`),
 classifies with a cache (:meth:`Folder.classify`), folds every finished message into a
 mergeable :class:`~mailwarden.report.analyze.Aggregate` and, when storing, into compact tuples
 (:class:`~mailwarden.store.rows.Batch`) that it writes itself, one short write transaction per
-batch, taking turns with the other worker (:class:`ShardWriter`). The parent prepares the store
-before the workers start and finishes it after them (:class:`Importer`), merges the aggregates
-and builds the report document. Small inputs run in-process.
+batch, taking turns with the other worker (:class:`ShardWriter`). All of that but the rare
+lines runs in C when the accelerator is built (:func:`fold_files`,
+:mod:`mailwarden.sources.accel`; the Python code is the reference and the fallback). The
+parent prepares the store before the workers start and finishes it after them
+(:class:`Importer`), merges the aggregates and builds the report document. Small inputs run
+in-process.
 
 The classifier is loaded before the workers fork, so they share it (and ``gc.freeze`` keeps
 their collectors from copying it).
@@ -1060,7 +1064,7 @@ def _run_parallel(
     opts = {**opts, "turn": ctx.Lock()}
     procs = []
     conns = []
-    for me in range(n):
+    for me in range(1, n):
         parent, child = ctx.Pipe(duplex=False)
         pr = ctx.Process(target=_worker, args=(child, files, me, n, classifier, opts), daemon=True)
         pr.start()
@@ -1070,6 +1074,23 @@ def _run_parallel(
     results: list[ShardResult] = []
     pending: list[Any] = list(conns)
     try:
+        # Shard 0 in this process: it would otherwise wait idle, holding its memory (a third
+        # of the process tree's), while the others work.
+        results.append(
+            run_shard(
+                files,
+                0,
+                n,
+                classifier,
+                since=opts["since"],
+                until=opts["until"],
+                show_unparsed=opts["show_unparsed"],
+                plan=opts["plan"],
+                progress=progress,
+                tz=opts["tz"],
+                turn=opts["turn"],
+            )
+        )
         while pending:
             for c in cast(list[Any], wait(pending)):
                 try:
