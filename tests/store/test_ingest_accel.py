@@ -90,3 +90,43 @@ def test_the_store_is_the_same_with_and_without_the_c_loops(
     for table in ref:
         assert fast[table] == ref[table], table
     assert len(ref["attempts"]) > 1500
+
+
+def test_two_workers_store_what_one_stores(tmp_path: Path) -> None:
+    """By natural keys (ids depend on how the workers' batches interleave): messages with
+    their bounce links (a DSN message and its original may land in different workers:
+    apply_links joins them), attempts, inbound rejects."""
+    from sqlalchemy import select
+
+    from mailwarden.classify.engine import Classifier
+    from mailwarden.pipeline import analyze
+    from mailwarden.store import schema
+    from mailwarden.store.db import open_engine
+
+    clf = Classifier.load()
+    log = tmp_path / "gen.log"
+    log.write_bytes(gzip.decompress((DATA / "sources" / "genlog-5k.log.gz").read_bytes()))
+    os.utime(log, (1795132800, 1795132800))
+    out = []
+    for workers in (1, 2):
+        url = f"sqlite:///{tmp_path}/w{workers}.db"
+        analyze([log], db_url=url, workers=workers, classifier=clf)
+        engine = open_engine(url, create=False)
+        m, a, i = schema.messages, schema.attempts, schema.inbound_rejects
+        with engine.connect() as conn:
+            msgs = sorted(
+                conn.execute(select(m.c.arrival, m.c.host, m.c.qid, m.c.bounce_of, m.c.sender))
+            )
+            atts = sorted(
+                conn.execute(
+                    select(m.c.qid, a.c.ts, a.c.recipient, a.c.status, a.c.provider).join(
+                        m, m.c.id == a.c.message_pk
+                    )
+                )
+            )
+            inb = sorted(conn.execute(select(i.c.ts, i.c.key, i.c.client_ip)))
+        engine.dispose()
+        out.append((msgs, atts, inb))
+    assert out[0] == out[1]
+    msgs = out[0][0]
+    assert sum(1 for r in msgs if r[3]) > 10  # bounce links were made

@@ -537,21 +537,22 @@ def apply_links(conn: Connection, links: Iterable[tuple[str, str, str]], base: I
     """Set ``bounce_of`` on notification messages of this import (id above ``base.max_id``)
     from ``(host, dsn qid, original qid)`` links; returns how many were set."""
     m = schema.messages
-    rows = [{"h": h, "q": q, "o": o, "b": base.max_id} for h, q, o in links]
+    b = base.max_id
+    rows = [(h, q, o, b, "") for h, q, o in links]
     if not rows:
         return 0
-    res = conn.execute(
+    stmt = (
         update(m)
         .where(
             m.c.host == bindparam("h"),
             m.c.qid == bindparam("q"),
             m.c.id > bindparam("b"),
-            m.c.bounce_of == "",
+            m.c.bounce_of == bindparam("e"),
         )
-        .values(bounce_of=bindparam("o")),
-        rows,
+        .values(bounce_of=bindparam("o"))
     )
-    return max(res.rowcount, 0)
+    # tuples straight to the driver (a bounce link per DSN message of the other worker)
+    return BulkStatement(conn, stmt, ("h", "q", "o", "b", "e")).run(conn, rows)
 
 
 def _is_empty(conn: Connection) -> bool:
