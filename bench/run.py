@@ -145,6 +145,13 @@ def measure(argv: list[str], stdout: Path, env: dict[str, str] | None = None) ->
     }
 
 
+def _accelerated(env: dict[str, str]) -> bool:
+    """Whether the measured mailwarden ran its C accelerator (built and not turned off)."""
+    code = "from mailwarden.sources import accel; print(accel.available())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    return out.stdout.strip() == "True"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lines", type=int, default=2_000_000)
@@ -223,6 +230,7 @@ def main() -> None:
             "load_1m_at_end": os.getloadavg()[0],
             "nice": a.nice,
         },
+        "c_accelerator": _accelerated(env),
     }
     if "pflogsumm" in runs:
         p, m = runs["pflogsumm"], runs["analyze (fresh store)"]
@@ -240,6 +248,17 @@ def main() -> None:
             f"{mem_single:.2f}x the peak RSS of one process, {mem_tree:.2f}x of the process tree "
             f"(target <= {TARGET_MEMORY:.2f}x)"
         )
+        ns = runs.get("analyze --no-store")
+        if ns is not None:
+            ratios: dict[str, float] = summary["ratios"]  # type: ignore[assignment]
+            ratios["no_store_speedup_vs_pflogsumm"] = round(p["wall_s"] / ns["wall_s"], 2)
+            ratios["no_store_memory_single_process"] = round(ns["max_rss_mb"] / p["max_rss_mb"], 3)
+            ratios["no_store_memory_process_tree"] = round(ns["tree_pss_mb"] / p["tree_pss_mb"], 3)
+            print(
+                f"without storing: {ratios['no_store_speedup_vs_pflogsumm']:.1f}x the throughput, "
+                f"{ratios['no_store_memory_single_process']:.2f}x / "
+                f"{ratios['no_store_memory_process_tree']:.2f}x the memory"
+            )
     load = os.getloadavg()[0]
     print(f"load average at the end: {load:.2f} (other work on the machine skews wall times)")
     (OUT / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
