@@ -63,6 +63,7 @@ def one_worker(
     batch: int = 40,
     max_open: int | None = None,
     horizon: float | None = None,
+    store: bool = True,
 ) -> dict[str, Any]:
     files = order_files(paths, tz=tz)
     stats = ParseStats()
@@ -70,7 +71,7 @@ def one_worker(
     batches: list[Any] = []
     folder = Folder(
         classifier(),
-        store=True,
+        store=store,
         since=since,
         until=until,
         send=batches.append,
@@ -145,6 +146,7 @@ def test_each_corpus_gives_the_same_result(path: Path, tmp_path: Path) -> None:
     assert out["stats"]["total"] > 0
     plain = plain_copy(path, tmp_path)
     assert_same([plain])
+    assert_same([plain], store=False)  # analyze --no-store: no rows, the same aggregate
 
 
 @pytest.mark.parametrize("nshards", [2, 3])
@@ -301,6 +303,7 @@ HOSTILE = [
 def test_hostile_lines(tmp_path: Path) -> None:
     log = _write(tmp_path, "hostile.log", HOSTILE, NOV_2026)
     out = assert_same([log])
+    assert_same([log], store=False)
     assert out["stats"]["total"] == len(HOSTILE)
     assert out["stats"]["unparsed"] > 5
 
@@ -452,6 +455,7 @@ def test_message_histories_give_the_same_result(
                 assert_same(
                     [log], me=me, nshards=nshards, batch=2, max_open=max_open, horizon=horizon
                 )
+                assert_same([log], me=me, nshards=nshards, store=False, max_open=max_open)
 
 
 # -- the caches keyed by the reply text with its addresses masked --------------------------------

@@ -588,6 +588,7 @@ typedef struct {
     PyObject *cls_cache;   /* dict (masked text, dsn, status, provider, code, enh, cmd) -> row */
     PyObject *reply_cache; /* dict text -> (code, enhanced, host, ip, command) */
     PyObject *users;       /* dict uid -> name */
+    PyObject *uid_strs;    /* dict uid -> str(uid) */
     PyObject *small;       /* dict of interned short values (status, dsn, delays ...) */
     /* correlator */
     Table open;
@@ -918,7 +919,15 @@ static int fold(Shard *s, Msg *m)
         break;
     case OK_UID:
         kind = S_uid;
-        ident = PyObject_Str(m->uid);
+        ident = PyDict_GetItemWithError(s->uid_strs, m->uid);
+        if (ident != NULL)
+            Py_INCREF(ident);
+        else if (!PyErr_Occurred()) {
+            ident = PyObject_Str(m->uid);
+            if (ident != NULL && PyDict_GET_SIZE(s->uid_strs) < 100000 &&
+                PyDict_SetItem(s->uid_strs, m->uid, ident) < 0)
+                Py_CLEAR(ident);
+        }
         name = m->user;
         break;
     default:
@@ -2565,10 +2574,23 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
         Py_XDECREF(ri_reply);
         if (!err) {
             a.rcpt = astr(rest + to0, to1 - to0);
-            a.orig = or0 >= 0 ? astr(rest + or0, or1 - or0) : (Py_INCREF(S_empty), S_empty);
-            a.conn_use = cu0 >= 0 ? long_of(rest + cu0, cu1 - cu0) : (Py_INCREF(Py_None), Py_None);
-            a.delay = float_of(rest + dl0, dl1 - dl0);
-            a.delays = astr(rest + ds0, ds1 - ds0);
+            if (s->store) {
+                a.orig = or0 >= 0 ? astr(rest + or0, or1 - or0) : (Py_INCREF(S_empty), S_empty);
+                a.conn_use =
+                    cu0 >= 0 ? long_of(rest + cu0, cu1 - cu0) : (Py_INCREF(Py_None), Py_None);
+                a.delay = float_of(rest + dl0, dl1 - dl0);
+                a.delays = astr(rest + ds0, ds1 - ds0);
+            }
+            else { /* only the store rows read these */
+                a.orig = S_empty;
+                a.delays = S_empty;
+                a.conn_use = Py_None;
+                a.delay = Py_None;
+                Py_INCREF(S_empty);
+                Py_INCREF(S_empty);
+                Py_INCREF(Py_None);
+                Py_INCREF(Py_None);
+            }
             a.dsn = dn0 >= 0 ? small_str(s, rest + dn0, dn1 - dn0) : (Py_INCREF(S_empty), S_empty);
             a.status = small_str(s, rest + st0, st1 - st0);
             if (!a.rcpt || !a.orig || !a.conn_use || !a.delay || !a.delays || !a.dsn || !a.status)
@@ -3109,6 +3131,7 @@ static int Shard_init(Shard *s, PyObject *args, PyObject *kw)
     s->cls_cache = PyDict_New();
     s->reply_cache = PyDict_New();
     s->users = PyDict_New();
+    s->uid_strs = PyDict_New();
     s->small = PyDict_New();
     s->prov_index = PyDict_New();
     s->internal = PyDict_New();
@@ -3117,7 +3140,7 @@ static int Shard_init(Shard *s, PyObject *args, PyObject *kw)
     s->bounce_map = coll ? PyObject_CallMethod(coll, "OrderedDict", NULL) : NULL;
     Py_XDECREF(coll);
     if (!s->relays || !s->prov_host || !s->prov_domain || !s->cls_cache || !s->reply_cache ||
-        !s->users ||
+        !s->users || !s->uid_strs ||
         !s->small || !s->prov_index || !s->internal || !s->orig_index || !s->bounce_map)
         return -1;
     if (table_init(&s->open) < 0)
@@ -3342,6 +3365,7 @@ static void Shard_dealloc(Shard *s)
     Py_XDECREF(s->cls_cache);
     Py_XDECREF(s->reply_cache);
     Py_XDECREF(s->users);
+    Py_XDECREF(s->uid_strs);
     Py_XDECREF(s->small);
     Py_XDECREF(s->prov_index);
     Py_XDECREF(s->internal);
