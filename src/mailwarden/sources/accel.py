@@ -113,30 +113,34 @@ def chunks(lf: LogFile, on_error: Callable[[SourceError], None]) -> Iterator[Any
         return
     offset = 0
     carry: list[bytes] = []
+    # one buffer for the whole file (a fresh block per read costs page faults and zeroing);
+    # the consumer is done with a yielded view before the next read
+    space = bytearray(CHUNK)
+    view = memoryview(space)
     try:
         with open(lf.path, "rb", buffering=0) as fh:
             while True:
-                block = fh.read(CHUNK)
-                if not block:
+                got = fh.readinto(space)
+                if not got:
                     break
                 start = 0
                 if carry:
-                    i = block.find(b"\n")
+                    i = space.find(b"\n", 0, got)
                     if i < 0:
-                        carry.append(block)
+                        carry.append(bytes(view[:got]))
                         continue
-                    first = b"".join([*carry, block[: i + 1]])
+                    first = b"".join([*carry, view[: i + 1]])
                     carry = []
                     start = i + 1
                     offset += len(first)
                     yield first
-                cut = block.rfind(b"\n") + 1
+                cut = space.rfind(b"\n", 0, got) + 1
                 if cut > start:
                     offset += cut - start
-                    yield memoryview(block)[start:cut]
+                    yield view[start:cut]
                     start = cut
-                if start < len(block):
-                    carry.append(block[start:])
+                if start < got:
+                    carry.append(bytes(view[start:got]))
         if carry:
             yield b"".join(carry)
     except OSError as exc:
