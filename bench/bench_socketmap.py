@@ -40,7 +40,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from mailwarden.postfix.mx import MxCache, make_resolver  # noqa: E402
+from mailwarden.config import DnsSettings  # noqa: E402
+from mailwarden.dnsutil import async_resolver  # noqa: E402
+from mailwarden.postfix.mx import MxCache  # noqa: E402
 from mailwarden.postfix.socketmap import (  # noqa: E402
     Policy,
     SocketmapServer,
@@ -59,7 +61,8 @@ def domain(i: int) -> str:
 def _serve(view: str, port_q: Any, ready: Any) -> None:
     async def main() -> None:
         # Nothing answers on 127.0.0.1:9: every MX answer must come from the warmed cache.
-        mx = MxCache(make_resolver(["127.0.0.1"], port=9, timeout=0.2), max_ttl=86400)
+        dns = DnsSettings(nameservers=["127.0.0.1"], port=9, timeout=0.2)
+        mx = MxCache(async_resolver(dns), max_ttl=86400)
         for i in range(N_DOMAINS):
             p = PROVIDERS[i % len(PROVIDERS)]
             mx.put(domain(i), (f"mx1.{p}-mx.example",), 86400)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from fixtures.dns import DnsServer
+from mailwarden.config import DnsSettings
 from mailwarden.egress.client import Enqueuer, ProviderResolver
 from mailwarden.events import EgressConnect
 
@@ -23,7 +24,7 @@ def ev(daddr: str) -> EgressConnect:
 def test_provider_from_ptr_via_classify_tables(dns_server: DnsServer) -> None:
     dns_server.add_host("mw-egress-test.aspmx.l.google.com", GOOGLE_IP)
     dns_server.reload()
-    res = ProviderResolver(nameservers=[dns_server.address], port=53, timeout=2.0)
+    res = ProviderResolver(dns=DnsSettings(nameservers=[dns_server.address], port=53, timeout=2.0))
     q = Enqueuer(res, ptr_wait=5.0)
     try:
         for ip in (GOOGLE_IP, "10.250.0.2", UNKNOWN_IP, NO_PTR_IP, GOOGLE_IP):
@@ -44,7 +45,8 @@ def test_provider_from_ptr_via_classify_tables(dns_server: DnsServer) -> None:
 
 def test_a_slow_lookup_delays_events_at_most_ptr_wait() -> None:
     # a resolver that never answers (nothing listens on this loopback port)
-    res = ProviderResolver(lambda h, i: "x", nameservers=["127.0.0.1"], port=9, timeout=3.0)
+    dead = DnsSettings(nameservers=["127.0.0.1"], port=9, timeout=3.0)
+    res = ProviderResolver(lambda h, i: "x", dns=dead)
     q = Enqueuer(res, ptr_wait=0.2)
     try:
         q.add(ev(UNKNOWN_IP))

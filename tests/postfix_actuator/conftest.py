@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from mailwarden.postfix.mx import MxCache, make_resolver
+from mailwarden.config import DnsSettings
+from mailwarden.dnsutil import async_resolver
+from mailwarden.postfix.mx import MxCache
 from mailwarden.postfix.socketmap import Policy, SocketmapServer, ViewWatcher, write_view
 
 
@@ -53,7 +55,7 @@ class RunningMap:
         nameservers, port, prov, lookup_timeout, kw = self._args
 
         async def boot() -> None:
-            mx = MxCache(make_resolver(nameservers, port=port, timeout=2.0))
+            mx = MxCache(async_resolver(DnsSettings(nameservers=nameservers, port=port)))
             policy = Policy(ViewWatcher(self.view), mx, prov, lookup_timeout=lookup_timeout)
             self.server = SocketmapServer(policy, **kw)
             _, self.port = await self.server.start("127.0.0.1", 0)

@@ -10,6 +10,8 @@ from typing import Any
 
 from fixtures.mail import make_message, sendmail
 from mailwarden.classify import Classifier
+from mailwarden.config import DnsSettings
+from mailwarden.dnsutil import resolver
 from mailwarden.postfix.control import Postfix
 from mailwarden.postfix.mx import SyncMx
 from mailwarden.postfix.queue import QueueActuator, postfix_time
@@ -51,7 +53,7 @@ def test_inventory_expiry_hold_and_paced_release(
                              count=6, timeout=30)  # fmt: skip
         assert sum(mx.connections for mx in swiss) == 0
 
-        mx = SyncMx([dns_server.address], dns_server.port)
+        mx = SyncMx(resolver(DnsSettings(nameservers=[dns_server.address], port=dns_server.port)))
         q = QueueActuator(
             pf,
             lambda d: classifier.provider_for_host(mx.hosts(d)[0]) if mx.hosts(d) else "",

@@ -114,6 +114,7 @@ def build(
     from mailwarden.breaker.machine import Machine
     from mailwarden.breaker.rules import RuleSet
     from mailwarden.classify import Classifier
+    from mailwarden.dnsutil import resolver
     from mailwarden.postfix.control import Postfix
     from mailwarden.postfix.hooks import PostfixHooks
     from mailwarden.postfix.mx import SyncMx
@@ -145,7 +146,7 @@ def build(
         write_view(vp, view, never)
 
     pf = Postfix(b.postfix_config, privilege=b.privilege)
-    mx = SyncMx(settings.dns.nameservers, settings.dns.port, settings.dns.timeout)
+    mx = SyncMx(resolver(settings.dns))
 
     def provider_of_domain(domain: str) -> str:
         hosts = mx.hosts(domain)

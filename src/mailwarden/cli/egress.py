@@ -100,7 +100,7 @@ def ingest(
         raw_days=s.egress.raw_days,
         alert_window=s.egress.alert_window,
     )
-    res = ProviderResolver(nameservers=s.dns.nameservers, port=s.dns.port, timeout=s.dns.timeout)
+    res = ProviderResolver(dns=s.dns)
     path = socket_path or s.egress.socket
     total = 0
     warned = False

@@ -107,7 +107,8 @@ def socketmap(
     from mailwarden.classify import Classifier
     from mailwarden.cli.breaker import view_path
     from mailwarden.config import load_settings
-    from mailwarden.postfix.mx import MxCache, make_resolver
+    from mailwarden.dnsutil import async_resolver
+    from mailwarden.postfix.mx import MxCache
     from mailwarden.postfix.socketmap import Policy, SocketmapServer, ViewWatcher
 
     logging.basicConfig(level=logging.INFO, format="mailwarden socketmap: %(message)s")
@@ -116,9 +117,7 @@ def socketmap(
     classifier = Classifier.load()
 
     async def serve() -> None:
-        mx = MxCache(
-            make_resolver(settings.dns.nameservers, settings.dns.port, settings.dns.timeout)
-        )
+        mx = MxCache(async_resolver(settings.dns))
         policy = Policy(
             ViewWatcher(view or view_path(settings)),
             mx,

@@ -18,6 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from mailwarden import dnsutil
+from mailwarden.config import DnsSettings
 from mailwarden.egress.wire import decode, decode_line
 from mailwarden.errors import MailwardenError, ValidationError
 from mailwarden.events import EgressConnect
@@ -61,18 +63,12 @@ def read_messages(path: str, *, timeout: float | None = None) -> Iterator[dict[s
         s.close()
 
 
-def _lookup_ptr(ip: str, nameservers: list[str], port: int, timeout: float) -> str:
+def _lookup_ptr(ip: str, settings: DnsSettings | None) -> str:
     import dns.exception
-    import dns.resolver
     import dns.reversename
 
-    r = dns.resolver.Resolver(configure=not nameservers)
-    if nameservers:
-        r.nameservers = nameservers
-    r.port = port
-    r.lifetime = timeout
     try:
-        ans = r.resolve(dns.reversename.from_address(ip), "PTR")
+        ans = dnsutil.resolver(settings).resolve(dns.reversename.from_address(ip), "PTR")
     except (dns.exception.DNSException, ValueError):
         return ""
     return str(ans[0].target).rstrip(".").lower() if len(ans) else ""  # type: ignore[attr-defined]
@@ -85,15 +81,11 @@ class ProviderResolver:
         self,
         provider_for_host: Callable[[str, str], str] | None = None,
         *,
-        nameservers: list[str] | None = None,
-        port: int = 53,
-        timeout: float = 2.0,
+        dns: DnsSettings | None = None,
         workers: int = 4,
     ) -> None:
         self.provider_for_host = provider_for_host or _classifier_provider()
-        self.nameservers = nameservers or []
-        self.port = port
-        self.timeout = timeout
+        self.dns = dns
         self.cache: dict[str, tuple[str, str]] = {}
         self.pending: dict[str, Future[str]] = {}
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="egress-ptr")
@@ -112,9 +104,7 @@ class ProviderResolver:
         if not self.wants_lookup(ip):
             self.cache[ip] = ("", "")
             return
-        self.pending[ip] = self.pool.submit(
-            _lookup_ptr, ip, self.nameservers, self.port, self.timeout
-        )
+        self.pending[ip] = self.pool.submit(_lookup_ptr, ip, self.dns)
 
     def result(self, ip: str, *, force: bool = False) -> tuple[str, str] | None:
         """(provider, ptr) when known; None while the lookup runs (unless ``force``)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailwarden.config import DnsSettings
+from mailwarden.dnsutil import async_resolver
 from mailwarden.forensics.received import host_name, parse_ip
 from mailwarden.forensics.trace import HopReport, ip_kind, org_domain
 
@@ -28,21 +29,6 @@ class Answer:
     values: list[str] = field(default_factory=list)
     error: str = ""
     nxdomain: bool = False
-
-
-def _resolver(settings: DnsSettings) -> Any:
-    import dns.asyncresolver
-
-    if settings.nameservers:
-        r = dns.asyncresolver.Resolver(configure=False)
-        r.nameservers = list(settings.nameservers)
-    else:
-        r = dns.asyncresolver.Resolver()
-    r.port = settings.port
-    r.timeout = settings.timeout
-    r.lifetime = settings.timeout
-    r.cache = None
-    return r
 
 
 async def _query(res: Any, sem: asyncio.Semaphore, name: str, rtype: str) -> Answer:
@@ -91,7 +77,7 @@ async def _addresses(res: Any, sem: asyncio.Semaphore, name: str) -> Answer:
 
 
 async def _run(reports: list[HopReport], settings: DnsSettings) -> None:
-    res = _resolver(settings)
+    res = async_resolver(settings)
     sem = asyncio.Semaphore(CONCURRENCY)
     ips = sorted(
         {

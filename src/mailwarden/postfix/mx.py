@@ -6,6 +6,7 @@ deadline (the caller answers NOTFOUND and the query keeps running in the backgro
 cache for the next lookup). Only the hosts of the lowest preference are returned: that is where
 Postfix delivers first. A domain without MX records gets its implicit MX (itself); a null MX
 (``MX 0 .``) or NXDOMAIN gets ``()``.
+The resolvers come from :mod:`mailwarden.dnsutil` (``[dns]``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
 from functools import partial
 
 import dns.asyncresolver
@@ -25,22 +25,6 @@ from mailwarden.errors import ValidationError
 from mailwarden.postfix import validate
 
 Hosts = tuple[str, ...]
-
-
-def make_resolver(
-    nameservers: Sequence[str] = (), port: int = 53, timeout: float = 2.0
-) -> dns.asyncresolver.Resolver:
-    """An async resolver: the given servers, else the system's ``/etc/resolv.conf``."""
-    if nameservers:
-        r = dns.asyncresolver.Resolver(configure=False)
-        r.nameservers = list(nameservers)
-        r.port = port
-    else:
-        r = dns.asyncresolver.Resolver()
-    r.lifetime = timeout
-    r.timeout = timeout
-    r.cache = None  # we cache ourselves, by TTL, with bounds
-    return r
 
 
 class MxCache:
@@ -142,14 +126,8 @@ def primary_hosts(ans: dns.resolver.Answer) -> tuple[Hosts, float]:
 class SyncMx:
     """The same lookups, blocking, for the queue tools (inventory, release)."""
 
-    def __init__(self, nameservers: Sequence[str] = (), port: int = 53, timeout: float = 2.0):
-        if nameservers:
-            self.resolver = dns.resolver.Resolver(configure=False)
-            self.resolver.nameservers = list(nameservers)
-            self.resolver.port = port
-        else:
-            self.resolver = dns.resolver.Resolver()
-        self.resolver.lifetime = self.resolver.timeout = timeout
+    def __init__(self, resolver: dns.resolver.Resolver) -> None:
+        self.resolver = resolver
         self._cache: dict[str, tuple[float, Hosts]] = {}
 
     def hosts(self, domain: str) -> Hosts:

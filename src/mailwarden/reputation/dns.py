@@ -20,6 +20,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
+from mailwarden import dnsutil
 from mailwarden.config import DnsSettings
 
 AnswerStatus = Literal["ok", "nxdomain", "nodata", "error"]
@@ -39,25 +40,6 @@ class Answer:
         return self.status == "ok"
 
 
-def make_resolver(settings: DnsSettings | None = None) -> dns.resolver.Resolver:
-    """A dnspython resolver from ``[dns]`` (explicit nameservers, or /etc/resolv.conf)."""
-    s = settings or DnsSettings()
-    if s.nameservers:
-        r = dns.resolver.Resolver(configure=False)
-        r.nameservers = list(s.nameservers)
-    else:
-        try:
-            r = dns.resolver.Resolver()
-        except dns.resolver.NoResolverConfiguration:
-            r = dns.resolver.Resolver(configure=False)
-            r.nameservers = ["127.0.0.1"]
-    r.port = s.port
-    r.timeout = s.timeout
-    r.lifetime = s.timeout
-    r.cache = None
-    return r
-
-
 def _text(rtype: str, rr: object) -> str:
     if rtype == "TXT":
         strings = getattr(rr, "strings", ())
@@ -73,11 +55,11 @@ class Dns:
     """Thin wrapper: one resolver, typed answers, concurrent batches."""
 
     def __init__(self, resolver: dns.resolver.Resolver | None = None) -> None:
-        self.resolver = resolver or make_resolver()
+        self.resolver = resolver or dnsutil.resolver()
 
     @classmethod
     def from_settings(cls, settings: DnsSettings | None) -> Dns:
-        return cls(make_resolver(settings))
+        return cls(dnsutil.resolver(settings))
 
     def query(self, name: str, rtype: str) -> Answer:
         rtype = rtype.upper()

@@ -349,12 +349,7 @@ class Daemon:
             raw_days=s.egress.raw_days,
             alert_window=s.egress.alert_window,
         )
-        res = ProviderResolver(
-            self.wiring.engine.classifier.provider_for_host,
-            nameservers=s.dns.nameservers,
-            port=s.dns.port,
-            timeout=s.dns.timeout,
-        )
+        res = ProviderResolver(self.wiring.engine.classifier.provider_for_host, dns=s.dns)
         log.info("recording egress events", extra={"socket": path})
         try:
             n = ingest(path, rec, resolver=res, stop=stop.is_set)
