@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -331,11 +332,13 @@ def test_search_finds_queue_id_message_id_and_recipient(authed: TestClient) -> N
 
 
 def test_message_page_lists_attempts(authed: TestClient, dashboard: Dashboard) -> None:
-    m, a = schema.messages, schema.attempts
+    m, a, o, r = schema.messages, schema.attempts, schema.origins, schema.rejections
     with dashboard.engine.connect() as c:
-        pk, qid = c.execute(
-            select(m.c.id, m.c.qid)
+        pk, qid, kind, ident, sample, delays = c.execute(
+            select(m.c.id, m.c.qid, o.c.kind, o.c.ident, r.c.sample, a.c.delays)
             .join(a, a.c.message_pk == m.c.id)
+            .join(o, o.c.id == m.c.origin_id)
+            .join(r, r.c.id == a.c.rejection_id)
             .where(a.c.status == "bounced")
             .limit(1)
         ).one()
@@ -344,6 +347,9 @@ def test_message_page_lists_attempts(authed: TestClient, dashboard: Dashboard) -
     assert f'id="msg-qid">{qid}<' in html
     statuses = re.findall(r'<tr class="attempt" data-status="(\w+)">', html)
     assert len(statuses) == n and "bounced" in statuses
+    assert f"<dd>{kind}:{ident}</dd>" in html  # the origin
+    assert f'<div class="full">{escape(sample)}</div>' in html  # the full stored reply
+    assert delays and f'<span class="note">{delays}</span>' in html
 
 
 def test_origins_count_the_submitters(authed: TestClient) -> None:

@@ -4,6 +4,8 @@
   origin and delivery attempts (what ``mailwarden trace`` needs to say "this mail went out
   through us, to these relays, with these results");
 * :func:`find_attempts`: attempts by recipient and/or time window;
+* :func:`message_select`, :func:`message_id_matches` and :func:`load_messages`: the pieces
+  :func:`find_messages` is made of, for callers with other criteria (the dashboard's search);
 * :func:`provider_rejections`: rejection kinds per provider over a time window (from attempts);
 * :func:`daily_counts`: the long-term rollups.
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Select, func, select
@@ -41,6 +43,10 @@ class StoredAttempt:
     reason: str  # "" for a success
     scope: str
     text: str  # the stored sample of the rejection kind ("" for a success)
+    delays: str  # Postfix's delays=a/b/c/d
+    issuer: str  # the rejection kind's issuer, URL and internal flag ("", "", False: success)
+    url: str
+    internal: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,11 @@ class StoredMessage:
     expired_at: float | None
     removed_at: float | None
     attempts: tuple[StoredAttempt, ...] = ()
+
+    @property
+    def origin(self) -> str:
+        """``kind:ident`` of the origin, e.g. ``uid:33`` or ``client:192.0.2.7``."""
+        return f"{self.origin_kind}:{self.origin_ident}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +98,46 @@ def _conn(bind: Engine | Connection) -> Iterator[Connection]:
             yield c
 
 
-def _strip_angle(message_id: str) -> str:
+def message_id_matches(message_id: str) -> ColumnElement[bool]:
+    """``messages.message_id`` is ``message_id``, with or without angle brackets (the log has
+    them without)."""
     s = message_id.strip()
-    return s[1:-1] if s.startswith("<") and s.endswith(">") else s
+    bare = s[1:-1] if s.startswith("<") and s.endswith(">") else s
+    return schema.messages.c.message_id.in_([bare, f"<{bare}>"])
+
+
+def message_select() -> Select[Any]:
+    """The columns of :class:`StoredMessage` (without attempts), messages joined to origins."""
+    m, o = schema.messages, schema.origins
+    return select(
+        m.c.id,
+        m.c.host,
+        m.c.qid,
+        m.c.arrival,
+        o.c.kind,
+        o.c.ident,
+        o.c.name,
+        m.c.sender,
+        m.c.message_id,
+        m.c.size,
+        m.c.nrcpt,
+        m.c.bounce_of,
+        m.c.expired_at,
+        m.c.removed_at,
+    ).join(o, o.c.id == m.c.origin_id)
+
+
+def load_messages(
+    conn: Connection, q: Select[Any], *, with_attempts: bool = True
+) -> list[StoredMessage]:
+    """Run a :func:`message_select` (with the caller's criteria and order) into
+    :class:`StoredMessage` records, with their attempts unless ``with_attempts`` is False."""
+    rows = conn.execute(q).all()
+    attempts = attempts_of(conn, [r[0] for r in rows]) if with_attempts and rows else {}
+    return [
+        StoredMessage(*r, attempts=tuple(attempts.get(r[0], ())))  # type: ignore[misc]
+        for r in rows
+    ]
 
 
 def find_messages(
@@ -111,44 +159,19 @@ def find_messages(
     """
     if message_id is None and qid is None and around is None:
         raise ValueError("find_messages needs message_id, qid or around")
-    m, o = schema.messages, schema.origins
-    q = select(
-        m.c.id,
-        m.c.host,
-        m.c.qid,
-        m.c.arrival,
-        o.c.kind,
-        o.c.ident,
-        o.c.name,
-        m.c.sender,
-        m.c.message_id,
-        m.c.size,
-        m.c.nrcpt,
-        m.c.bounce_of,
-        m.c.expired_at,
-        m.c.removed_at,
-    ).join(o, o.c.id == m.c.origin_id)
+    m = schema.messages
     conds: list[ColumnElement[bool]] = []
     if message_id is not None:
-        bare = _strip_angle(message_id)
-        conds.append(m.c.message_id.in_([bare, f"<{bare}>"]))
+        conds.append(message_id_matches(message_id))
     if qid is not None:
         conds.append(m.c.qid == qid)
     if host is not None:
         conds.append(m.c.host == host)
     if around is not None:
         conds.append(m.c.arrival.between(around - window, around + window))
-    q = q.where(*conds).order_by(m.c.arrival, m.c.id).limit(limit)
+    q = message_select().where(*conds).order_by(m.c.arrival, m.c.id).limit(limit)
     with _conn(bind) as conn:
-        rows = conn.execute(q).all()
-        attempts: dict[int, list[StoredAttempt]] = {}
-        if with_attempts and rows:
-            for pk, att in _attempts_of(conn, [r[0] for r in rows]):
-                attempts.setdefault(pk, []).append(att)
-    return [
-        StoredMessage(*r, attempts=tuple(attempts.get(r[0], ())))  # type: ignore[call-arg]
-        for r in rows
-    ]
+        return load_messages(conn, q, with_attempts=with_attempts)
 
 
 def _attempt_select() -> Select[Any]:
@@ -170,15 +193,32 @@ def _attempt_select() -> Select[Any]:
         func.coalesce(r.c.reason, ""),
         func.coalesce(r.c.scope, ""),
         func.coalesce(r.c.sample, ""),
+        a.c.delays,
+        func.coalesce(r.c.issuer, ""),
+        func.coalesce(r.c.url, ""),
+        func.coalesce(r.c.internal, False),
     ).outerjoin(r, r.c.id == a.c.rejection_id)
 
 
-def _attempts_of(conn: Connection, ids: Sequence[int]) -> Iterator[tuple[int, StoredAttempt]]:
+_ATTEMPT_COLUMNS = len(fields(StoredAttempt))
+
+
+def _attempt(row: Sequence[Any]) -> StoredAttempt:
+    """The attempt in ``row[1:]`` (``row[0]`` is its message's key; extra columns follow)."""
+    v: tuple[Any, ...] = (*row[1:_ATTEMPT_COLUMNS], bool(row[_ATTEMPT_COLUMNS]))
+    return StoredAttempt(*v)
+
+
+def attempts_of(conn: Connection, message_pks: Sequence[int]) -> dict[int, list[StoredAttempt]]:
+    """The attempts of these messages (by primary key), oldest first, 500 keys a query."""
     a = schema.attempts
-    for i in range(0, len(ids), 500):
-        q = _attempt_select().where(a.c.message_pk.in_(ids[i : i + 500])).order_by(a.c.ts, a.c.id)
+    out: dict[int, list[StoredAttempt]] = {}
+    for i in range(0, len(message_pks), 500):
+        chunk = message_pks[i : i + 500]
+        q = _attempt_select().where(a.c.message_pk.in_(chunk)).order_by(a.c.ts, a.c.id)
         for row in conn.execute(q):
-            yield row[0], StoredAttempt(*row[1:])
+            out.setdefault(int(row[0]), []).append(_attempt(row))
+    return out
 
 
 def find_attempts(
@@ -204,7 +244,7 @@ def find_attempts(
         conds.append(a.c.ts < until)
     q = q.where(*conds).order_by(a.c.ts, a.c.id).limit(limit)
     with _conn(bind) as conn:
-        return [(row[-1], StoredAttempt(*row[1:-1])) for row in conn.execute(q)]
+        return [(row[-1], _attempt(row)) for row in conn.execute(q)]
 
 
 def provider_rejections(

@@ -33,6 +33,7 @@ from starlette.responses import Response
 
 from mailwarden.config import Settings
 from mailwarden.errors import MailwardenError
+from mailwarden.store.queries import StoredMessage
 from mailwarden.web import charts
 from mailwarden.web import queries as wq
 from mailwarden.web.auth import (
@@ -514,7 +515,7 @@ def create_app(
     ) -> Response:
         s = require(request)
         term = q.strip()
-        found: dict[int, wq.MessageRow] = {}
+        found: dict[int, StoredMessage] = {}
         how: list[str] = []
         if term:
             with db.connect() as conn:

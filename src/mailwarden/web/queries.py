@@ -18,9 +18,15 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, func, literal, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, select, text
 
 from mailwarden.store import schema
+from mailwarden.store.queries import (
+    StoredMessage,
+    load_messages,
+    message_id_matches,
+    message_select,
+)
 
 #: Statuses shown as columns, in this order; anything else is counted under "other".
 STATUSES = ("sent", "deferred", "bounced", "expired")
@@ -384,102 +390,6 @@ def _sqlite_hour(m: Any) -> Any:
 # ------------------------------------------------------------------------------ search
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptRow:
-    ts: float
-    recipient: str
-    orig_recipient: str
-    relay_host: str
-    relay_ip: str
-    relay_port: int | None
-    provider: str
-    delay: float | None
-    delays: str
-    dsn: str
-    status: str
-    code: int | None
-    enhanced: str
-    reason: str
-    scope: str
-    issuer: str
-    url: str
-    sample: str
-    internal: bool
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRow:
-    id: int
-    host: str
-    qid: str
-    arrival: float
-    origin: str
-    sender: str
-    message_id: str
-    size: int | None
-    nrcpt: int | None
-    bounce_of: str
-    expired_at: float | None
-    removed_at: float | None
-    attempts: tuple[AttemptRow, ...] = ()
-
-
-def _message_select() -> Any:
-    m, o = schema.messages, schema.origins
-    label = o.c.kind + literal(":") + o.c.ident
-    return select(
-        m.c.id,
-        m.c.host,
-        m.c.qid,
-        m.c.arrival,
-        label,
-        m.c.sender,
-        m.c.message_id,
-        m.c.size,
-        m.c.nrcpt,
-        m.c.bounce_of,
-        m.c.expired_at,
-        m.c.removed_at,
-    ).join(o, o.c.id == m.c.origin_id)
-
-
-def attempts_of(conn: Connection, message_pks: list[int]) -> dict[int, list[AttemptRow]]:
-    a, r = schema.attempts, schema.rejections
-    out: dict[int, list[AttemptRow]] = defaultdict(list)
-    for i in range(0, len(message_pks), 500):
-        q = (
-            select(
-                a.c.message_pk,
-                a.c.ts,
-                a.c.recipient,
-                a.c.orig_recipient,
-                a.c.relay_host,
-                a.c.relay_ip,
-                a.c.relay_port,
-                a.c.provider,
-                a.c.delay,
-                a.c.delays,
-                a.c.dsn,
-                a.c.status,
-                a.c.code,
-                a.c.enhanced,
-                func.coalesce(r.c.reason, ""),
-                func.coalesce(r.c.scope, ""),
-                func.coalesce(r.c.issuer, ""),
-                func.coalesce(r.c.url, ""),
-                func.coalesce(r.c.sample, ""),
-                func.coalesce(r.c.internal, False),
-            )
-            .outerjoin(r, r.c.id == a.c.rejection_id)
-            .where(a.c.message_pk.in_(message_pks[i : i + 500]))
-            .order_by(a.c.ts, a.c.id)
-        )
-        for row in conn.execute(q):
-            v: tuple[Any, ...] = (*row[1:19], bool(row[19]))
-            out[int(row[0])].append(AttemptRow(*v))
-    return out
-
-
 def messages_by(
     conn: Connection,
     *,
@@ -489,23 +399,21 @@ def messages_by(
     recipient: str = "",
     host: str = "",
     limit: int = 100,
-) -> list[MessageRow]:
-    """Messages (with their attempts) by primary key, queue id, Message-ID or recipient.
+) -> list[StoredMessage]:
+    """Messages (with their attempts) by primary key, queue id, Message-ID or recipient,
+    newest first.
 
     Message-IDs match with or without angle brackets; recipients case-insensitively when the
     stored address is lower case (as Postfix logs it in most set-ups).
     """
     m, a = schema.messages, schema.attempts
-    q = _message_select()
+    q = message_select()
     if ids is not None:
         q = q.where(m.c.id.in_(ids))
     elif qid:
         q = q.where(m.c.qid == qid)
     elif message_id:
-        bare = message_id.strip()
-        if bare.startswith("<") and bare.endswith(">"):
-            bare = bare[1:-1]
-        q = q.where(m.c.message_id.in_([bare, f"<{bare}>"]))
+        q = q.where(message_id_matches(message_id))
     elif recipient:
         variants = sorted({recipient, recipient.lower()})
         sub = select(a.c.message_pk).where(a.c.recipient.in_(variants)).distinct()
@@ -514,18 +422,15 @@ def messages_by(
         return []
     if host:
         q = q.where(m.c.host == host)
-    q = q.order_by(m.c.arrival.desc(), m.c.id.desc()).limit(limit)
-    rows = conn.execute(q).all()
-    att = attempts_of(conn, [int(r[0]) for r in rows])
-    return [MessageRow(*r, attempts=tuple(att.get(int(r[0]), ()))) for r in rows]  # type: ignore[misc]
+    return load_messages(conn, q.order_by(m.c.arrival.desc(), m.c.id.desc()).limit(limit))
 
 
-def bounce_links(conn: Connection, msg: MessageRow) -> list[MessageRow]:
+def bounce_links(conn: Connection, msg: StoredMessage) -> list[StoredMessage]:
     """The bounce notices we sent about ``msg`` (same host, ``bounce_of`` = its queue id,
     arrived after it), without attempts."""
     m = schema.messages
     q = (
-        _message_select()
+        message_select()
         .where(
             and_(m.c.host == msg.host, m.c.bounce_of == msg.qid, m.c.arrival >= msg.arrival),
             m.c.arrival < msg.arrival + 10 * DAY,
@@ -533,7 +438,7 @@ def bounce_links(conn: Connection, msg: MessageRow) -> list[MessageRow]:
         .order_by(m.c.arrival)
         .limit(20)
     )
-    return [MessageRow(*r) for r in conn.execute(q)]
+    return load_messages(conn, q, with_attempts=False)
 
 
 # ------------------------------------------------------------------------------ egress
