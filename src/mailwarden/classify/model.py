@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -75,6 +77,31 @@ def _compile(patterns: list[str]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
 
 
+def _regexes(patterns: list[str]) -> list[str]:
+    _compile(patterns)
+    return patterns
+
+
+def _check_commands(commands: list[str]) -> list[str]:
+    bad = [c for c in commands if c not in COMMANDS]
+    if bad:
+        raise ValueError(f"unknown SMTP command(s) {bad}; use one of {sorted(COMMANDS)}")
+    return commands
+
+
+#: A reason of :data:`mailwarden.events.REASONS`.
+Reason = Annotated[str, AfterValidator(_check_reason)]
+#: ``match``: one regex or a list of them, each checked, at least one.
+Regexes = Annotated[
+    list[str],
+    Field(min_length=1),
+    BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
+    AfterValidator(_regexes),
+]
+#: SMTP stages of :data:`COMMANDS`.
+Commands = Annotated[list[str], AfterValidator(_check_commands)]
+
+
 class Sample(_Model):
     """A real reply a pattern was written for, and what the whole classifier must say about it.
 
@@ -90,7 +117,7 @@ class Sample(_Model):
     host: str = ""
     remote: bool = True
     rule: str | None = None
-    reason: str | None = None
+    reason: Reason | None = None
     scope: ScopeName | None = None
     issuer: str | None = None
     url: str | None = None
@@ -99,11 +126,6 @@ class Sample(_Model):
     source: str = ""
     note: str = ""
 
-    @field_validator("reason")
-    @classmethod
-    def _reason(cls, v: str | None) -> str | None:
-        return None if v is None else _check_reason(v)
-
 
 def _samples(value: Any) -> Any:
     if isinstance(value, list):
@@ -111,19 +133,24 @@ def _samples(value: Any) -> Any:
     return value
 
 
+#: ``samples``: :class:`Sample` tables, or bare reply strings.
+Samples = Annotated[list[Sample], BeforeValidator(_samples)]
+
+
 class Pattern(_Model):
     """One rule: a regex over the folded reply text, optional conditions, and its verdict."""
 
     id: Annotated[str, Field(pattern=_ID)]
-    reason: str = ""  # may be empty only for internal rules that classify their inner text
+    # may be empty only for internal rules that classify their inner text
+    reason: Annotated[str, AfterValidator(lambda v: v if v == "" else _check_reason(v))] = ""
     scope: ScopeName | None = None  # None: the reason's default scope
     issuer: str = ""
     url: str = ""  # a fixed lookup/delisting URL for this verdict (used when the text has none)
-    match: list[str] = Field(min_length=1)
+    match: Regexes
     codes: list[str] = Field(default_factory=list)  # basic-code prefixes: "5", "55", "554"
     status: list[str] = Field(default_factory=list)  # enhanced-code prefixes: "5.7.", "4.7.28"
-    commands: list[str] = Field(default_factory=list)
-    not_commands: list[str] = Field(default_factory=list)
+    commands: Commands = Field(default_factory=list)
+    not_commands: Commands = Field(default_factory=list)
     before: str = ""  # local reasons.toml rules: try this rule before the one with this id
     inner: bool = False  # internal rules: classify the text after the match too
     anywhere: bool = False  # provider patterns: distinctive enough to try for any relay host
@@ -131,36 +158,7 @@ class Pattern(_Model):
     source: str = ""
     note: str = ""
     enabled: bool = True
-    samples: list[Sample] = Field(default_factory=list)
-
-    @field_validator("match", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
-
-    @field_validator("match")
-    @classmethod
-    def _regexes(cls, v: list[str]) -> list[str]:
-        _compile(v)
-        return v
-
-    @field_validator("samples", mode="before")
-    @classmethod
-    def _sample_strings(cls, v: Any) -> Any:
-        return _samples(v)
-
-    @field_validator("reason")
-    @classmethod
-    def _reason(cls, v: str) -> str:
-        return v if v == "" else _check_reason(v)
-
-    @field_validator("commands", "not_commands")
-    @classmethod
-    def _commands(cls, v: list[str]) -> list[str]:
-        bad = [c for c in v if c not in COMMANDS]
-        if bad:
-            raise ValueError(f"unknown SMTP command(s) {bad}; use one of {sorted(COMMANDS)}")
-        return v
+    samples: Samples = Field(default_factory=list)
 
     def compiled(self) -> re.Pattern[str]:
         return _compile(self.match)
@@ -181,8 +179,8 @@ class Remap(_Model):
     """
 
     id: Annotated[str, Field(pattern=_ID)]
-    from_: str = Field(alias="from")
-    to: str
+    from_: Reason = Field(alias="from")
+    to: Reason
     commands: list[str] = Field(default_factory=list)
     outcomes: list[str] = Field(default_factory=list)
     status: list[str] = Field(default_factory=list)
@@ -190,17 +188,12 @@ class Remap(_Model):
     source: str = ""
     note: str = ""
     enabled: bool = True
-    samples: list[Sample] = Field(default_factory=list)
-
-    @field_validator("from_", "to")
-    @classmethod
-    def _reason(cls, v: str) -> str:
-        return _check_reason(v)
+    samples: Samples = Field(default_factory=list)
 
     @field_validator("commands")
     @classmethod
     def _commands(cls, v: list[str]) -> list[str]:
-        Pattern._commands([c for c in v if c])  # "" (stage unknown) is allowed here
+        _check_commands([c for c in v if c])  # "" (stage unknown) is allowed here
         return v
 
     @field_validator("outcomes")
@@ -210,11 +203,6 @@ class Remap(_Model):
         if bad:
             raise ValueError(f"unknown outcome(s) {bad}; use one of {sorted(OUTCOMES)}")
         return v
-
-    @field_validator("samples", mode="before")
-    @classmethod
-    def _sample_strings(cls, v: Any) -> Any:
-        return _samples(v)
 
     @model_validator(mode="after")
     def _some_condition(self) -> Remap:
@@ -268,35 +256,14 @@ class Issuer(_Model):
 
     id: Annotated[str, Field(pattern=_ID)]
     name: str
-    match: list[str] = Field(min_length=1)
+    match: Regexes
     lookup_url: str = ""  # "{ip}" is replaced by the cited IP
-    reason: str = "blocked"  # verdict when the reply names the issuer and nothing else decides
+    reason: Reason = "blocked"  # verdict when the reply names the issuer and nothing else decides
     historic: bool = False
     source: str = ""
     note: str = ""
     enabled: bool = True
-    samples: list[Sample] = Field(default_factory=list)
-
-    @field_validator("match", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
-
-    @field_validator("match")
-    @classmethod
-    def _regexes(cls, v: list[str]) -> list[str]:
-        _compile(v)
-        return v
-
-    @field_validator("samples", mode="before")
-    @classmethod
-    def _sample_strings(cls, v: Any) -> Any:
-        return _samples(v)
-
-    @field_validator("reason")
-    @classmethod
-    def _reason(cls, v: str) -> str:
-        return _check_reason(v)
+    samples: Samples = Field(default_factory=list)
 
     def compiled(self) -> re.Pattern[str]:
         return _compile(self.match)
