@@ -370,7 +370,7 @@ class Classifier:
             or command_of(body)
             or ("CONNECT" if "refused to talk to me" in local[:300] else "")
         )
-        d = self._decide_raw_uncached(prov, command, code, enh, body, local, status)
+        d = self._decide_texts(prov, command, code, enh, body, local, status)
         cited = "" if d.internal or not d.cite or remote is False else cited_ip(body, exclude=rip)
         return Classification(
             reason=d.reason,
@@ -383,7 +383,7 @@ class Classifier:
             internal=d.internal,
         )
 
-    def _decide_raw_uncached(
+    def _decide_texts(
         self,
         prov: str,
         command: str,
@@ -393,8 +393,9 @@ class Classifier:
         local: str,
         status: str,
     ) -> Decision:
-        """Decision for the raw texts: the same reply seen again (same IP, same ids) costs one
-        dictionary lookup; otherwise the texts are normalised for the second-level cache."""
+        """Decision for the raw texts: Postfix's own deferral at the start of ``local``
+        (internal rules), else the tables on the normalised reply (the second-level cache),
+        then a remap. Not cached itself: it runs under :meth:`_classify_raw_uncached`."""
         if local:
             folded = fold(local)
             if self._internal.maybe_at_start(folded):
