@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 
 from mailwarden.store import _hostkey
-from mailwarden.store.db import write_transaction
+from mailwarden.store.db import connected, write_transaction
 from mailwarden.store.schema import PK, metadata
 
 breaker_state = Table(
@@ -281,9 +281,6 @@ def breaker_hosts(engine: Engine | Connection) -> list[str]:
 
 
 def _rows(engine: Engine | Connection, q: Any, *, mappings: bool = True) -> list[Any]:
-    if isinstance(engine, Connection):
-        res = engine.execute(q)
-        return list(res.mappings() if mappings else res)
-    with engine.connect() as conn:
+    with connected(engine) as conn:
         res = conn.execute(q)
         return list(res.mappings() if mappings else res)

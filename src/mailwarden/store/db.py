@@ -146,6 +146,17 @@ def _check_version(conn: Connection) -> None:
 
 
 @contextmanager
+def connected(bind: Engine | Connection) -> Iterator[Connection]:
+    """The connection itself, or a new one of the engine for the ``with`` block: for read
+    functions that take either."""
+    if isinstance(bind, Connection):
+        yield bind
+    else:
+        with bind.connect() as conn:
+            yield conn
+
+
+@contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that holds the store's write lock from its first statement.
 

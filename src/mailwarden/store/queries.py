@@ -16,14 +16,14 @@ plain frozen dataclasses.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Select, func, select
 
 from mailwarden.store import schema
+from mailwarden.store.db import connected
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +87,6 @@ class RejectionCount:
     count: int
     first_seen: float
     last_seen: float
-
-
-@contextmanager
-def _conn(bind: Engine | Connection) -> Iterator[Connection]:
-    if isinstance(bind, Connection):
-        yield bind
-    else:
-        with bind.connect() as c:
-            yield c
 
 
 def message_id_matches(message_id: str) -> ColumnElement[bool]:
@@ -170,7 +161,7 @@ def find_messages(
     if around is not None:
         conds.append(m.c.arrival.between(around - window, around + window))
     q = message_select().where(*conds).order_by(m.c.arrival, m.c.id).limit(limit)
-    with _conn(bind) as conn:
+    with connected(bind) as conn:
         return load_messages(conn, q, with_attempts=with_attempts)
 
 
@@ -243,7 +234,7 @@ def find_attempts(
     if until is not None:
         conds.append(a.c.ts < until)
     q = q.where(*conds).order_by(a.c.ts, a.c.id).limit(limit)
-    with _conn(bind) as conn:
+    with connected(bind) as conn:
         return [(row[-1], _attempt(row)) for row in conn.execute(q)]
 
 
@@ -285,7 +276,7 @@ def provider_rejections(
         q = q.where(r.c.provider == provider)
     if not include_internal:
         q = q.where(r.c.internal.is_(False))
-    with _conn(bind) as conn:
+    with connected(bind) as conn:
         return [RejectionCount(*row) for row in conn.execute(q)]
 
 
@@ -314,5 +305,5 @@ def daily_counts(
         q = q.where(ru.c.day >= since)
     if provider is not None:
         q = q.where(ru.c.provider == provider)
-    with _conn(bind) as conn:
+    with connected(bind) as conn:
         return [(d, p, og, s, rs, int(c)) for d, p, og, s, rs, c in conn.execute(q)]

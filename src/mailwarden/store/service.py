@@ -28,6 +28,7 @@ from sqlalchemy import (
     Double,
     Engine,
     Index,
+    Select,
     String,
     Table,
     Text,
@@ -39,6 +40,7 @@ from sqlalchemy import (
 )
 
 from mailwarden.store.bulk import insert_rows
+from mailwarden.store.db import connected
 from mailwarden.store.schema import PK, metadata
 
 service_checkpoints = Table(
@@ -116,21 +118,22 @@ def _upsert(conn: Connection, table: Table, keys: dict[str, Any], values: dict[s
         conn.execute(table.insert().values(**keys, **values))
 
 
-# -- checkpoints ------------------------------------------------------------------------------
-def load_checkpoint(bind: Engine | Connection, host: str, source: str) -> dict[str, Any] | None:
-    t = service_checkpoints
-    q = select(t.c.data).where(t.c.host == host, t.c.source == source)
-    if isinstance(bind, Engine):
-        with bind.connect() as conn:
-            raw = conn.execute(q).scalar()
-    else:
-        raw = bind.execute(q).scalar()
+def _json_scalar(bind: Engine | Connection, q: Select[Any]) -> Any:
+    """The JSON text ``q`` selects, decoded; None when there is no row or it is not JSON."""
+    with connected(bind) as conn:
+        raw = conn.execute(q).scalar()
     if raw is None:
         return None
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except ValueError:
         return None
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+def load_checkpoint(bind: Engine | Connection, host: str, source: str) -> dict[str, Any] | None:
+    t = service_checkpoints
+    data = _json_scalar(bind, select(t.c.data).where(t.c.host == host, t.c.source == source))
     return data if isinstance(data, dict) else None
 
 
@@ -155,18 +158,7 @@ def insert_sasl(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
 # -- state -----------------------------------------------------------------------------------
 def get_state(bind: Engine | Connection, host: str, name: str) -> Any:
     t = service_state
-    q = select(t.c.value).where(t.c.host == host, t.c.name == name)
-    if isinstance(bind, Engine):
-        with bind.connect() as conn:
-            raw = conn.execute(q).scalar()
-    else:
-        raw = bind.execute(q).scalar()
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
+    return _json_scalar(bind, select(t.c.value).where(t.c.host == host, t.c.name == name))
 
 
 def set_state(conn: Connection, host: str, name: str, value: Any, now: float) -> None:
@@ -224,11 +216,8 @@ def recent_alerts(
     if kinds is not None:
         q = q.where(t.c.kind.in_(list(kinds)))
     q = q.order_by(t.c.ts, t.c.id)
-    if isinstance(bind, Engine):
-        with bind.connect() as conn:
-            rows = conn.execute(q).mappings().all()
-    else:
-        rows = bind.execute(q).mappings().all()
+    with connected(bind) as conn:
+        rows = conn.execute(q).mappings().all()
     out = []
     for r in rows:
         d = dict(r)
