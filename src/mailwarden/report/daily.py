@@ -202,28 +202,13 @@ def build_report(
         reasons[key]["prev_count"] += kd["prev_count"]
 
     # breaker transitions (each host's breakers act on its own Postfix)
+    from mailwarden.store.breaker import TRANSITION_FIELDS
     from mailwarden.store.breaker import breaker_transitions as bt
 
+    keys = ("host", *(f for f in TRANSITION_FIELDS if f != "level"))  # as stored, but the level
     q = _host_filter(select(bt).where(bt.c.ts >= since, bt.c.ts < until), bt.c.host, hosts)
     breaker = [
-        {
-            k: row[k]
-            for k in (
-                "host",
-                "ts",
-                "provider",
-                "ip",
-                "old",
-                "new",
-                "actor",
-                "rule",
-                "reply",
-                "issuer",
-                "url",
-                "until",
-                "note",
-            )
-        }
+        {k: row[k] for k in keys}
         for row in conn.execute(q.order_by(bt.c.ts, bt.c.id).limit(500)).mappings()
     ]
 
