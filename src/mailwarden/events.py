@@ -188,6 +188,28 @@ class Delivery(PostfixEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class MxReply(PostfixEvent):
+    """smtp/lmtp giving up on one MX host before the next one (or before a deferral without a
+    per-recipient status): ``host X[ip] said: ...``, ``host X[ip] refused to talk to me: ...``,
+    ``lost connection with X[ip] while ...``, ``conversation with X[ip] timed out while ...``,
+    ``connect to X[ip]:25: ...``, ``TLS is required, but ... host X[ip] ...``.
+
+    A connection-level attempt: it names no recipient (it concerns the message's pending
+    recipients at that MX) and never changes a recipient's final state. ``kind`` is ``said``,
+    ``refused``, ``lost``, ``timeout``, ``connect`` or ``tls``; ``text`` the message after the
+    queue id, as logged; ``qid`` is ``""`` for a ``connect to`` line whose process never named
+    its queue id (see :class:`mailwarden.sources.postfix.ConnectClaims`).
+    """
+
+    relay_host: str = ""
+    relay_ip: str = ""
+    relay_port: int | None = None
+    kind: str = ""
+    text: str = ""
+    reply: Reply | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BounceNotice(PostfixEvent):
     """bounce/defer/trace: ``sender non-delivery notification: NEWID`` and friends."""
 
@@ -288,6 +310,7 @@ class Message:
     held: bool = False
     complete: bool = False  # True once "removed" was seen
     user: str = ""  # local user name of ``uid`` (pwd), "" when not resolvable
+    mx_replies: list[MxReply] = field(default_factory=list)  # connection-level, non-final
 
 
 # --------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from mailwarden.events import (
     Delivery,
     InboundReject,
     Message,
+    MxReply,
     PostfixEvent,
     SaslFailure,
     Unparsed,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from mailwarden.classify.engine import Classifier
     from mailwarden.errors import SourceError
     from mailwarden.sources.files import LogFile
+    from mailwarden.sources.postfix import ConnectClaims
     from mailwarden.sources.stats import ParseStats
 
 #: Inputs smaller than this run in one process (forking costs more than it saves).
@@ -58,6 +60,9 @@ _CLASSIFY_CACHE = 10_000
 _MAX_TEXT = 600  # = store.schema.MAX_INDEXED_TEXT (not imported: workers may not store)
 
 FINAL_STATES = {"sent": "delivered", "bounced": "bounced", "expired": "bounced"}
+#: The ``dsn=`` Postfix logs for the same failure at the last MX (connection-level replies
+#: carry none): so that a non-final reply and a status line of the same failure are one kind.
+MX_DSN = {"connect": "4.4.1", "lost": "4.4.2", "timeout": "4.4.2"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -104,18 +109,44 @@ def shard_of(raw: bytes, nshards: int) -> int:
     return raw[j - 1] % nshards
 
 
-def _shard_lines(f: Iterable[bytes], me: int, n: int, counter: list[int]) -> Iterator[bytes]:
+def _shard_lines(
+    f: Iterable[bytes], me: int, n: int, counter: list[int], claims: ConnectClaims | None = None
+) -> Iterator[bytes]:
     """The lines of ``f`` in shard ``me`` of ``n`` (:func:`shard_of`, inlined: this loop sees
-    every line of the input in every worker); ``counter[0]`` counts bytes read."""
+    every line of the input in every worker); ``counter[0]`` counts bytes read.
+
+    ``claims``: smtp(8)'s ``connect to`` lines are claimed before the shard filter (see
+    :class:`~mailwarden.sources.postfix.ConnectClaims`): every worker holds them, the worker
+    of the claiming line passes them on with its queue id and counts the dropped twins in
+    ``claims.twins``; held lines stay held (:func:`_released`)."""
     if n == 1:
+        if claims is not None:
+            f = _counted(f, counter)
+            yield from claims.lines(f)
+            return
         for raw in f:
             counter[0] += len(raw)
             yield raw
         return
     got = 0
+    held = claims.held if claims is not None else None
     for raw in f:
         got += len(raw)
         i = raw.find(b"]: ")
+        if claims is not None and i > 0 and (held or raw.startswith(b"connect to ", i + 3)):
+            if raw.startswith(b"connect to ", i + 3):
+                out = claims.hold(raw, i)
+                if out is not None:
+                    for r in out:  # unclaimed (limits): as they are
+                        if shard_of(r, n) == me:
+                            yield r
+                    continue
+            else:
+                claimed = claims.claim(raw, i)
+                if claimed is not None and shard_of(raw, n) == me:
+                    yield from claimed[0]  # same queue id: same shard
+                    if claimed[1]:
+                        claims.twins += 1
         j = raw.find(b": ", i + 9, i + 36) if i >= 0 else -1
         if j <= 0:
             s = 0
@@ -129,6 +160,20 @@ def _shard_lines(f: Iterable[bytes], me: int, n: int, counter: list[int]) -> Ite
             counter[0] += got
             got = 0
     counter[0] += got
+
+
+def _counted(f: Iterable[bytes], counter: list[int]) -> Iterator[bytes]:
+    for raw in f:
+        counter[0] += len(raw)
+        yield raw
+
+
+def _released(claims: ConnectClaims, me: int, n: int) -> Iterator[bytes]:
+    """The connect lines still held when a file ends (never claimed), as logged, in shard
+    ``me``."""
+    for raw in claims.release():
+        if n == 1 or shard_of(raw, n) == me:
+            yield raw
 
 
 # ------------------------------------------------------------------------------------------
@@ -174,7 +219,7 @@ class Folder:
 
     def flush_batch(self) -> None:
         b = self.batch
-        if self.store and self.send is not None and (b.messages or b.inbound or b.links):
+        if self.store and self.send is not None and (b.messages or b.inbound or b.links or b.mx):
             self.send(("batch", b))
             self._new_batch()
 
@@ -185,7 +230,7 @@ class Folder:
         until = float("inf") if self.until is None else self.until
         agg = self.agg
         message = self.message
-        special = (Unparsed, InboundReject, SaslFailure)
+        special = (Unparsed, InboundReject, SaslFailure, MxReply)
         outside = 0
         for ev in evs:
             cls = ev.__class__
@@ -200,9 +245,14 @@ class Folder:
                 if cls is SaslFailure:
                     agg.sasl_failures[ev.client_ip or ev.client_name] += 1  # type: ignore[union-attr]
                     continue
-                self.inbound(ev)  # type: ignore[arg-type]
-                if not ev.qid:  # type: ignore[union-attr]
-                    continue
+                if cls is MxReply:
+                    if not ev.qid:  # type: ignore[union-attr]
+                        self.mx_alone(ev)  # type: ignore[arg-type]
+                        continue
+                else:
+                    self.inbound(ev)  # type: ignore[arg-type]
+                    if not ev.qid:  # type: ignore[union-attr]
+                        continue
             elif not since <= ev.ts < until:  # type: ignore[union-attr]
                 outside += 1
                 continue
@@ -296,6 +346,71 @@ class Folder:
             )
             if len(self.batch.inbound) >= 4 * self.batch_messages:
                 self.flush_batch()
+
+    # -- connection-level replies -------------------------------------------------------------
+    def mx_alone(self, r: MxReply) -> list[str]:
+        """A connection-level reply of no known message (a ``connect to`` line its process
+        never claimed): counted and stored like the others, without a message. Returns the
+        providers touched (see :meth:`mx_fold`)."""
+        touched = self.mx_fold(-1, [r])
+        if self.store and len(self.batch.mx) >= 4 * self.batch_messages:
+            self.flush_batch()
+        return touched
+
+    def mx_fold(self, mi: int, replies: list[MxReply]) -> list[str]:
+        """Fold the connection-level replies of one message (``mi``: its row in the current
+        batch, -1 for none) into the aggregate (their provider's ``mx`` kinds, classified as
+        a deferral with Postfix's ``dsn=`` for the same failure, :data:`MX_DSN`) and, when
+        storing, the batch (``Batch.mx``). Called by :meth:`message` and by the C
+        accelerator; never flushes the batch. Returns the providers, in the order touched
+        (the accelerator keeps its order of providers equal to this code's)."""
+        agg = self.agg
+        touched: list[str] = []
+        store = self.store
+        b = self.batch
+        seq: dict[tuple[float, str], int] = {}
+        for r in replies:
+            ts = r.ts
+            d = Delivery(
+                ts, r.host, r.qid, r.program, relay_host=r.relay_host, relay_ip=r.relay_ip,
+                relay_port=r.relay_port, dsn=MX_DSN.get(r.kind, ""), status="deferred",
+                text=r.text, reply=r.reply,
+            )  # fmt: skip
+            prov = self.provider_of(d)
+            pa = agg.provider(prov)
+            pa.mx_replies += 1
+            touched.append(prov)
+            c, kind = self.classify(d, prov)
+            kinds = agg.mx_internal if c.internal else pa.mx
+            ka = kinds.get(kind)
+            rp = r.reply
+            if ka is None:
+                ka = kinds[kind] = KindAgg(
+                    c.reason, c.scope, rp.code if rp else None, _enhanced(d),
+                    rp.command if rp else "", c.issuer, c.url, c.cited_ip, c.rule, _sample(d),
+                )  # fmt: skip
+            ka.add(ts)
+            if store:
+                if (prov, kind) not in b.kinds:
+                    b.kinds[(prov, kind)] = (
+                        prov, kind, ka.reason, ka.scope, ka.code, ka.enhanced, ka.command,
+                        ka.issuer, ka.url, ka.cited_ip, ka.rule, c.internal, ka.sample, ts, ts,
+                    )  # fmt: skip
+                n = seq[(ts, r.text)] = seq.get((ts, r.text), -1) + 1
+                key = hashlib.blake2b(
+                    f"{r.qid}|{r.kind}|{r.relay_ip}|{n}|{r.text}".encode("utf-8", "replace"),
+                    digest_size=10,
+                ).hexdigest()
+                b.mx.append(
+                    (
+                        mi, r.host, r.qid, ts, key, r.kind, r.relay_host[:_MAX_TEXT],
+                        r.relay_ip[:_MAX_TEXT], r.relay_port, prov, rp.command if rp else "",
+                        rp.code if rp else None, _enhanced(d), kind,
+                    )
+                )  # fmt: skip
+            if ts > agg.last_ts:
+                agg.last_ts = ts
+        return touched
 
     # -- messages ----------------------------------------------------------------------------
     def provider_of(self, d: Delivery) -> str:
@@ -511,6 +626,8 @@ class Folder:
                 )
             if ts > agg.last_ts:
                 agg.last_ts = ts
+        if m.mx_replies:
+            self.mx_fold(mi, m.mx_replies)
         expired = m.expired_at is not None
         for status, prov in final.values():
             pa = agg.provider(prov)
@@ -760,15 +877,21 @@ def fold_files(
         folder.flush_batch()
         return read
 
-    from mailwarden.sources.postfix import parse_lines
+    import itertools
+
+    from mailwarden.sources.postfix import ConnectClaims, parse_lines
 
     for lf in files:
         counter = [0]
-        lines = _shard_lines(lf.lines(on_error), me, nshards, counter)
+        claims = ConnectClaims()
+        lines = _shard_lines(lf.lines(on_error), me, nshards, counter, claims)
         if progress is not None:
             lines = _with_progress(lines, counter, done_before, progress)
+        lines = itertools.chain(lines, _released(claims, me, nshards))
         evs = parse_lines(lines, env=lf.envelope(tz), stats=stats, yield_unparsed=show_unparsed)
         folder.events(evs, unparsed)
+        stats.total += claims.twins  # read and understood: their status lines say it all
+        stats.ignored += claims.twins
         read[str(lf.path)] = counter[0]
         done_before += counter[0]
     folder.finish()

@@ -126,6 +126,7 @@ CORPORA = [
     DATA / "postfix-lines.txt",
     DATA / "genlog-5k.log.gz",
     DATA / "genlog-3k-iso.log.gz",
+    DATA / "mx-replies.log",
 ]
 
 
@@ -151,7 +152,7 @@ def test_each_corpus_gives_the_same_result(path: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("nshards", [2, 3])
 def test_every_shard_is_the_same(nshards: int) -> None:
-    paths = [DATA / "genlog-5k.log.gz", REAL_LOG]
+    paths = [DATA / "genlog-5k.log.gz", REAL_LOG, DATA / "mx-replies.log"]
     totals = 0
     for me in range(nshards):
         totals += assert_same(paths, me=me, nshards=nshards)["stats"]["total"]
@@ -300,6 +301,39 @@ HOSTILE = [
 ]
 
 
+def test_held_connect_lines_past_the_limits(tmp_path: Path) -> None:
+    """More "connect to" lines than one process may hold, more processes than may hold any:
+    the oldest go on unclaimed (without queue id), the same in C."""
+    from mailwarden.sources.postfix import MAX_HELD_PER_PROCESS, MAX_HELD_PROCESSES
+
+    st_ = b"Nov 27 17:19:54 mail postfix/smtp["
+    lines = [
+        st_ + b"7]: connect to mx%d.example.org[192.0.2.%d]:25: Connection refused\n" % (i, i % 250)
+        for i in range(MAX_HELD_PER_PROCESS + 5)
+    ]
+    lines.append(st_ + b"7]: 4BC1D2E3F4: to=<a@example.org>, relay=none, delay=1, delays=1/0/0/0,"
+                 b" dsn=4.4.1, status=deferred (connect to mx3.example.org[192.0.2.3]:25: "
+                 b"Connection refused)\n")  # fmt: skip
+    for pid in range(MAX_HELD_PROCESSES + 20):
+        lines.append(st_ + b"%d]: connect to mx.example.net[192.0.2.9]:25: Connection refused\n"
+                     % (1000 + pid))  # fmt: skip
+    recent = b"%d]: " % (1000 + MAX_HELD_PROCESSES + 10)
+    lines.append(st_ + recent + b"4BC1D2E3F5: to=<b@example.net>, relay=none, delay=1, "
+                 b"delays=1/0/0/0, dsn=4.4.1, status=deferred (connect to mx.example.net"
+                 b"[192.0.2.9]:25: Connection refused)\n")  # fmt: skip
+    log = _write(tmp_path, "held.log", lines, NOV_2026)
+    for nshards in (1, 2):
+        for me in range(nshards):
+            assert_same([log], me=me, nshards=nshards, batch=5)
+    out = assert_same([log])
+    assert out["stats"]["total"] == len(lines)
+    # the twin of 4BC1D2E3F5's status line (its process still holds it): ignored; the first
+    # processes let go of theirs as they are
+    assert out["stats"]["ignored"] == 1
+    agg = out["agg"]
+    assert f"mx_replies={MAX_HELD_PER_PROCESS + 5}," in agg  # example.org: none dropped
+
+
 def test_hostile_lines(tmp_path: Path) -> None:
     log = _write(tmp_path, "hostile.log", HOSTILE, NOV_2026)
     out = assert_same([log])
@@ -310,7 +344,7 @@ def test_hostile_lines(tmp_path: Path) -> None:
 
 POOL = [
     ln + b"\n"
-    for p in (SAMPLE_LOG, REAL_LOG, DATA / "postfix-lines.txt")
+    for p in (SAMPLE_LOG, REAL_LOG, DATA / "postfix-lines.txt", DATA / "mx-replies.log")
     for ln in p.read_bytes().splitlines()
     if ln and not ln.startswith(b"#")
 ] + [ln if ln.endswith(b"\n") else ln + b"\n" for ln in HOSTILE if len(ln) < 1000]
@@ -415,6 +449,17 @@ _SHAPES = [
     b"Recipient address rejected: circuit open {n}; from=<{a}> to=<{a}> proto=ESMTP helo=<{h}>",
     b"postfix/qmgr[10]: {q}: removed",
     b"postfix/qmgr[10]: {q}: removed",
+    # smtp's lines about one MX: "connect to" without queue id (claimed by the next queue id
+    # line of the same process, dropped when a status line repeats it), the others with one
+    b"postfix/smtp[11]: connect to {h}[192.0.2.{n}]:25: Connection refused",
+    b"postfix/smtp[11]: connect to {h}[192.0.2.{n}]:25: Connection refused",
+    b"postfix/smtp[21]: connect to {h}[192.0.2.{n}]:25: Connection timed out",
+    b"postfix/smtp[21]: {q}: host {h}[192.0.2.{n}] refused to talk to me: 554 5.7.1 no {n}",
+    b"postfix/smtp[11]: {q}: host {h}[192.0.2.{n}] said: 421 4.7.0 Try later (in reply to "
+    b"RCPT TO command)",
+    b"postfix/smtp[11]: {q}: lost connection with {h}[192.0.2.{n}] while sending RCPT TO",
+    b"postfix/lmtp[22]: {q}: conversation with {h}[192.0.2.{n}] timed out while sending "
+    b"end of data -- message may be sent more than once",
 ]
 _QIDS = [b"A1B2C3D4E5", b"A1B2C3D4E6", b"F00BA4C0DE", b"4BCDEF01234", b"AAAAAAAAAA"]
 _HOSTS = [b"mx1.example.com", b"mx.swisscom.test", b"192.0.2.9", b"gmail-smtp-in.l.google.com"]

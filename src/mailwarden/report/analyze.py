@@ -16,11 +16,18 @@ Counting rules (also in the docs):
   else the organisational domain; ``local`` for local transports);
 * a rejection kind counts *attempts* (each deferral of each retry counts once);
 * Postfix's own deferrals (``Classification.internal``) are listed apart, never as a
-  provider's rejections.
+  provider's rejections;
+* a connection-level reply (:class:`mailwarden.events.MxReply`: smtp giving up on one MX host
+  before the next, e.g. a greeting block at the first MX while the backup accepts) counts
+  once, under the provider of that MX, in the same rejection kinds as status lines
+  (``mx_replies`` says how many of a kind's ``count`` they are); it changes no recipient's
+  state. The last MX's failure is only counted from the status lines (Postfix repeats a
+  ``connect to`` failure there; :class:`mailwarden.sources.postfix.ConnectClaims`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
@@ -76,6 +83,8 @@ class ProviderAgg:
     expired: int = 0  # part of bounced
     attempts: int = 0
     kinds: dict[str, KindAgg] = field(default_factory=dict)
+    mx_replies: int = 0  # connection-level replies (MxReply) of this provider's MX hosts
+    mx: dict[str, KindAgg] = field(default_factory=dict)  # their kinds (same keys as kinds)
 
     def merge(self, o: ProviderAgg) -> None:
         self.recipients += o.recipients
@@ -85,6 +94,8 @@ class ProviderAgg:
         self.expired += o.expired
         self.attempts += o.attempts
         _merge_kinds(self.kinds, o.kinds)
+        self.mx_replies += o.mx_replies
+        _merge_kinds(self.mx, o.mx)
 
 
 @dataclass(slots=True)
@@ -151,6 +162,7 @@ class Aggregate:
     outside_period: int = 0  # events dropped by --since/--until
     providers: dict[str, ProviderAgg] = field(default_factory=dict)
     internal: dict[str, KindAgg] = field(default_factory=dict)
+    mx_internal: dict[str, KindAgg] = field(default_factory=dict)  # MxReply, internal kinds
     origins: dict[tuple[str, str], OriginAgg] = field(default_factory=dict)
     inbound: dict[str, InboundAgg] = field(default_factory=dict)
     sasl_failures: Counter[str] = field(default_factory=Counter)  # client ip -> count
@@ -183,6 +195,7 @@ class Aggregate:
         for k, p in o.providers.items():
             self.provider(k).merge(p)
         _merge_kinds(self.internal, o.internal)
+        _merge_kinds(self.mx_internal, o.mx_internal)
         for key, og in o.origins.items():
             mine = self.origins.get(key)
             if mine is None:
@@ -196,6 +209,21 @@ class Aggregate:
             else:
                 have.merge(ib)
         self.sasl_failures.update(o.sasl_failures)
+
+
+def _combined(kinds: dict[str, KindAgg], mx: dict[str, KindAgg]) -> list[tuple[KindAgg, int]]:
+    """The kinds of status lines and of connection-level replies as one list of (kind, how
+    many of its count are connection-level); the inputs are left as they are."""
+    out: dict[str, tuple[KindAgg, int]] = {k: (v, 0) for k, v in kinds.items()}
+    for k, v in mx.items():
+        have = out.get(k)
+        if have is None:
+            out[k] = (v, v.count)
+        else:
+            both = dataclasses.replace(have[0])
+            both.merge(v)
+            out[k] = (both, v.count)
+    return list(out.values())
 
 
 def _merge_kinds(into: dict[str, KindAgg], other: dict[str, KindAgg]) -> None:
@@ -224,7 +252,7 @@ def _ratio(n: int, d: int) -> float:
     return round(n / d, 4) if d else 0.0
 
 
-def _kind_json(k: KindAgg) -> dict[str, Any]:
+def _kind_json(k: KindAgg, mx: int = 0) -> dict[str, Any]:
     return {
         "reason": k.reason,
         "scope": k.scope,
@@ -239,6 +267,7 @@ def _kind_json(k: KindAgg) -> dict[str, Any]:
         "cited_ip": k.cited_ip,
         "rule": k.rule,
         "sample": k.sample,
+        "mx_replies": mx,
     }
 
 
@@ -261,7 +290,9 @@ def build_document(
     providers: list[dict[str, Any]] = []
     tot = {"delivered": 0, "deferred": 0, "bounced": 0}
     for name, p in agg.providers.items():
-        kinds = sorted(p.kinds.values(), key=lambda k: (-k.count, k.reason, k.enhanced))
+        kinds = sorted(
+            _combined(p.kinds, p.mx), key=lambda km: (-km[0].count, km[0].reason, km[0].enhanced)
+        )
         providers.append(
             {
                 "provider": name,
@@ -272,7 +303,8 @@ def build_document(
                 "bounced": p.bounced,
                 "expired": p.expired,
                 "attempts": p.attempts,
-                "rejections": [_kind_json(k) for k in kinds],
+                "mx_replies": p.mx_replies,
+                "rejections": [_kind_json(k, mx) for k, mx in kinds],
             }
         )
         for key in tot:
@@ -297,7 +329,9 @@ def build_document(
             }
         )
     origins.sort(key=lambda d: (-d["messages"], d["kind"], d["id"]))
-    internal = sorted(agg.internal.values(), key=lambda k: (-k.count, k.reason))
+    internal = sorted(
+        (k for k, _ in _combined(agg.internal, agg.mx_internal)), key=lambda k: (-k.count, k.reason)
+    )
     inbound = []
     for ib in sorted(agg.inbound.values(), key=lambda i: (-i.count, i.action, i.sample)):
         top = sorted(ib.clients.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_PROVIDERS]
@@ -333,6 +367,7 @@ def build_document(
             "recipients": agg.recipients,
             "attempts": agg.attempts,
             **tot,
+            "mx_replies": sum(p.mx_replies for p in agg.providers.values()),
         },
         "providers": providers,
         "internal": [

@@ -12,6 +12,8 @@
  *     sources.postfix match them; every other line (and every line that is not plain
  *     ASCII, has a NUL, is too long, or has an unusual envelope) goes back to Python
  *     (slow_line / slow_msg callbacks), whose events are fed to the same correlator here;
+ *   - smtp(8)'s "connect to" lines without queue id held until their process names it
+ *     (sources.postfix.ConnectClaims, before the shard filter: claims_*);
  *   - per-message correlation with the Correlator's rules (queue id reuse, horizon sweeps,
  *     the max_open cap with second-chance eviction, bounce links);
  *   - folding finished messages into aggregates and, when storing, into the row tuples of
@@ -359,6 +361,7 @@ typedef struct Msg {
     Att *atts;
     Py_ssize_t natt, catt;
     PyObject *notices; /* list of str (notice queue ids) or NULL */
+    PyObject *mx;      /* list of MxReply events (connection-level replies) or NULL */
 } Msg;
 
 enum { OK_UNKNOWN = 0, OK_UID = 1, OK_CLIENT = 2, OK_SASL = 3 };
@@ -402,6 +405,7 @@ static void msg_free(Msg *m)
         att_clear(&m->atts[i]);
     PyMem_Free(m->atts);
     Py_XDECREF(m->notices);
+    Py_XDECREF(m->mx);
     PyMem_Free(m);
 }
 
@@ -558,6 +562,12 @@ typedef struct {
     int is_postfix;
 } ProgEntry;
 
+/* the "connect to" lines one smtp process logged since it last named a queue id */
+typedef struct {
+    PyObject *key;   /* bytes: "host program[pid" (sources.postfix.session_key) */
+    PyObject *lines; /* list of bytes: the raw lines, oldest first */
+} HeldProc;
+
 typedef struct {
     PyObject_HEAD
     /* configuration */
@@ -610,6 +620,10 @@ typedef struct {
     Py_ssize_t norig, corig;
     /* the current store batch (borrowed from folder.batch, refreshed) */
     PyObject *batch, *b_messages, *b_attempts, *b_kinds, *b_links;
+    /* connection-level replies: folder.mx_fold; held "connect to" lines (claims_*) */
+    PyObject *mx_cb;
+    HeldProc *held;
+    Py_ssize_t nheld, cheld;
 } Shard;
 
 static void shard_drop_source(Shard *s)
@@ -1204,6 +1218,19 @@ static int fold(Shard *s, Msg *m)
         if (ts > s->last_ts)
             s->last_ts = ts;
     }
+    if (!err && m->mx != NULL && PyList_GET_SIZE(m->mx) > 0) {
+        /* Folder.mx_fold(mi, replies): rare lines, the Python code does it; it returns the
+         * providers it touched, which are touched here too (the same order of providers) */
+        PyObject *r = PyObject_CallFunction(s->mx_cb, "nO", mi, m->mx);
+        if (r == NULL || !PyList_Check(r))
+            err = 1;
+        for (Py_ssize_t k = 0; !err && k < PyList_GET_SIZE(r); k++)
+            if (prov_agg(s, PyList_GET_ITEM(r, k)) == NULL)
+                err = 1;
+        if (r != NULL && !PyList_Check(r) && !PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "mx_fold must return a list");
+        Py_XDECREF(r);
+    }
     if (!err) {
         int expired = m->has_expired;
         for (Py_ssize_t k = 0; k < nfinal && !err; k++) {
@@ -1403,7 +1430,8 @@ static Msg *start(Shard *s, PyObject *host, const char *q, Py_ssize_t n, Py_hash
 
 static int msg_started(Msg *m)
 {
-    return m->okind != OK_UNKNOWN || m->natt > 0 || m->nrcpt != NULL || m->has_removed;
+    return m->okind != OK_UNKNOWN || m->natt > 0 || (m->mx && PyList_GET_SIZE(m->mx) > 0) ||
+           m->nrcpt != NULL || m->has_removed;
 }
 
 /* advance the log clock of an event (before its queue id is looked at) */
@@ -1565,7 +1593,7 @@ static int notice(Shard *s, Msg *m, PyObject *host, PyObject *qid, PyObject *nqi
 /* ---- events from the Python path (Correlator.feed) ----------------------------------- */
 
 static PyObject *T_Arrival, *T_Delivery, *T_QueueActive, *T_MessageIdSeen, *T_Removed;
-static PyObject *T_BounceNotice, *T_Expired, *T_Held, *T_InboundReject;
+static PyObject *T_BounceNotice, *T_Expired, *T_Held, *T_InboundReject, *T_MxReply;
 
 static PyObject *attr(PyObject *o, const char *name)
 {
@@ -1640,7 +1668,7 @@ static int feed_event(Shard *s, PyObject *ev)
     if (m == NULL) {
         int belongs = cls == T_Delivery || cls == T_QueueActive || cls == T_MessageIdSeen ||
                       cls == T_BounceNotice || cls == T_Expired || cls == T_Held ||
-                      cls == T_InboundReject;
+                      cls == T_InboundReject || (T_MxReply != NULL && cls == T_MxReply);
         if (!belongs) {
             rc = 0;
             goto done;
@@ -1695,6 +1723,11 @@ static int feed_event(Shard *s, PyObject *ev)
             goto done;
         }
         rc = add_attempt(m, &a);
+    }
+    else if (T_MxReply != NULL && cls == T_MxReply) {
+        if (m->mx == NULL && (m->mx = PyList_New(0)) == NULL)
+            goto done;
+        rc = PyList_Append(m->mx, ev);
     }
     else if (cls == T_QueueActive) {
         PyObject *sender = NULL, *size = NULL, *nrcpt = NULL;
@@ -2904,30 +2937,30 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
     return 0;
 }
 
-/* one line; raw excludes nothing (it has its "\n" when the source had one) */
-static int line(Shard *s, const char *raw, Py_ssize_t n)
+/* pipeline.shard_of (i: the first "]: " or -1) */
+static int shard_of_line(Shard *s, const char *raw, Py_ssize_t n, Py_ssize_t i)
 {
-    if (s->nshards > 1) {
-        /* pipeline.shard_of */
-        Py_ssize_t i = find3(raw, 0, n, "]: ");
-        Py_ssize_t j = -1;
-        if (i >= 0) {
-            Py_ssize_t lo = i + 9, hi = i + 36;
-            if (hi > n)
-                hi = n;
-            if (lo < hi)
-                j = find2(raw, lo, hi, ':', ' ');
-        }
-        int sh = 0;
-        if (j > 0) {
-            if (j >= 7 && memcmp(raw + j - 7, "NOQUEUE", 7) == 0)
-                sh = (int)((n + (unsigned char)raw[i > 0 ? i - 1 : n - 1]) % s->nshards);
-            else
-                sh = ((unsigned char)raw[j - 1]) % s->nshards;
-        }
-        if (sh != s->me)
-            return 0;
+    Py_ssize_t j = -1;
+    if (i >= 0) {
+        Py_ssize_t lo = i + 9, hi = i + 36;
+        if (hi > n)
+            hi = n;
+        if (lo < hi)
+            j = find2(raw, lo, hi, ':', ' ');
     }
+    int sh = 0;
+    if (j > 0) {
+        if (j >= 7 && memcmp(raw + j - 7, "NOQUEUE", 7) == 0)
+            sh = (int)((n + (unsigned char)raw[i > 0 ? i - 1 : n - 1]) % s->nshards);
+        else
+            sh = ((unsigned char)raw[j - 1]) % s->nshards;
+    }
+    return sh;
+}
+
+/* one line of this shard (see line()) */
+static int line_body(Shard *s, const char *raw, Py_ssize_t n)
+{
     s->total++;
     double ts = 0;
     Py_ssize_t at = 0;
@@ -3023,7 +3056,8 @@ static int line(Shard *s, const char *raw, Py_ssize_t n)
         Py_DECREF(r);
         goto ok;
     }
-    if (mn >= 8 && (memcmp(msg, "connect ", 8) == 0 || memcmp(msg, "disconne", 8) == 0)) {
+    if (mn >= 8 && ((memcmp(msg, "connect ", 8) == 0 && !(mn >= 11 && memcmp(msg + 8, "to ", 3) == 0)) ||
+                    memcmp(msg, "disconne", 8) == 0)) {
         s->ignored++;
         goto ok;
     }
@@ -3067,6 +3101,250 @@ fail:
     Py_XDECREF(pymsg);
     drain(s);
     return -1;
+}
+
+/* ---- smtp(8)'s "connect to" lines (sources.postfix.ConnectClaims, byte for byte) -------- */
+
+#define MAX_HELD_PER_PROCESS 32
+#define MAX_HELD_PROCESSES 4096
+
+/* session_key: "host program[pid" of a line whose tag ends at i, for .../smtp[ and .../lmtp[;
+ * 1 with [*ks, *ks + *kn) set, 0 for other programs */
+static int session_key(const char *raw, Py_ssize_t i, Py_ssize_t *ks, Py_ssize_t *kn)
+{
+    Py_ssize_t k = -1, b = -1, h = -1;
+    for (Py_ssize_t x = i - 1; x >= 0; x--)
+        if (raw[x] == ' ') {
+            k = x;
+            break;
+        }
+    if (k < 0)
+        return 0;
+    for (Py_ssize_t x = i - 1; x >= k; x--)
+        if (raw[x] == '[') {
+            b = x;
+            break;
+        }
+    if (b < 5 || !(memcmp(raw + b - 5, "/smtp", 5) == 0 || memcmp(raw + b - 5, "/lmtp", 5) == 0))
+        return 0;
+    for (Py_ssize_t x = k - 1; x >= 0; x--)
+        if (raw[x] == ' ') {
+            h = x;
+            break;
+        }
+    if (h < 0)
+        return 0;
+    *ks = h + 1;
+    *kn = i - h - 1;
+    return 1;
+}
+
+static Py_ssize_t held_find(Shard *s, const char *k, Py_ssize_t kn)
+{
+    for (Py_ssize_t x = 0; x < s->nheld; x++) {
+        PyObject *key = s->held[x].key;
+        if (PyBytes_GET_SIZE(key) == kn && memcmp(PyBytes_AS_STRING(key), k, kn) == 0)
+            return x;
+    }
+    return -1;
+}
+
+static void held_remove(Shard *s, Py_ssize_t x) /* the caller owns the entry's references */
+{
+    memmove(&s->held[x], &s->held[x + 1], (s->nheld - x - 1) * sizeof(HeldProc));
+    s->nheld--;
+}
+
+/* the body of a line from start, without its line end */
+static Py_ssize_t body_end(const char *raw, Py_ssize_t n)
+{
+    if (n > 0 && raw[n - 1] == '\n')
+        n -= (n > 1 && raw[n - 2] == '\r') ? 2 : 1;
+    return n;
+}
+
+/* a held line going on as it is (unclaimed): the shard filter, then line_body */
+static int unclaimed(Shard *s, PyObject *b)
+{
+    const char *r = PyBytes_AS_STRING(b);
+    Py_ssize_t n = PyBytes_GET_SIZE(b);
+    if (s->nshards > 1 && shard_of_line(s, r, n, find3(r, 0, n, "]: ")) != s->me)
+        return 0;
+    return line_body(s, r, n);
+}
+
+static int lines_as_they_are(Shard *s, PyObject *lines)
+{
+    for (Py_ssize_t x = 0; x < PyList_GET_SIZE(lines); x++)
+        if (unclaimed(s, PyList_GET_ITEM(lines, x)) < 0)
+            return -1;
+    return 0;
+}
+
+/* ConnectClaims.hold: 1 held (overflow lines went on before), 0 not smtp(8)'s, -1 error */
+static int claims_hold(Shard *s, const char *raw, Py_ssize_t n, Py_ssize_t i)
+{
+    Py_ssize_t ks, kn;
+    if (!session_key(raw, i, &ks, &kn))
+        return 0;
+    PyObject *b = PyBytes_FromStringAndSize(raw, n);
+    if (b == NULL)
+        return -1;
+    Py_ssize_t x = held_find(s, raw + ks, kn);
+    if (x < 0) {
+        if (s->nheld >= MAX_HELD_PROCESSES) {
+            HeldProc first = s->held[0];
+            held_remove(s, 0);
+            int rc = lines_as_they_are(s, first.lines);
+            Py_DECREF(first.key);
+            Py_DECREF(first.lines);
+            if (rc < 0) {
+                Py_DECREF(b);
+                return -1;
+            }
+        }
+        if (s->nheld == s->cheld) {
+            Py_ssize_t nc = s->cheld ? s->cheld * 2 : 8;
+            HeldProc *nh = PyMem_Realloc(s->held, nc * sizeof(HeldProc));
+            if (nh == NULL) {
+                Py_DECREF(b);
+                PyErr_NoMemory();
+                return -1;
+            }
+            s->held = nh;
+            s->cheld = nc;
+        }
+        PyObject *key = PyBytes_FromStringAndSize(raw + ks, kn);
+        PyObject *lines = key ? PyList_New(1) : NULL;
+        if (lines == NULL) {
+            Py_XDECREF(key);
+            Py_DECREF(b);
+            return -1;
+        }
+        PyList_SET_ITEM(lines, 0, b);
+        s->held[s->nheld].key = key;
+        s->held[s->nheld].lines = lines;
+        s->nheld++;
+        return 1;
+    }
+    PyObject *lines = s->held[x].lines;
+    int rc = PyList_Append(lines, b);
+    Py_DECREF(b);
+    if (rc < 0)
+        return -1;
+    if (PyList_GET_SIZE(lines) > MAX_HELD_PER_PROCESS) {
+        PyObject *old = PyList_GET_ITEM(lines, 0);
+        Py_INCREF(old);
+        if (PySequence_DelItem(lines, 0) < 0) {
+            Py_DECREF(old);
+            return -1;
+        }
+        rc = unclaimed(s, old);
+        Py_DECREF(old);
+        if (rc < 0)
+            return -1;
+    }
+    return 1;
+}
+
+/* ConnectClaims.claim: the held lines of this line's process, given its queue id, go on
+ * before it (the last one dropped when this line's text is that very failure) */
+static int claims_claim(Shard *s, const char *raw, Py_ssize_t n, Py_ssize_t i)
+{
+    Py_ssize_t ks, kn;
+    if (!session_key(raw, i, &ks, &kn))
+        return 0;
+    Py_ssize_t x = held_find(s, raw + ks, kn);
+    if (x < 0)
+        return 0;
+    Py_ssize_t hi = i + 3 + Q_MAX + 1;
+    if (hi > n)
+        hi = n;
+    Py_ssize_t j = find2(raw, i + 3, hi, ':', ' ');
+    if (j < 0)
+        return 0;
+    Py_ssize_t qn = j - (i + 3);
+    if (qn < Q_MIN)
+        return 0;
+    for (Py_ssize_t y = i + 3; y < j; y++)
+        if (!is_alnum((unsigned char)raw[y]))
+            return 0;
+    if (qn == 7 && memcmp(raw + i + 3, "NOQUEUE", 7) == 0)
+        return 0;
+    HeldProc hp = s->held[x];
+    held_remove(s, x);
+    Py_ssize_t nl = PyList_GET_SIZE(hp.lines);
+    /* twin: this line's body ends with "(" + the last held line's body + ")" */
+    PyObject *last = PyList_GET_ITEM(hp.lines, nl - 1);
+    const char *lr = PyBytes_AS_STRING(last);
+    Py_ssize_t ln = PyBytes_GET_SIZE(last);
+    Py_ssize_t li = find3(lr, 0, ln, "]: ");
+    Py_ssize_t lb = li + 3, le = body_end(lr, ln);
+    Py_ssize_t cb = j + 2, ce = body_end(raw, n);
+    Py_ssize_t tl = le > lb ? le - lb : 0;
+    int twin = li >= 0 && ce - cb >= tl + 2 && raw[ce - 1] == ')' && raw[ce - 2 - tl] == '(' &&
+               memcmp(raw + ce - 1 - tl, lr + lb, tl) == 0;
+    int rc = 0;
+    char *buf = NULL;
+    Py_ssize_t cap = 0;
+    /* the claimed lines have this line's queue id: they go where it goes */
+    int mine = s->nshards == 1 || shard_of_line(s, raw, n, i) == s->me;
+    for (Py_ssize_t y = 0; mine && y < nl - twin && rc == 0; y++) {
+        PyObject *r = PyList_GET_ITEM(hp.lines, y);
+        const char *rr = PyBytes_AS_STRING(r);
+        Py_ssize_t rn = PyBytes_GET_SIZE(r);
+        Py_ssize_t k = find3(rr, 0, rn, "]: ");
+        Py_ssize_t need = rn + qn + 2;
+        if (need > cap) {
+            char *nb = PyMem_Realloc(buf, need);
+            if (nb == NULL) {
+                PyErr_NoMemory();
+                rc = -1;
+                break;
+            }
+            buf = nb;
+            cap = need;
+        }
+        memcpy(buf, rr, k + 3);
+        memcpy(buf + k + 3, raw + i + 3, qn);
+        buf[k + 3 + qn] = ':';
+        buf[k + 4 + qn] = ' ';
+        memcpy(buf + k + 5 + qn, rr + k + 3, rn - k - 3);
+        rc = line_body(s, buf, need);
+    }
+    PyMem_Free(buf);
+    if (rc == 0 && twin && mine) {
+        s->total++; /* read and understood: the status lines say it */
+        s->ignored++;
+    }
+    Py_DECREF(hp.key);
+    Py_DECREF(hp.lines);
+    return rc;
+}
+
+/* one line; raw excludes nothing (it has its "\n" when the source had one) */
+static int line(Shard *s, const char *raw, Py_ssize_t n)
+{
+    Py_ssize_t i = -2;
+    if (s->nheld > 0 || (n > 14 && memchr(raw, ']', n) != NULL)) {
+        i = find3(raw, 0, n, "]: ");
+        if (i > 0) {
+            if (n - (i + 3) >= 11 && memcmp(raw + i + 3, "connect to ", 11) == 0) {
+                int r = claims_hold(s, raw, n, i);
+                if (r != 0)
+                    return r < 0 ? -1 : 0;
+            }
+            else if (s->nheld > 0 && claims_claim(s, raw, n, i) < 0)
+                return -1;
+        }
+    }
+    if (s->nshards > 1) {
+        if (i == -2)
+            i = find3(raw, 0, n, "]: ");
+        if (shard_of_line(s, raw, n, i) != s->me)
+            return 0;
+    }
+    return line_body(s, raw, n);
 }
 
 /* ------------------------------------------------------------------------------------- */
@@ -3124,6 +3402,9 @@ static int Shard_init(Shard *s, PyObject *args, PyObject *kw)
     KEEP(reply_cb, reply);
     s->inbound_cb = PyObject_GetAttrString(folder, "inbound_parts");
     if (s->inbound_cb == NULL)
+        return -1;
+    s->mx_cb = PyObject_GetAttrString(folder, "mx_fold");
+    if (s->mx_cb == NULL)
         return -1;
     s->relays = PyDict_New();
     s->prov_host = PyDict_New();
@@ -3206,6 +3487,24 @@ static PyObject *Shard_feed(Shard *s, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* the "connect to" lines still held at the end of a source, as they are (before end()) */
+static PyObject *Shard_release(Shard *s, PyObject *Py_UNUSED(ignored))
+{
+    int rc = 0;
+    while (s->nheld > 0) {
+        HeldProc hp = s->held[0];
+        held_remove(s, 0);
+        rc = lines_as_they_are(s, hp.lines);
+        Py_DECREF(hp.key);
+        Py_DECREF(hp.lines);
+        if (rc < 0)
+            break;
+    }
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 /* counters of the source since begin(): (total, parsed, ignored, foreign, out_of_order) */
 static PyObject *Shard_end(Shard *s, PyObject *Py_UNUSED(ignored))
 {
@@ -3280,6 +3579,23 @@ static PyObject *Shard_finish(Shard *s, PyObject *Py_UNUSED(ignored))
                          s->last_ts, s->outside, provs, s->internal, origs);
 }
 
+/* a provider touched by Python (a connection-level reply of no message): its place in the
+ * order of providers, as in the reference */
+static PyObject *Shard_touch_provider(Shard *s, PyObject *name)
+{
+    if (!PyUnicode_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "provider name must be str");
+        return NULL;
+    }
+    if (s->provs == NULL && s->prov_index == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Shard not initialised");
+        return NULL;
+    }
+    if (prov_agg(s, name) == NULL)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Shard_open_count(Shard *s, PyObject *Py_UNUSED(ignored))
 {
     return PyLong_FromSsize_t(s->open.count);
@@ -3297,6 +3613,7 @@ static int Shard_traverse(Shard *s, visitproc visit, void *arg)
     Py_VISIT(s->program_cb);
     Py_VISIT(s->reply_cb);
     Py_VISIT(s->inbound_cb);
+    Py_VISIT(s->mx_cb);
     Py_VISIT(s->stamps);
     Py_VISIT(s->trad);
     Py_VISIT(s->iso);
@@ -3320,6 +3637,7 @@ static int Shard_clear(Shard *s)
     Py_CLEAR(s->program_cb);
     Py_CLEAR(s->reply_cb);
     Py_CLEAR(s->inbound_cb);
+    Py_CLEAR(s->mx_cb);
     Py_CLEAR(s->batch);
     Py_CLEAR(s->b_messages);
     Py_CLEAR(s->b_attempts);
@@ -3344,6 +3662,11 @@ static void Shard_dealloc(Shard *s)
     for (Py_ssize_t i = 0; i < s->npend; i++)
         msg_free(s->pending[i]);
     PyMem_Free(s->pending);
+    for (Py_ssize_t i = 0; i < s->nheld; i++) {
+        Py_XDECREF(s->held[i].key);
+        Py_XDECREF(s->held[i].lines);
+    }
+    PyMem_Free(s->held);
     for (int i = 0; i < s->nprogs; i++) {
         Py_XDECREF(s->progs[i].bytes);
         Py_XDECREF(s->progs[i].str);
@@ -3378,6 +3701,8 @@ static PyMethodDef Shard_methods[] = {
     {"begin", (PyCFunction)(void (*)(void))Shard_begin, METH_VARARGS | METH_KEYWORDS,
      "begin(trad, iso, sec, iso_cache, host, slow_line, slow_msg): start a source (file)."},
     {"feed", (PyCFunction)Shard_feed, METH_O, "feed(buffer): whole lines of the source."},
+    {"release", (PyCFunction)Shard_release, METH_NOARGS,
+     "release(): the held \"connect to\" lines of the source, unclaimed (before end())."},
     {"end", (PyCFunction)Shard_end, METH_NOARGS,
      "end() -> (total, parsed, ignored, foreign, out_of_order) of the source."},
     {"feed_event", (PyCFunction)Shard_feed_event, METH_O,
@@ -3385,6 +3710,8 @@ static PyMethodDef Shard_methods[] = {
     {"finish", (PyCFunction)Shard_finish, METH_NOARGS,
      "finish() -> aggregates, after folding every open message."},
     {"open_count", (PyCFunction)Shard_open_count, METH_NOARGS, "open messages now."},
+    {"touch_provider", (PyCFunction)Shard_touch_provider, METH_O,
+     "touch_provider(name): the provider's place in the order of providers."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -3403,13 +3730,16 @@ static PyTypeObject ShardType = {
 
 static PyObject *set_event_types(PyObject *Py_UNUSED(mod), PyObject *args)
 {
-    PyObject *t[9];
-    if (!PyArg_ParseTuple(args, "OOOOOOOOO", &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6],
-                          &t[7], &t[8]))
+    PyObject *t[10] = {0};
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO|O", &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6],
+                          &t[7], &t[8], &t[9]))
         return NULL;
-    PyObject **slots[] = {&T_Arrival, &T_Delivery, &T_QueueActive, &T_MessageIdSeen, &T_Removed,
-                          &T_BounceNotice, &T_Expired, &T_Held, &T_InboundReject};
-    for (int i = 0; i < 9; i++) {
+    PyObject **slots[] = {&T_Arrival,      &T_Delivery, &T_QueueActive, &T_MessageIdSeen,
+                          &T_Removed,      &T_BounceNotice, &T_Expired, &T_Held,
+                          &T_InboundReject, &T_MxReply};
+    for (int i = 0; i < 10; i++) {
+        if (t[i] == NULL)
+            continue;
         if (!PyType_Check(t[i])) {
             PyErr_SetString(PyExc_TypeError, "event classes expected");
             return NULL;

@@ -30,6 +30,7 @@ from mailwarden.events import (
     Held,
     InboundReject,
     MessageIdSeen,
+    MxReply,
     QueueActive,
     Removed,
     SaslFailure,
@@ -57,6 +58,7 @@ else:
         Expired,
         Held,
         InboundReject,
+        MxReply,
     )
 
 #: Bytes handed to the C code at a time (whole lines; the rest waits for the next block).
@@ -281,6 +283,11 @@ class FastShard:
             folder.inbound(ev)
             if not ev.qid:
                 return None
+        elif cls is MxReply and not ev.qid:
+            assert isinstance(ev, MxReply)
+            for p in folder.mx_alone(ev):
+                self.shard.touch_provider(p)
+            return None
         return ev
 
     # -- files -------------------------------------------------------------------------------
@@ -317,6 +324,7 @@ class FastShard:
                 shard.feed(block)
                 if progress is not None:
                     progress(counter[0])
+            shard.release()  # "connect to" lines never claimed, as they are
         finally:
             if gc_was:
                 gc.enable()
@@ -350,4 +358,7 @@ class FastShard:
         agg.internal = internal
         for key, name, ms, rc, dl, df, bo, provcount in origs:
             agg.origins[key] = OriginAgg(name, ms, rc, dl, df, bo, Counter(provcount))
-        self.folder.agg.merge(agg)
+        # what Python added meanwhile (inbound rejects, SASL failures, connection-level
+        # replies) on top: the C side has every provider already, in the reference's order
+        agg.merge(self.folder.agg)
+        self.folder.agg = agg

@@ -35,6 +35,7 @@ from mailwarden.events import (
     InboundReject,
     Message,
     MessageIdSeen,
+    MxReply,
     PostfixEvent,
     QueueActive,
     Removed,
@@ -49,6 +50,7 @@ from mailwarden.sources.postfix import (
     _SKIP8,
     _TZ_SIGNS,
     IGNORED,
+    ConnectClaims,
     PostfixParser,
     _strip_angle,
 )
@@ -61,7 +63,17 @@ _NOTHING: tuple[Message, ...] = ()
 _NO_KV: dict[str, str] = {}
 #: Event classes that belong to a queue file (others, even with a queue id, are passed over).
 _MESSAGE_EVENTS = frozenset(
-    {Delivery, QueueActive, MessageIdSeen, Removed, BounceNotice, Expired, Held, InboundReject}
+    {
+        Delivery,
+        QueueActive,
+        MessageIdSeen,
+        Removed,
+        BounceNotice,
+        Expired,
+        Held,
+        InboundReject,
+        MxReply,
+    }
 )
 
 
@@ -174,6 +186,7 @@ class Correlator:
         return bool(
             m.origin_kind != "unknown"
             or m.attempts
+            or m.mx_replies
             or m.nrcpt is not None
             or m.removed_at is not None
         )
@@ -220,6 +233,8 @@ class Correlator:
             slot[1] = ts
         if cls is Delivery:
             m.attempts.append(ev)  # type: ignore[arg-type]
+        elif cls is MxReply:
+            m.mx_replies.append(ev)  # type: ignore[arg-type]
         elif cls is QueueActive:
             assert isinstance(ev, QueueActive)
             if not m.sender:
@@ -360,14 +375,16 @@ def correlate_lines(
     shard: tuple[int, int] | None = None,
     yield_unparsed: bool = False,
     flush: bool = True,
-) -> Iterator[Message | InboundReject | SaslFailure | Unparsed]:
+    claims: ConnectClaims | None = None,
+) -> Iterator[Message | InboundReject | SaslFailure | MxReply | Unparsed]:
     """Raw syslog lines -> finished :class:`Message` s, in one loop (the analyze fast path).
 
     The same result as ``Correlator.run(parse_lines(lines))``, but the four most frequent line
     shapes (``removed``, ``(queue active)``, ``message-id=``, delivery status lines) update the
     open message directly instead of going through an event object. Also yields the events
     that belong to no message: :class:`InboundReject` (all of them, including those with a
-    queue id, which also update their message) and :class:`SaslFailure`; and
+    queue id, which also update their message), :class:`SaslFailure` and :class:`MxReply`
+    without queue id (``claims``: see :func:`mailwarden.sources.parse_lines`); and
     :class:`Unparsed` when ``yield_unparsed``. ``shard=(me, n)``: keep only the lines of shard
     ``me`` (see :func:`mailwarden.sources.shard_of`); the others are not even counted.
     """
@@ -403,6 +420,11 @@ def correlate_lines(
     latest = 0.0
     info: tuple[str, bool] | None
     done: list[Message] | None
+    twins0 = claims.twins if claims is not None else 0
+    if claims is not None:
+        if nshards > 1:  # each worker would count the twins: claim before sharding
+            raise ValueError("claims and shard: claim the lines before sharding them")
+        lines = claims.lines(lines)
     try:
         for raw in lines:
             this_offset = offset
@@ -483,7 +505,7 @@ def correlate_lines(
                 foreign += 1
                 stats.program(info[0])
                 continue
-            if msg[:8] in _SKIP8:
+            if msg[:8] in _SKIP8 and msg[8:11] != b"to ":
                 ignored += 1
                 continue
             # -- the frequent shapes, straight into the open message ---------------------
@@ -584,7 +606,7 @@ def correlate_lines(
                 continue
             parsed += 1
             cls = ev.__class__
-            if cls is InboundReject or cls is SaslFailure:
+            if cls is InboundReject or cls is SaslFailure or (cls is MxReply and not ev.qid):
                 yield ev  # type: ignore[misc]
             res = feed(ev)
             if res:
@@ -592,6 +614,9 @@ def correlate_lines(
         if flush:
             yield from corr.flush()
     finally:
+        if claims is not None:
+            total += claims.twins - twins0
+            ignored += claims.twins - twins0
         stats.total += total
         stats.parsed += parsed
         stats.ignored += ignored

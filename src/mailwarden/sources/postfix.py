@@ -16,7 +16,17 @@ message. One message yields at most one event:
 ``QID: placed on hold`` / ``released from hold`` (postsuper)  :class:`Held`
 ``NOQUEUE|QID: reject|hold|discard|filter|...: STAGE from``   :class:`InboundReject`
 ``warning: name[ip]: SASL LOGIN authentication failed: ...``  :class:`SaslFailure`
+``QID: host X[ip] said|refused to talk to me: ...`` (smtp)    :class:`MxReply` (one MX's reply)
+``QID: lost connection with|conversation with X[ip] ...``     :class:`MxReply`
+``[QID: ]connect to X[ip]:25: ...``, ``QID: TLS is required`` :class:`MxReply`
 ===========================================================  ===================================
+
+smtp(8)/lmtp(8) write a line of their own (``MxReply``) when they give up on one MX host and
+try the next, or defer without a per-recipient status; the final MX's reply is only in the
+status lines. ``connect to`` failures are the exception: smtp(8) logs them without a queue id,
+for the last MX too (verified on Postfix 3.7, ``tests/sources/test_mx_postfix.py``).
+:class:`ConnectClaims` gives them the queue id their process names next and drops the one
+that its status lines repeat (see there).
 
 Postfix lines that are understood but carry nothing the pipeline needs (connect/disconnect,
 warnings, statistics, TLS chatter, master start/reload) are counted as ``ignored``; other Postfix
@@ -42,6 +52,7 @@ from mailwarden.events import (
     InboundReject,
     LogLine,
     MessageIdSeen,
+    MxReply,
     PostfixEvent,
     QueueActive,
     Removed,
@@ -182,6 +193,20 @@ _SASL = re.compile(
     r"authentication failed: ?(?P<detail>.*?)(?:, sasl_username=(?P<user>.*))?$"
 )
 
+# smtp(8)/lmtp(8) lines about one MX host (after "QID: "): -> (kind, host, ip, port)
+_MX_HOST = re.compile(
+    rb"host ([^\s\[\]]*)\[([^\]\s]*)\](?::(\d{1,5}))? (said|refused to talk to me): "
+)
+_MX_CONNECT = re.compile(rb"connect to ([^\s\[\]]*)\[([^\]\s]*)\](?::(\d{1,5}))?: ")
+_MX_LOST = re.compile(rb"lost connection with ([^\s\[\]]*)\[([^\]\s]*)\](?::(\d{1,5}))? while ")
+_MX_TIMEOUT = re.compile(
+    rb"conversation with ([^\s\[\]]*)\[([^\]\s]*)\](?::(\d{1,5}))? timed out while "
+)
+_MX_TLS = re.compile(
+    rb"TLS is required, but (?:was not offered by )?host ([^\s\[\]]*)\[([^\]\s]*)\](?::(\d{1,5}))?"
+)
+_MX_AGENTS: Final = ("smtp", "lmtp")
+
 #: Postfix messages that are understood and deliberately not turned into events (matched
 #: at the start of the message, after an optional "QID: "). Anything else is "unparsed".
 _IGNORED_SHAPES = (
@@ -238,7 +263,7 @@ _IGNORED_SHAPES = (
 _IGNORE = re.compile("|".join(f"(?:{x})" for x in _IGNORED_SHAPES))
 
 _HEAD_TO, _HEAD_FROM, _HEAD_MID, _HEAD_REMOVED, _HEAD_UID, _HEAD_CLIENT = range(6)
-_HEAD_NOTICE, _HEAD_HOLD, _HEAD_RESENT = 6, 7, 8
+_HEAD_NOTICE, _HEAD_HOLD, _HEAD_RESENT, _HEAD_MX = 6, 7, 8, 9
 _HEADS: Final = {
     b"to=<": _HEAD_TO,
     b"from": _HEAD_FROM,
@@ -251,6 +276,11 @@ _HEADS: Final = {
     b"plac": _HEAD_HOLD,
     b"rele": _HEAD_HOLD,
     b"rese": _HEAD_RESENT,
+    b"host": _HEAD_MX,
+    b"conn": _HEAD_MX,
+    b"conv": _HEAD_MX,
+    b"lost": _HEAD_MX,
+    b"TLS ": _HEAD_MX,
 }
 _NOTICE_KIND: Final = {
     b"non-delivery": "non-delivery",
@@ -466,6 +496,8 @@ class PostfixParser:
             if rest == b"released from hold":
                 return _new_held(ts, host, qid, program, True, "")
             return None
+        if head == _HEAD_MX:
+            return self._mx(ts, host, qid, program, rest)
         if head == _HEAD_RESENT:
             if rest.startswith(b"resent-message-id="):
                 mid = _strip_angle(rest[18:].decode("utf-8", "replace"))
@@ -501,6 +533,47 @@ class PostfixParser:
             ts, host, qid, program, to, orig or "", relay, rh, ri, rp, conn_use, delay_f,
             delays or "", dsn or "", status, text or "", reply,
         )  # fmt: skip
+
+    def _mx(self, ts: float, host: str, qid: str, program: str, rest: bytes) -> MxReply | None:
+        """smtp(8)/lmtp(8) on one MX host (``rest``: the message after ``QID: ``, or the whole
+        message of a ``connect to`` line without queue id); None for other shapes."""
+        if program.rpartition("/")[2] not in _MX_AGENTS:
+            return None
+        c = rest[:4]
+        if c == b"host":
+            m = _MX_HOST.match(rest)
+            kind = "refused" if m is not None and m[4] != b"said" else "said"
+        elif c == b"conn":
+            m = _MX_CONNECT.match(rest)
+            kind = "connect"
+        elif c == b"lost":
+            m = _MX_LOST.match(rest)
+            kind = "lost"
+        elif c == b"conv":
+            m = _MX_TIMEOUT.match(rest)
+            kind = "timeout"
+        elif c == b"TLS ":
+            m = _MX_TLS.match(rest)
+            kind = "tls"
+        else:
+            return None
+        if m is None:
+            return None
+        text = rest.decode("utf-8", "replace")
+        if len(text) > 8192:  # a reply is at most a few KiB; keep what a row can hold
+            text = text[:8192]
+        return MxReply(
+            ts,
+            host,
+            qid,
+            program,
+            relay_host=m[1].decode("utf-8", "replace"),
+            relay_ip=m[2].decode("utf-8", "replace"),
+            relay_port=_int(m[3]),
+            kind=kind,
+            text=text,
+            reply=self.reply(text),
+        )
 
     @staticmethod
     def _generic_fields(
@@ -640,7 +713,12 @@ class PostfixParser:
                     detail=m.group("detail"),
                     sasl_username=m.group("user") or "",
                 )
-        # "QID: <something we do not need>" (e.g. smtp's non-final "host X said:" lines)
+        if msg[:11] == b"connect to ":
+            # smtp(8) logs connect failures without a queue id (ConnectClaims adds it)
+            mx = self._mx(ts, host, "", program, msg)
+            if mx is not None:
+                return mx
+        # "QID: <something we do not need>" (TLS chatter, warnings, statistics ...)
         if _IGNORE.match(s):
             return IGNORED
         c = s.find(": ")
@@ -674,6 +752,137 @@ class PostfixParser:
         return out
 
 
+# ------------------------------------------------------------------------------------------
+# smtp(8)'s "connect to" lines: without a queue id
+# ------------------------------------------------------------------------------------------
+
+#: Held "connect to" lines per smtp process, and processes holding lines (beyond: the oldest
+#: go on unclaimed). smtp_mx_address_limit is 5 by default.
+MAX_HELD_PER_PROCESS = 32
+MAX_HELD_PROCESSES = 4096
+
+
+def session_key(raw: bytes, i: int) -> bytes | None:
+    """``host program[pid`` of a raw syslog line whose tag ends at ``i`` (its ``]: ``) when
+    the program is smtp(8) or lmtp(8) (``.../smtp[pid]``), else None. Lines of one process
+    (one delivery after another) share it."""
+    k = raw.rfind(b" ", 0, i)
+    if k < 0:
+        return None
+    b = raw.rfind(b"[", k, i)
+    if b < 5 or raw[b - 5 : b] not in (b"/smtp", b"/lmtp"):
+        return None
+    h = raw.rfind(b" ", 0, k)
+    if h < 0:
+        return None
+    return raw[h + 1 : i]
+
+
+def _body(raw: bytes, start: int) -> bytes:
+    end = len(raw)
+    if end and raw[end - 1] == 10:
+        end -= 2 if end > 1 and raw[end - 2] == 13 else 1
+    return raw[start:end]
+
+
+class ConnectClaims:
+    """Give smtp(8)'s ``connect to X[ip]:25: ...`` lines the queue id of their delivery.
+
+    smtp(8) logs a failed connection without a queue id, for every MX it tries, the last one
+    included; the reply lines of a non-final MX carry the queue id, and the last MX's failure
+    is repeated in the recipients' status lines (measured on Postfix 3.7,
+    ``tests/sources/test_mx_postfix.py``). One smtp process handles one delivery at a time,
+    so the next line of the same process (``host program[pid``, :func:`session_key`) that
+    names a queue id is the delivery those connect lines belong to. This class holds each
+    connect line until then and passes it on as ``QID: connect to ...``, except the last one
+    when that next line is a status line whose text (in its last parentheses) is that very
+    connect failure: the status line is its final form, and the connect line is dropped
+    (counted in :attr:`twins`: read, understood, not needed). Lines never claimed (the log
+    ends, the process is gone) go on as they are, without a queue id (see :meth:`release`).
+
+    The same rule runs before the shard filter of ``mailwarden analyze`` (every worker holds
+    every connect line; the one that gets the claiming line keeps it) and in C
+    (``_postfixscan.c``, ``claims_*``).
+    """
+
+    __slots__ = ("held", "twins")
+
+    def __init__(self) -> None:
+        # key -> [(raw, i)], oldest process first
+        self.held: dict[bytes, list[tuple[bytes, int]]] = {}
+        self.twins = 0
+
+    def hold(self, raw: bytes, i: int) -> list[bytes] | None:
+        """``raw`` (tag ending at ``i``) is a ``connect to`` line: None when it is not
+        smtp(8)'s (pass it on), else the lines to pass on now instead (usually none; the
+        oldest held lines when a limit is reached)."""
+        key = session_key(raw, i)
+        if key is None:
+            return None
+        out: list[bytes] = []
+        lst = self.held.get(key)
+        if lst is None:
+            if len(self.held) >= MAX_HELD_PROCESSES:
+                first = next(iter(self.held))
+                out.extend(r for r, _ in self.held.pop(first))
+            self.held[key] = [(raw, i)]
+        else:
+            lst.append((raw, i))
+            if len(lst) > MAX_HELD_PER_PROCESS:
+                out.append(lst.pop(0)[0])
+        return out
+
+    def claim(self, raw: bytes, i: int) -> tuple[list[bytes], bool] | None:
+        """``raw`` (tag ending at ``i``) while lines are held: None when it claims nothing,
+        else (the held lines of its process given its queue id, to pass on before it; whether
+        the last one was its twin and dropped)."""
+        key = session_key(raw, i)
+        if key is None or key not in self.held:
+            return None
+        j = raw.find(b": ", i + 3, i + 3 + _Q_MAX + 1)
+        if j < 0:
+            return None
+        q = raw[i + 3 : j]
+        if len(q) < _Q_MIN or not q.isalnum() or q == b"NOQUEUE":
+            return None
+        lst = self.held.pop(key)
+        twin = False
+        last, li = lst[-1]
+        if _body(raw, j + 2).endswith(b"(" + _body(last, li + 3) + b")"):
+            lst.pop()
+            twin = True
+        return [r[: k + 3] + q + b": " + r[k + 3 :] for r, k in lst], twin
+
+    def release(self) -> list[bytes]:
+        """Every held line, as logged (oldest process first); nothing is held afterwards."""
+        out = [r for lst in self.held.values() for r, _ in lst]
+        self.held.clear()
+        return out
+
+    def lines(self, raws: Iterable[bytes]) -> Iterator[bytes]:
+        """``raws`` with the connect lines claimed (held lines stay held at the end: call
+        :meth:`release` when the source ends, if it ends)."""
+        held = self.held
+        for raw in raws:
+            if raw[:1] == b"" or (b"]: c" not in raw and not held):
+                yield raw
+                continue
+            i = raw.find(b"]: ")
+            if i > 0:
+                if raw.startswith(b"connect to ", i + 3):
+                    out = self.hold(raw, i)
+                    if out is not None:
+                        yield from out
+                        continue
+                elif held:
+                    got = self.claim(raw, i)
+                    if got is not None:
+                        yield from got[0]
+                        if got[1]:
+                            self.twins += 1
+            yield raw
+
+
 def parse_line(line: LogLine, stats: ParseStats | None = None) -> PostfixEvent | Unparsed | None:
     """Parse one :class:`LogLine` with a fresh parser (convenience; use a
     :class:`PostfixParser` or :func:`parse_lines` in loops)."""
@@ -689,6 +898,7 @@ def parse_lines(
     start_offset: int | None = None,
     yield_unparsed: bool = False,
     shard: tuple[int, int] | None = None,
+    claims: ConnectClaims | None = None,
 ) -> Iterator[PostfixEvent | Unparsed]:
     """The hot loop: raw syslog lines (bytes, with or without ``\\n``) -> Postfix events.
 
@@ -697,6 +907,10 @@ def parse_lines(
     unparsed samples are then exact), else offsets are -1. Unparsed lines are counted and
     sampled in ``stats``; they are also yielded when ``yield_unparsed`` is set. Safe to run on
     any subset of lines (e.g. one shard by :func:`qid_of` in a worker process).
+
+    ``claims``: smtp(8)'s ``connect to`` lines get their queue id (:class:`ConnectClaims`;
+    keep the same object for every chunk of one source; lines still held stay held). Offsets
+    of the lines after a claimed one are then approximate.
     """
     if env is None:
         env = Envelope()
@@ -719,6 +933,11 @@ def parse_lines(
     total = parsed = ignored = foreign = ooo = 0
     latest = 0.0
     info: tuple[str, bool] | None
+    twins0 = claims.twins if claims is not None else 0
+    if claims is not None:
+        if nshards > 1:  # each worker would count the twins: claim before sharding
+            raise ValueError("claims and shard: claim the lines before sharding them")
+        lines = claims.lines(lines)
     try:
         for raw in lines:
             this_offset = offset
@@ -799,7 +1018,7 @@ def parse_lines(
                 foreign += 1
                 stats.program(info[0])
                 continue
-            if msg[:8] in _SKIP8:  # smtpd connect/disconnect: most frequent, never needed
+            if msg[:8] in _SKIP8 and msg[8:11] != b"to ":  # smtpd connect/disconnect
                 ignored += 1
                 continue
             ev = pmsg(ts, host, info[0], msg)
@@ -817,6 +1036,9 @@ def parse_lines(
             parsed += 1
             yield ev  # type: ignore[misc]
     finally:
+        if claims is not None:  # twins: read and understood, their status lines say it all
+            total += claims.twins - twins0
+            ignored += claims.twins - twins0
         stats.total += total
         stats.parsed += parsed
         stats.ignored += ignored

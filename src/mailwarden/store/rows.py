@@ -84,6 +84,29 @@ INBOUND_COLUMNS = (
 )
 
 
+#: Connection-level replies (:class:`mailwarden.events.MxReply`): ``msg`` is the index of the
+#: message in the same batch, -1 for a reply of no known message; ``key`` hashes the line
+#: (with its rank among equal lines of the message at the same time): the natural key with
+#: ``(ts, host)``; ``kind`` as in attempts; ``what`` is said/refused/lost/timeout/connect/tls.
+MX_COLUMNS = (
+    "msg",
+    "host",
+    "qid",
+    "ts",
+    "key",
+    "what",
+    "relay_host",
+    "relay_ip",
+    "relay_port",
+    "provider",
+    "command",
+    "code",
+    "enhanced",
+    "kind",
+)
+X_MSG, X_TS, X_KEY, X_PROVIDER, X_KIND = 0, 3, 4, 9, 13
+
+
 @dataclass(slots=True)
 class Batch:
     """Rows of complete messages from one worker; see the ``*_COLUMNS`` layouts above."""
@@ -93,3 +116,4 @@ class Batch:
     kinds: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
     inbound: list[tuple[Any, ...]] = field(default_factory=list)
     links: list[tuple[str, str, str]] = field(default_factory=list)  # (host, dsn qid, orig qid)
+    mx: list[tuple[Any, ...]] = field(default_factory=list)  # MX_COLUMNS
