@@ -61,6 +61,10 @@ CSP = (
 
 HostQ = Annotated[str, Query(max_length=253, pattern=HOST_PATTERN, description="syslog host")]
 DaysQ = Annotated[int, Query(ge=1, le=3650, description="window in days")]
+# the same fields posted by the forms (the page to return to), and every form's CSRF token
+HostF = Annotated[str, Form(max_length=253, pattern=HOST_PATTERN)]
+DaysF = Annotated[int, Form(ge=1, le=3650)]
+CsrfF = Annotated[str, Form(max_length=128)]
 
 
 class AuthError(Exception):
@@ -354,7 +358,7 @@ def create_app(
         return resp
 
     @app.post("/logout")
-    def logout(request: Request, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
+    def logout(request: Request, csrf: CsrfF = "") -> Response:
         s = require_post(request, csrf)
         sessions.revoke(s)
         resp = login_page(request, 200, "Logged out.")
@@ -586,9 +590,7 @@ def create_app(
         )
 
     @app.post("/health/refresh")
-    def health_refresh(
-        request: Request, csrf: Annotated[str, Form(max_length=128)] = ""
-    ) -> Response:
+    def health_refresh(request: Request, csrf: CsrfF = "") -> Response:
         require_post(request, csrf)
         full_health.refresh()
         quick_health.refresh()
@@ -604,6 +606,11 @@ def create_app(
             )
         return n
 
+    def _wired() -> BreakerControl:
+        if control is None:
+            raise StarletteHTTPException(503, "This dashboard has no breaker control wired.")
+        return control
+
     def _back(host: str, days: int, done: str) -> str:
         qs = {"days": days, "done": done}
         if host:
@@ -615,10 +622,10 @@ def create_app(
         request: Request,
         provider: Annotated[str, Form(max_length=255)],
         reason: Annotated[str, Form(max_length=200)],
-        csrf: Annotated[str, Form(max_length=128)] = "",
+        csrf: CsrfF = "",
         duration: Annotated[str, Form(max_length=32)] = "",
-        host: Annotated[str, Form(max_length=253, pattern=HOST_PATTERN)] = "",
-        days: Annotated[int, Form(ge=1, le=3650)] = 7,
+        host: HostF = "",
+        days: DaysF = 7,
     ) -> Response:
         require_post(request, csrf)
         from mailwarden.breaker.rules import REASON_TEXT, parse_duration
@@ -637,9 +644,7 @@ def create_app(
                 raise StarletteHTTPException(422, f"Bad duration: {exc}") from None
             if secs == float("inf"):
                 secs = None
-        if control is None:
-            raise StarletteHTTPException(503, "This dashboard has no breaker control wired.")
-        control.open(name, duration=secs, note=reason)
+        _wired().open(name, duration=secs, note=reason)
         log.info("breaker %s opened from the dashboard (%s)", name, reason)
         return RedirectResponse(_back(host, days, f"{name} opened"), status_code=303)
 
@@ -647,16 +652,14 @@ def create_app(
     def breaker_close(
         request: Request,
         provider: Annotated[str, Form(max_length=255)],
-        csrf: Annotated[str, Form(max_length=128)] = "",
+        csrf: CsrfF = "",
         note: Annotated[str, Form(max_length=200)] = "",
-        host: Annotated[str, Form(max_length=253, pattern=HOST_PATTERN)] = "",
-        days: Annotated[int, Form(ge=1, le=3650)] = 7,
+        host: HostF = "",
+        days: DaysF = 7,
     ) -> Response:
         require_post(request, csrf)
         name = _provider(provider)
-        if control is None:
-            raise StarletteHTTPException(503, "This dashboard has no breaker control wired.")
-        n = control.close(name, note=note or "closed from the dashboard")
+        n = _wired().close(name, note=note or "closed from the dashboard")
         log.info("breaker %s closed from the dashboard", name)
         msg = f"{name} closed" if n else f"{name} was already closed"
         return RedirectResponse(_back(host, days, msg), status_code=303)
