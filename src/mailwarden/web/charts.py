@@ -27,6 +27,26 @@ def _nice_max(v: int) -> int:
         k *= 10
 
 
+def _stack(
+    c: Counter[str], x: float, bottom: float, bar: float, ymax: int, h: float, tip: str = ""
+) -> list[str]:
+    """One bar of the :data:`SERIES` stacked bottom up, ``h`` high at ``ymax``; with ``tip``
+    each segment has its own tooltip (``"<tip>: <status> <count>"``)."""
+    out = []
+    y = bottom
+    for s in SERIES:
+        if not c[s]:
+            continue
+        bh = c[s] / ymax * h
+        y -= bh
+        out.append(
+            f'<rect class="s-{s}" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" '
+            f'height="{max(bh, 0.5):.1f}"'
+            + (f"><title>{tip}: {s} {c[s]}</title></rect>" if tip else "/>")
+        )
+    return out
+
+
 def stacked_bars(
     days: Sequence[tuple[dt.date, Counter[str]]],
     *,
@@ -56,18 +76,9 @@ def stacked_bars(
     every = max(1, n // 10)
     for i, (day, c) in enumerate(days):
         x = left + i * slot + (slot - bar) / 2
-        y = float(top + h)
         tip = ", ".join(f"{s} {c[s]}" for s in SERIES if c[s]) or "nothing"
         parts.append(f'<g class="day" data-day="{day.isoformat()}"><title>{day}: {tip}</title>')
-        for s in SERIES:
-            if not c[s]:
-                continue
-            bh = c[s] / ymax * h
-            y -= bh
-            parts.append(
-                f'<rect class="s-{s}" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" '
-                f'height="{max(bh, 0.5):.1f}"/>'
-            )
+        parts += _stack(c, x, float(top + h), bar, ymax, h)
         parts.append("</g>")
         if i % every == 0:
             parts.append(
@@ -96,17 +107,7 @@ def sparkline(
         'xmlns="http://www.w3.org/2000/svg">'
     ]
     for i, d in enumerate(days):
-        c = daily.get(d, Counter())
-        y = float(height)
-        for s in SERIES:
-            if not c[s]:
-                continue
-            bh = c[s] / ymax * height
-            y -= bh
-            parts.append(
-                f'<rect class="s-{s}" x="{i * slot:.1f}" y="{y:.1f}" width="{bar:.1f}" '
-                f'height="{max(bh, 0.5):.1f}"><title>{d}: {s} {c[s]}</title></rect>'
-            )
+        parts += _stack(daily.get(d, Counter()), i * slot, float(height), bar, ymax, height, str(d))
     parts.append("</svg>")
     return Markup("".join(parts))
 
