@@ -1321,4 +1321,5 @@ class Importer:
             "inbound_rejects": st.inbound,
             "rejection_kinds_new": st.kinds,
             "pruned_attempts": pr.attempts,
+            "mx_replies": st.mx_replies,
         }

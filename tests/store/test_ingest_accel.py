@@ -37,6 +37,7 @@ def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
                 schema.rejections,
                 schema.attempts,
                 schema.inbound_rejects,
+                schema.mx_replies,
                 schema.daily_rollups,
                 schema.imports,
             ):
@@ -64,12 +65,24 @@ def imports(tmp: Path, name: str, monkeypatch: pytest.MonkeyPatch, pure: bool) -
     grown.write_bytes(gen[: len(gen) // 2])
     os.utime(grown, (1795132800, 1795132800))
     real = DATA / "report" / "postfix-real.log"
+    # connection-level replies: a log that grows too (its replies stored once)
+    mxlog = (DATA / "sources" / "mx-replies.log").read_bytes()
+    mx = tmp / f"{name}-mx.log"
+    mx.write_bytes(mxlog[: mxlog.index(b"\n", len(mxlog) // 2) + 1])
+    os.utime(mx, (1795910400, 1795910400))  # 2026-11-30: its lines are of this year
     docs = []
-    for paths in ([grown, real], [grown, real], None, [DATA / "sources" / "genlog-3k-iso.log.gz"]):
-        if paths is None:  # the log grew: the whole file, the first half already stored
+    for paths in (
+        [grown, real, mx],
+        [grown, real, mx],
+        None,
+        [DATA / "sources" / "genlog-3k-iso.log.gz"],
+    ):
+        if paths is None:  # the logs grew: the whole files, the first halves already stored
             grown.write_bytes(gen)
             os.utime(grown, (1795132800, 1795132800))
-            paths = [grown]
+            mx.write_bytes(mxlog)
+            os.utime(mx, (1795910400, 1795910400))
+            paths = [grown, mx]
         doc = analyze(paths, db_url=url, workers=1, classifier=clf).document
         docs.append(doc["store"])
     return dump(url), docs
@@ -90,6 +103,8 @@ def test_the_store_is_the_same_with_and_without_the_c_loops(
     for table in ref:
         assert fast[table] == ref[table], table
     assert len(ref["attempts"]) > 1500
+    assert len(ref["mx_replies"]) == 16  # tests/data/sources/mx-replies.log, each once
+    assert [d["mx_replies"] for d in ref_docs] == [8, 0, 8, 0]
 
 
 def test_two_workers_store_what_one_stores(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ objects of plain tuples, laid out as the ``*_COLUMNS`` of :mod:`mailwarden.store
   updated from the rows that were really new, so counts never double;
 * attempts older than the retention cut-off are not stored (they would be pruned at once), but
   still counted in the rollups;
+* connection-level replies (``Batch.mx``, table ``mx_replies``) are matched on their natural
+  key ``(ts, host, key)``; the new ones add to their kind's count (not to the rollups);
 * a bulk load into an empty store builds the secondary indexes at the end
   (:func:`defer_indexes` / :func:`restore_indexes`).
 """
@@ -54,6 +56,12 @@ from mailwarden.store.rows import (
     M_SENDER,
     M_SIZE,
     MESSAGE_COLUMNS,
+    MX_COLUMNS,
+    X_KEY,
+    X_KIND,
+    X_MSG,
+    X_PROVIDER,
+    X_TS,
     Batch,
 )
 
@@ -89,6 +97,7 @@ _DB_MESSAGE_COLUMNS = (
     "expired_at",
     "removed_at",
 )
+_DB_MX_COLUMNS = ("message_pk", *MX_COLUMNS[1:-1], "rejection_id")
 _CHUNK = 500  # bound parameters per IN (...) query
 
 
@@ -103,6 +112,7 @@ class ImportStats:
     attempts_expired: int = 0  # older than the retention cut-off: counted in rollups only
     inbound: int = 0
     kinds: int = 0
+    mx_replies: int = 0  # connection-level replies stored
 
 
 def day_of(ts: float) -> dt.date:
@@ -129,7 +139,7 @@ def snapshot(conn: Connection) -> ImportBase:
 def _secondary_indexes() -> list[Index]:
     return [
         ix
-        for t in (schema.messages, schema.attempts, schema.inbound_rejects)
+        for t in (schema.messages, schema.attempts, schema.inbound_rejects, schema.mx_replies)
         for ix in sorted(t.indexes, key=lambda i: str(i.name))
     ]
 
@@ -191,6 +201,7 @@ class Writer:
         self._ins_messages = insert_rows(conn, schema.messages, _DB_MESSAGE_COLUMNS, ignore=True)
         self._ins_attempts = insert_rows(conn, schema.attempts, _DB_ATTEMPT_COLUMNS, ignore=True)
         self._ins_inbound = insert_rows(conn, schema.inbound_rejects, INBOUND_COLUMNS, ignore=True)
+        self._ins_mx = insert_rows(conn, schema.mx_replies, _DB_MX_COLUMNS, ignore=True)
 
     def unresolved_links(self) -> list[tuple[str, str, str]]:
         """``(host, dsn qid, original qid)`` whose notification message this writer did not
@@ -210,6 +221,8 @@ class Writer:
             self._write_attempts(batch, msg_ids, msg_origin, known)
         if batch.inbound:
             self.stats.inbound += self._ins_inbound.run(self.conn, batch.inbound)
+        if batch.mx:
+            self._write_mx(batch.mx, msg_ids)
 
     def finish(self, conn: Connection | None = None) -> ImportStats:
         """Apply the accumulated counts: rollups, rejection kinds, late bounce links."""
@@ -524,6 +537,41 @@ class Writer:
         if out:
             self.stats.attempts += self._ins_attempts.run(self.conn, out)
 
+    def _write_mx(self, rows: list[tuple[Any, ...]], msg_ids: list[int]) -> None:
+        """Connection-level replies (``MX_COLUMNS``): the new ones stored, counted in their
+        kinds; those stored before (a file read again) left alone."""
+        x = schema.mx_replies
+        keys = sorted({(r[X_TS], r[1], r[X_KEY]) for r in rows})
+        have: set[tuple[float, str, str]] = set()
+        for i in range(0, len(keys), _CHUNK):
+            q = select(x.c.ts, x.c.host, x.c.key).where(
+                tuple_(x.c.ts, x.c.host, x.c.key).in_(keys[i : i + _CHUNK])
+            )
+            have.update((ts, h, k) for ts, h, k in self.conn.execute(q))
+        kind_new = self._kind_new
+        out: list[tuple[Any, ...]] = []
+        for r in rows:
+            ts = r[X_TS]
+            nat = (ts, r[1], r[X_KEY])
+            if nat in have:
+                continue
+            have.add(nat)
+            kid = self._kinds[(r[X_PROVIDER], r[X_KIND])] if r[X_KIND] else None
+            if kid is not None:
+                c = kind_new.get(kid)
+                if c is None:
+                    kind_new[kid] = [1, ts, ts]
+                else:
+                    c[0] += 1
+                    c[1] = min(c[1], ts)
+                    c[2] = max(c[2], ts)
+            if ts < self.cutoff:  # counted in its kind, pruned at once: not stored
+                continue
+            mid = msg_ids[r[X_MSG]] if r[X_MSG] >= 0 else None
+            out.append((mid, *r[1:-1], kid))
+        if out:
+            self.stats.mx_replies += self._ins_mx.run(self.conn, out)
+
 
 def _accelerator() -> Any:
     """The C loops of this writer (``mailwarden.sources._postfixscan``), or None (not built,
@@ -558,7 +606,7 @@ def apply_links(conn: Connection, links: Iterable[tuple[str, str, str]], base: I
 def _is_empty(conn: Connection) -> bool:
     return all(
         conn.execute(select(t.c.id).limit(1)).first() is None
-        for t in (schema.messages, schema.attempts, schema.inbound_rejects)
+        for t in (schema.messages, schema.attempts, schema.inbound_rejects, schema.mx_replies)
     )
 
 

@@ -14,6 +14,12 @@ This module declares the spine's tables, written by ``mailwarden analyze`` (see
   non-success, the :data:`rejections` kind;
 * :data:`rejections`: the distinct normalised reply kinds per provider (reason, scope, issuer,
   URL, one sample), with first/last seen and a running count, so attempts stay small;
+* :data:`mx_replies`: connection-level replies (smtp giving up on one MX host before the next:
+  a greeting block, a 4xx at RCPT, a lost or refused connection), referencing their message
+  (``NULL``: a ``connect to`` line no process claimed) and their :data:`rejections` kind. A
+  table of their own, not attempts with an empty recipient: they name no recipient and never
+  change one's state, and every query over attempts (states, rollups, trace) stays as it was.
+  They add to their kind's ``count`` like attempts, not to the rollups;
 * :data:`inbound_rejects`: what our own smtpd refused (``NOQUEUE: reject``), kept apart;
 * :data:`daily_rollups`: attempt counts per day/host/provider/origin/status/reason, kept for years
   after the attempts themselves are pruned.
@@ -171,6 +177,30 @@ attempts = Table(
         sqlite_where=text("rejection_id IS NOT NULL"),
         postgresql_where=text("rejection_id IS NOT NULL"),
     ),
+)
+
+mx_replies = Table(
+    "mx_replies",
+    metadata,
+    Column("id", PK, primary_key=True, autoincrement=True),
+    # NULL: a reply of no known message ("connect to" without a queue id, never claimed)
+    Column("message_pk", PK, ForeignKey("messages.id", ondelete="CASCADE")),
+    Column("host", Text, nullable=False),  # syslog host
+    Column("qid", Text, nullable=False, server_default=""),
+    Column("ts", Double, nullable=False),
+    Column("key", String(40), nullable=False),  # hash of the line (and its rank): natural key
+    Column("what", String(16), nullable=False),  # said, refused, lost, timeout, connect, tls
+    Column("relay_host", Text, nullable=False, server_default=""),
+    Column("relay_ip", Text, nullable=False, server_default=""),
+    Column("relay_port", Integer),
+    Column("provider", Text, nullable=False, server_default=""),
+    Column("command", Text, nullable=False, server_default=""),
+    Column("code", Integer),
+    Column("enhanced", Text, nullable=False, server_default=""),
+    Column("rejection_id", PK, ForeignKey("rejections.id")),
+    UniqueConstraint("ts", "host", "key"),
+    Index(None, "message_pk"),
+    Index(None, "rejection_id"),
 )
 
 inbound_rejects = Table(
