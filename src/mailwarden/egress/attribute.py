@@ -49,6 +49,26 @@ def is_remote(addr: str) -> bool:
     return not (ip.is_loopback or ip.is_unspecified)
 
 
+class _BurstCache:
+    """The enrichment of one process image, reused for a second: bursts come from few
+    processes, so /proc is read (and the event decoded) once per burst. A PHP-FPM worker's is
+    never kept: it runs another script with every request."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._d: dict[tuple[object, ...], tuple[float, dict[str, object]]] = {}
+
+    def get(self, key: tuple[object, ...]) -> dict[str, object] | None:
+        hit = self._d.get(key)
+        return hit[1] if hit is not None and time.monotonic() - hit[0] < 1.0 else None
+
+    def put(self, key: tuple[object, ...], who: dict[str, object]) -> None:
+        if not who["pool"]:
+            if len(self._d) > self.max_entries:
+                self._d.clear()
+            self._d[key] = (time.monotonic(), who)
+
+
 class Attributor:
     """Builds enriched events. ``mta_uids``: the MTA's users (events marked ``mta=True``)."""
 
@@ -68,8 +88,8 @@ class Attributor:
         self.offset = boottime_offset()
         self.fpm_status = list(fpm_status or [])
         self.fpm_status_path = fpm_status_path
-        self._cache: dict[tuple[object, ...], tuple[float, dict[str, object]]] = {}
-        self._raw_cache: dict[tuple[object, ...], tuple[float, dict[str, object]]] = {}
+        self._cache = _BurstCache(4096)  # by process image (pid, argv, exe, cwd, parent, cgroup)
+        self._raw_cache = _BurstCache(1024)  # by the eBPF event's process bytes, before decoding
 
     def _who(
         self,
@@ -83,13 +103,10 @@ class Attributor:
         cgroup_id: int | None = None,
         at_boot: float | None = None,
     ) -> dict[str, object]:
-        # Bursts come from few processes: reuse the enrichment of the same process image for a
-        # second (same pid, argv, exe, cwd, parent, cgroup), so /proc is read once per burst.
         key = (pid, argv, exe, cwd, ppid, cgroup_id)
-        now = time.monotonic()
         hit = self._cache.get(key)
-        if hit is not None and now - hit[0] < 1.0:
-            return hit[1]
+        if hit is not None:
+            return hit
         who = self._who_uncached(
             pid,
             argv=argv,
@@ -100,10 +117,7 @@ class Attributor:
             cgroup_id=cgroup_id,
             at_boot=at_boot,
         )
-        if not who["pool"]:  # an FPM worker runs another script with every request
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            self._cache[key] = (now, who)
+        self._cache.put(key, who)
         return who
 
     def _who_uncached(
@@ -170,11 +184,8 @@ class Attributor:
         base = ctypes.addressof(raw)
         blob = ctypes.string_at(base + RawEvent.args.offset, EVENT_SIZE - RawEvent.args.offset)
         key = (raw.pid, raw.ppid, raw.cgroup_id, raw.args_len, raw.exe_depth, raw.cwd_depth, blob)
-        now = time.monotonic()
-        hit = self._raw_cache.get(key)
-        if hit is not None and now - hit[0] < 1.0:
-            who = hit[1]
-        else:
+        who = self._raw_cache.get(key)
+        if who is None:
             args = split_args(ctypes.string_at(base + RawEvent.args.offset, raw.args_len))
             exe = join_components(raw.exe, raw.exe_depth) if raw.exe_depth else ""
             cwd = join_components(raw.cwd, raw.cwd_depth) if raw.cwd_depth else ""
@@ -188,10 +199,7 @@ class Attributor:
                 cgroup_id=raw.cgroup_id,
                 at_boot=raw.ts_ns / 1e9,
             )
-            if not who["pool"]:
-                if len(self._raw_cache) > 1024:
-                    self._raw_cache.clear()
-                self._raw_cache[key] = (now, who)
+            self._raw_cache.put(key, who)
         family = 4 if raw.family == 2 else 6
         return EgressConnect(
             ts=self.offset + raw.ts_ns / 1e9,

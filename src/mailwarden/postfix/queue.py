@@ -198,13 +198,7 @@ class QueueActuator:
                 i += 1
             with self._lock:
                 self.pf.release(batch)
-                for qid in batch:
-                    try:
-                        self.pf.deliver(qid)
-                    except PrivilegeError:
-                        raise
-                    except MailwardenError as exc:
-                        log.debug("postqueue -i %s: %s", qid, exc)
+                self._deliver(batch)
             done += n
             self.released += n
             if i < len(ids):
@@ -241,15 +235,20 @@ class QueueActuator:
             with self._lock:
                 if pq.held_ids:
                     self.pf.release(sorted(pq.held_ids))
-                for qid in sorted(pq.deferred_ids | pq.held_ids):
-                    try:
-                        self.pf.deliver(qid)
-                    except PrivilegeError:
-                        raise
-                    except MailwardenError as exc:
-                        log.debug("postqueue -i %s: %s", qid, exc)
+                self._deliver(sorted(pq.deferred_ids | pq.held_ids))
                 self.pf.kick_incoming()
         return left
+
+    def _deliver(self, qids: list[str]) -> None:
+        """``postqueue -i`` each file: a failure (the file may be gone by now) is logged and
+        the others go on; a missing privilege stops it."""
+        for qid in qids:
+            try:
+                self.pf.deliver(qid)
+            except PrivilegeError:
+                raise
+            except MailwardenError as exc:
+                log.debug("postqueue -i %s: %s", qid, exc)
 
     def _recipients_per_id(self, provider: str) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -333,6 +333,14 @@ class Setup:
         if not plan.changes:
             self._save_state(plan.state)
             return False
+        self._change(plan)
+        self._save_state(plan.state)
+        self.pf.reload()
+        return True
+
+    def _change(self, plan: Plan) -> None:
+        """Back up, make every change of ``plan``, ``postfix check``; on any failure put the
+        backed-up files back and re-raise."""
         backups = self._backup()
         try:
             for c in plan.changes:
@@ -342,9 +350,6 @@ class Setup:
             for orig, copy in backups:
                 shutil.copy2(copy, orig)
             raise
-        self._save_state(plan.state)
-        self.pf.reload()
-        return True
 
     def _backup(self) -> list[tuple[Path, Path]]:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -451,15 +456,7 @@ class Setup:
     def teardown(self, plan: Plan) -> bool:
         if not plan.changes:
             return False
-        backups = self._backup()
-        try:
-            for c in plan.changes:
-                c.apply()
-            self.pf.check()
-        except Exception:
-            for orig, copy in backups:
-                shutil.copy2(copy, orig)
-            raise
+        self._change(plan)
         self.pf.reload()
         return True
 
