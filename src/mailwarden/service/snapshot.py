@@ -16,7 +16,7 @@ import dataclasses
 from collections import OrderedDict
 from typing import Any
 
-from mailwarden.events import BounceNotice, Delivery, Message, Reply
+from mailwarden.events import BounceNotice, Delivery, Message, MxReply, Reply
 from mailwarden.sources.correlate import Correlator
 
 #: Bumped when the layout changes; an unknown version is ignored (fresh correlator).
@@ -26,20 +26,26 @@ _MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Message))
 _DELIVERY_FIELDS = tuple(f.name for f in dataclasses.fields(Delivery) if f.name != "reply")
 _REPLY_FIELDS = tuple(f.name for f in dataclasses.fields(Reply))
 _NOTICE_FIELDS = tuple(f.name for f in dataclasses.fields(BounceNotice))
+_MX_FIELDS = tuple(f.name for f in dataclasses.fields(MxReply) if f.name != "reply")
 
 
-def _delivery(d: Delivery) -> dict[str, Any]:
-    out = {k: getattr(d, k) for k in _DELIVERY_FIELDS}
+def _delivery(d: Delivery | MxReply) -> dict[str, Any]:
+    fields = _DELIVERY_FIELDS if isinstance(d, Delivery) else _MX_FIELDS
+    out = {k: getattr(d, k) for k in fields}
     if d.reply is not None:
         out["reply"] = {k: getattr(d.reply, k) for k in _REPLY_FIELDS}
     return out
+
+
+def _reply(r: Any) -> Reply | None:
+    return Reply(**_only(r, _REPLY_FIELDS, "reply")) if r is not None else None
 
 
 def encode_message(m: Message) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k in _MESSAGE_FIELDS:
         v = getattr(m, k)
-        if k == "attempts":
+        if k in ("attempts", "mx_replies"):
             v = [_delivery(d) for d in v]
         elif k == "notices":
             v = [{f: getattr(n, f) for f in _NOTICE_FIELDS} for n in v]
@@ -61,12 +67,17 @@ def decode_message(d: Any) -> Message:
     attempts = []
     for a in d.pop("attempts", []):
         a = dict(_only(a, _DELIVERY_FIELDS, "attempt"))
-        r = a.pop("reply", None)
-        reply = Reply(**_only(r, _REPLY_FIELDS, "reply")) if r is not None else None
-        attempts.append(Delivery(**a, reply=reply))
+        r = _reply(a.pop("reply", None))
+        attempts.append(Delivery(**a, reply=r))
+    mx = []
+    for a in d.pop("mx_replies", []):
+        a = dict(_only(a, _MX_FIELDS, "connection-level reply"))
+        r = _reply(a.pop("reply", None))
+        mx.append(MxReply(**a, reply=r))
     notices = [BounceNotice(**_only(n, _NOTICE_FIELDS, "notice")) for n in d.pop("notices", [])]
     m = Message(**d)
     m.attempts = attempts
+    m.mx_replies = mx
     m.notices = notices
     return m
 
