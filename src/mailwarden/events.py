@@ -208,6 +208,21 @@ class MxReply(PostfixEvent):
     text: str = ""
     reply: Reply | None = None
 
+    def as_attempt(self) -> Delivery:
+        """The same failure as a deferred attempt without a recipient, with the ``dsn=``
+        Postfix logs for it at the last MX (:data:`MX_DSN`), so that a non-final reply and a
+        status line of the same failure classify alike (report, store, breaker)."""
+        return Delivery(
+            self.ts, self.host, self.qid, self.program, relay_host=self.relay_host,
+            relay_ip=self.relay_ip, relay_port=self.relay_port, dsn=MX_DSN.get(self.kind, ""),
+            status="deferred", text=self.text, reply=self.reply,
+        )  # fmt: skip
+
+
+#: The ``dsn=`` Postfix logs for the same failure at the last MX (connection-level replies
+#: carry none).
+MX_DSN = {"connect": "4.4.1", "lost": "4.4.2", "timeout": "4.4.2"}
+
 
 @dataclass(frozen=True, slots=True)
 class BounceNotice(PostfixEvent):

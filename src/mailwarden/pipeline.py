@@ -60,11 +60,6 @@ _CLASSIFY_CACHE = 10_000
 _MAX_TEXT = 600  # = store.schema.MAX_INDEXED_TEXT (not imported: workers may not store)
 
 FINAL_STATES = {"sent": "delivered", "bounced": "bounced", "expired": "bounced"}
-#: The ``dsn=`` Postfix logs for the same failure at the last MX (connection-level replies
-#: carry none): so that a non-final reply and a status line of the same failure are one kind.
-MX_DSN = {"connect": "4.4.1", "lost": "4.4.2", "timeout": "4.4.2"}
-
-
 # ------------------------------------------------------------------------------------------
 # Inputs
 # ------------------------------------------------------------------------------------------
@@ -360,8 +355,8 @@ class Folder:
     def mx_fold(self, mi: int, replies: list[MxReply]) -> list[str]:
         """Fold the connection-level replies of one message (``mi``: its row in the current
         batch, -1 for none) into the aggregate (their provider's ``mx`` kinds, classified as
-        a deferral with Postfix's ``dsn=`` for the same failure, :data:`MX_DSN`) and, when
-        storing, the batch (``Batch.mx``). Called by :meth:`message` and by the C
+        a deferral with Postfix's ``dsn=`` for the same failure: :meth:`MxReply.as_attempt`)
+        and, when storing, the batch (``Batch.mx``). Called by :meth:`message` and by the C
         accelerator; never flushes the batch. Returns the providers, in the order touched
         (the accelerator keeps its order of providers equal to this code's)."""
         agg = self.agg
@@ -371,11 +366,7 @@ class Folder:
         seq: dict[tuple[float, str], int] = {}
         for r in replies:
             ts = r.ts
-            d = Delivery(
-                ts, r.host, r.qid, r.program, relay_host=r.relay_host, relay_ip=r.relay_ip,
-                relay_port=r.relay_port, dsn=MX_DSN.get(r.kind, ""), status="deferred",
-                text=r.text, reply=r.reply,
-            )  # fmt: skip
+            d = r.as_attempt()
             prov = self.provider_of(d)
             pa = agg.provider(prov)
             pa.mx_replies += 1

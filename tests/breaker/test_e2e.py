@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from fixtures.mail import make_message, sendmail, smtp_submit
-from fixtures.smtp import ACCEPT, REPLIES, at_rcpt
+from fixtures.smtp import ACCEPT, REPLIES, Behaviour, at_rcpt
 from mailwarden.tables import data_dir
 
 pytestmark = [pytest.mark.slow]
@@ -360,3 +360,67 @@ def test_killed_lookup_server_defers_loses_nothing_and_comes_back(
     assert not any("status=bounced" in ln for ln in postfix.test_log_lines())
     print("BREAKER-E2E-KILL", json.dumps({"deferred_while_down": deferred_by_outage}))
     assert deferred_by_outage >= 1, "no deferral seen: the server came back before Postfix asked"
+
+
+def test_a_block_at_the_first_mx_trips_though_the_backup_accepts(
+    mw: Mailwarden, postfix: Any, fake_mx: Any, tmp_path: Path
+) -> None:
+    """GMX's first MX refuses us at the greeting, its backup MX accepts: the message is
+    delivered, Postfix logs the refusal only as a connection-level line (no status line), and
+    that line alone trips the provider, so the next message is parked, not sent."""
+    mw.cli("postfix", "setup")
+    mw.start()
+    first = fake_mx.add(
+        "mx00.emig.gmx.net",
+        Behaviour(greeting=REPLIES["gmx/blocklisted"]),
+        domains=("gmx.net",),
+        pref=10,
+        publish=False,
+    )
+    backup = fake_mx.add("mx01.emig.gmx.net", ACCEPT, domains=("gmx.net",), pref=20)
+
+    sendmail(
+        postfix,
+        make_message("news@example.test", ["anna@gmx.net"]),
+        ["anna@gmx.net"],
+        sender="news@example.test",
+    )
+    wait(lambda: backup.delivered_to() == ["anna@gmx.net"], 60, "delivered by the backup MX")
+    assert first.connections >= 1 and first.delivered_to() == []
+    refusal = postfix.wait_for_log(
+        r": host mx00\.emig\.gmx\.net\[[\d.]+\] refused to talk to me: 554"
+    )
+    assert refusal
+    wait(lambda: "gmx" in mw.view().get("providers", {}), 30, "gmx parked")
+    status = json.loads(mw.cli("breaker", "status", "--json").stdout)
+    row = next(r for r in status["providers"] if r["provider"] == "gmx")
+    assert row["state"] == "open" and row["rule"] == "gmx/ip-block-listed"
+    assert "IP address is block listed" in row["reply"]
+
+    # The next message waits in the queue: neither MX sees it.
+    sendmail(
+        postfix,
+        make_message("news@example.test", ["ben@gmx.net"]),
+        ["ben@gmx.net"],
+        sender="news@example.test",
+    )
+    wait(
+        lambda: any(r.address == "ben@gmx.net" for m in postfix.queue() for r in m.recipients),
+        30,
+        "ben@gmx.net queued",
+    )
+    time.sleep(2)
+    assert backup.delivered_to() == ["anna@gmx.net"]
+    assert not any(
+        "ben@gmx.net" in ln and "status=bounced" in ln for ln in postfix.test_log_lines()
+    )
+
+    # analyze counts the refusal under GMX, as a connection-level reply.
+    log = tmp_path / "mail.log"
+    log.write_text("\n".join(postfix.test_log_lines()) + "\n")
+    doc = json.loads(mw.cli("analyze", "--json", "--no-store", str(log)).stdout)
+    gmx = next(p for p in doc["providers"] if p["provider"] == "gmx")
+    [kind] = [k for k in gmx["rejections"] if k["code"] == 554]
+    assert kind["reason"] == "blocked" and kind["command"] == "CONNECT"
+    assert kind["mx_replies"] == kind["count"] >= 1
+    assert gmx["delivered"] >= 1

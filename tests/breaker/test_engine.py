@@ -204,3 +204,22 @@ def test_replay_of_the_recorded_log() -> None:
     assert res.deliveries > 20
     # accept.test bounced recipients (user unknown) must not trip anything
     assert not any(t["provider"] == "accept.test" for t in doc["trips"])
+
+
+def test_replay_trips_on_a_block_at_a_non_final_mx(tmp_path: Path) -> None:
+    """The first MX refuses at the greeting, the backup accepts: the only block is the line
+    smtp logs before moving on, and it trips the provider."""
+    log = tmp_path / "mail.log"
+    log.write_text(
+        "Nov 27 10:00:00 mail postfix/smtp[100]: 4F70216A723: host mx00.emig.gmx.net"
+        "[198.51.100.5] refused to talk to me: 554-gmx.net (mxgmx117) Nemesis ESMTP Service "
+        "not available 554-No SMTP service 554-IP address is block listed. 554 For explanation"
+        " visit https://postmaster.gmx.net/en/case?c=r0201&i=ip&v=203.0.113.25&r=1ABC\n"
+        "Nov 27 10:00:01 mail postfix/smtp[100]: 4F70216A723: to=<anna@gmx.net>, "
+        "relay=mx01.emig.gmx.net[198.51.100.6]:25, delay=1.2, delays=0.1/0/0.6/0.5, "
+        "dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 1234)\n"
+    )
+    res = replay_files([log], rules=RULES, classifier=CLASSIFIER)
+    assert [(t["provider"], t["rule"]) for t in res.to_json()["trips"]] == [
+        ("gmx", "gmx/ip-block-listed")
+    ]

@@ -17,7 +17,7 @@ from typing import Any
 from mailwarden.breaker.engine import ClassifierLike, Engine
 from mailwarden.breaker.machine import Machine, Transition
 from mailwarden.breaker.rules import RuleSet
-from mailwarden.events import Delivery, Unparsed
+from mailwarden.events import Delivery, MxReply, Unparsed
 
 
 @dataclass(slots=True)
@@ -69,6 +69,8 @@ def replay_events(
         if isinstance(ev, Unparsed):
             res.unparsed += 1
             continue
+        if isinstance(ev, MxReply) and ev.reply is not None:
+            ev = ev.as_attempt()  # a block at one MX trips like the same reply at the last
         if not isinstance(ev, Delivery):
             continue
         engine.tick(ev.ts)

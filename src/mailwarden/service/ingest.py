@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mailwarden.events import Delivery, SaslFailure, Unparsed
+from mailwarden.events import Delivery, MxReply, SaslFailure, Unparsed
 from mailwarden.sources.follow import Checkpoint, Follower
 
 if TYPE_CHECKING:
@@ -468,6 +468,14 @@ class LogIngest:
                         observe(ev)  # type: ignore[arg-type]
                     except Exception:
                         log.exception("breaker failed on a delivery")
+            elif cls is MxReply:
+                # a block at one MX (greeting, RCPT) trips its provider before the last MX
+                # answers, or when a backup MX accepts
+                if observe is not None and ev.reply is not None:  # type: ignore[union-attr]
+                    try:
+                        observe(ev.as_attempt())  # type: ignore[union-attr]
+                    except Exception:
+                        log.exception("breaker failed on a connection-level reply")
             elif cls is SaslFailure:
                 self.stats.sasl_failures += 1
                 self._sasl.append(sasl_row(ev))  # type: ignore[arg-type]
