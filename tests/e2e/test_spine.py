@@ -361,6 +361,12 @@ def test_analyze_counts_per_provider(run: Run, report: dict[str, Any]) -> None:
         assert counts == {k: c[k] for k in counts}, name
 
 
+MX_REPLY_RX = re.compile(
+    r"postfix/[\w/-]+\[\d+\]: (?P<qid>[0-9A-Za-z]+): "
+    r"(?P<text>host \S+ (?:said|refused to talk to me): .*)$"
+)
+
+
 def _case_lines(run: Run, case: str) -> list[re.Match[str]]:
     v = sc.VERDICTS[case]
     return [
@@ -387,7 +393,16 @@ def test_analyze_explains_each_rejection(run: Run, report: dict[str, Any], case:
             if r["code"] == v.code and r["enhanced"] == v.enhanced and r["command"] == v.command:
                 found.append(r)
     assert found, f"{case}: no rejection {v.code} {v.enhanced} at {v.command!r} under {names}"
-    assert sum(r["count"] for r in found) == len(lines)
+    # Every reply counts: the recipients' status lines and the replies of the MX hosts smtp
+    # gave up on before the last one (logged once per message, without a recipient).
+    qids = {m["qid"] for m in lines}
+    mx_lines = [
+        m
+        for line in run.lines
+        if (m := MX_REPLY_RX.search(line)) and m["qid"] in qids and v.marker in m["text"]
+    ]
+    assert sum(r["count"] for r in found) == len(lines) + len(mx_lines)
+    assert sum(r["mx_replies"] for r in found) == len(mx_lines)
     for r in found:
         assert r["reason"] in v.reasons and r["scope"] == v.scope, r
         assert r["issuer"] == v.issuer, r

@@ -213,7 +213,9 @@ class Aggregate:
 
 def _combined(kinds: dict[str, KindAgg], mx: dict[str, KindAgg]) -> list[tuple[KindAgg, int]]:
     """The kinds of status lines and of connection-level replies as one list of (kind, how
-    many of its count are connection-level); the inputs are left as they are."""
+    many of its count are connection-level); the inputs are left as they are. A kind seen in
+    both keeps the status line's sample, as the store does (a message's status lines are
+    stored before its connection-level replies)."""
     out: dict[str, tuple[KindAgg, int]] = {k: (v, 0) for k, v in kinds.items()}
     for k, v in mx.items():
         have = out.get(k)
@@ -221,7 +223,8 @@ def _combined(kinds: dict[str, KindAgg], mx: dict[str, KindAgg]) -> list[tuple[K
             out[k] = (v, v.count)
         else:
             both = dataclasses.replace(have[0])
-            both.merge(v)
+            both.count += v.count
+            both.first, both.last = min(both.first, v.first), max(both.last, v.last)
             out[k] = (both, v.count)
     return list(out.values())
 

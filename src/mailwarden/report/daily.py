@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, func, select
 
 from mailwarden.store import schema
+from mailwarden.store.queries import rejected_replies
 
 if TYPE_CHECKING:
     from mailwarden.config import Settings
@@ -76,14 +77,13 @@ def _outcomes(
 def _rejections(
     conn: Connection, since: float, until: float, hosts: Sequence[str] | None
 ) -> dict[int, int]:
-    a, m, r = schema.attempts, schema.messages, schema.rejections
+    a, r = rejected_replies(since, until, hosts), schema.rejections
     q = (
         select(a.c.rejection_id, func.count())
-        .select_from(a.join(m, a.c.message_pk == m.c.id).join(r, a.c.rejection_id == r.c.id))
-        .where(a.c.ts >= since, a.c.ts < until, r.c.internal.is_(False))
+        .select_from(a.join(r, a.c.rejection_id == r.c.id))
+        .where(r.c.internal.is_(False))
         .group_by(a.c.rejection_id)
     )
-    q = _host_filter(q, m.c.host, hosts)
     return {int(k): int(n) for k, n in conn.execute(q)}
 
 

@@ -6,7 +6,9 @@
 * :func:`find_attempts`: attempts by recipient and/or time window;
 * :func:`message_select`, :func:`message_id_matches` and :func:`load_messages`: the pieces
   :func:`find_messages` is made of, for callers with other criteria (the dashboard's search);
-* :func:`provider_rejections`: rejection kinds per provider over a time window (from attempts);
+* :func:`rejected_replies`: every reply that named a rejection kind (the recipients' attempts
+  and the connection-level replies of ``mx_replies``), the one source of rejection counts;
+* :func:`provider_rejections`: rejection kinds per provider over a time window;
 * :func:`daily_counts`: the long-term rollups.
 
 All functions take an :class:`~sqlalchemy.engine.Engine` or an open ``Connection`` and return
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Select, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, Subquery, func, select, union_all
 
 from mailwarden.store import schema
 from mailwarden.store.db import connected
@@ -238,6 +240,28 @@ def find_attempts(
         return [(row[-1], _attempt(row)) for row in conn.execute(q)]
 
 
+def rejected_replies(
+    since: float | None = None,
+    until: float | None = None,
+    hosts: Sequence[str] | None = None,
+) -> Subquery:
+    """``(ts, rejection_id)`` of every reply that named a rejection kind in ``[since, until)``
+    (of the syslog ``hosts``, all when empty): a recipient's attempt or a connection-level
+    reply (``mx_replies``: smtp giving up on one MX host before the next). A kind's count is
+    the number of these rows, as in the analyze report."""
+    a, m, x = schema.attempts, schema.messages, schema.mx_replies
+    qa = select(a.c.ts, a.c.rejection_id).where(a.c.rejection_id.is_not(None))
+    qx = select(x.c.ts, x.c.rejection_id).where(x.c.rejection_id.is_not(None))
+    if since is not None:
+        qa, qx = qa.where(a.c.ts >= since), qx.where(x.c.ts >= since)
+    if until is not None:
+        qa, qx = qa.where(a.c.ts < until), qx.where(x.c.ts < until)
+    if hosts:
+        qa = qa.join(m, m.c.id == a.c.message_pk).where(m.c.host.in_(list(hosts)))
+        qx = qx.where(x.c.host.in_(list(hosts)))
+    return union_all(qa, qx).subquery("rejected")
+
+
 def provider_rejections(
     bind: Engine | Connection,
     *,
@@ -246,9 +270,10 @@ def provider_rejections(
     provider: str | None = None,
     include_internal: bool = False,
 ) -> list[RejectionCount]:
-    """Rejection kinds per provider counted from the stored attempts in ``[since, until)``."""
-    a, r = schema.attempts, schema.rejections
-    n = func.count(a.c.id)
+    """Rejection kinds per provider counted from the stored replies in ``[since, until)``
+    (:func:`rejected_replies`)."""
+    a, r = rejected_replies(since, until), schema.rejections
+    n = func.count()
     q = (
         select(
             r.c.provider,
@@ -268,10 +293,6 @@ def provider_rejections(
         .group_by(r.c.id)
         .order_by(r.c.provider, n.desc())
     )
-    if since is not None:
-        q = q.where(a.c.ts >= since)
-    if until is not None:
-        q = q.where(a.c.ts < until)
     if provider is not None:
         q = q.where(r.c.provider == provider)
     if not include_internal:

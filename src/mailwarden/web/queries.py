@@ -26,6 +26,7 @@ from mailwarden.store.queries import (
     load_messages,
     message_id_matches,
     message_select,
+    rejected_replies,
 )
 
 #: Statuses shown as columns, in this order; anything else is counted under "other".
@@ -201,8 +202,8 @@ def rejection_kinds_query(
     limit: int = 500,
 ) -> Any:
     """The SELECT behind :func:`rejection_kinds`."""
-    a, r, m = schema.attempts, schema.rejections, schema.messages
-    n = func.count(a.c.id)
+    a, r = rejected_replies(p.since, p.until, [host] if host else None), schema.rejections
+    n = func.count()
     q = (
         select(
             r.c.id,
@@ -222,18 +223,11 @@ def rejection_kinds_query(
             func.max(a.c.ts),
         )
         .select_from(a.join(r, r.c.id == a.c.rejection_id))
-        .where(
-            a.c.ts >= p.since,
-            a.c.ts < p.until,
-            a.c.rejection_id.is_not(None),  # lets the partial index above serve the scan
-            r.c.internal.is_(False),
-        )
+        .where(r.c.internal.is_(False))
         .group_by(r.c.id)
         .order_by(n.desc(), r.c.provider, r.c.id)
         .limit(limit)
     )
-    if host:
-        q = q.join(m, m.c.id == a.c.message_pk).where(m.c.host == host)
     if provider:
         q = q.where(r.c.provider == provider)
     if reason:
