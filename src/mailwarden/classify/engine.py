@@ -131,20 +131,26 @@ class Stage:
     def __init__(self, rules: Iterable[Rule], *, prefilter: bool = True) -> None:
         self.rules = tuple(rules)
         self.prefilter = prefilter  # False for stages that nearly always match (generic phrases)
-        self._any = (
-            re.compile("|".join(f"(?:{r.regex.pattern})" for r in self.rules), re.IGNORECASE)
-            if self.rules
-            else None
-        )
+        self._compiled: re.Pattern[str] | None = None  # on first use: most providers never are
+
+    @property
+    def _any(self) -> re.Pattern[str] | None:
+        if self._compiled is None and self.rules:
+            self._compiled = re.compile(
+                "|".join(f"(?:{r.regex.pattern})" for r in self.rules), re.IGNORECASE
+            )
+        return self._compiled
 
     def maybe_at_start(self, text: str) -> bool:
         """Cheap pre-check for anchored stages: could a rule match at the start of ``text``?"""
-        return self._any is not None and self._any.match(text) is not None
+        rx = self._any
+        return rx is not None and rx.match(text) is not None
 
     def first(
         self, text: str, code: str, enh: str, command: str
     ) -> tuple[Rule, re.Match[str]] | None:
-        if self._any is None or (self.prefilter and not self._any.search(text)):
+        rx = self._any
+        if rx is None or (self.prefilter and not rx.search(text)):
             return None
         for r in self.rules:
             m = r.regex.search(text)

@@ -67,14 +67,30 @@ def _check_reason(value: str) -> str:
     return value
 
 
+#: Compiled alternations by their patterns: a table's patterns are compiled once, when they
+#: are validated, not again for the classifier (start-up time is most of a short run).
+_COMPILED: dict[tuple[str, ...], re.Pattern[str]] = {}
+
+
 def _compile(patterns: list[str]) -> re.Pattern[str]:
-    """One case-insensitive alternation of ``patterns`` (each is checked on its own first)."""
-    for p in patterns:
-        try:
-            re.compile(p)
-        except re.error as exc:
-            raise ValueError(f"bad regex {p!r}: {exc}") from exc
-    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+    """One case-insensitive alternation of ``patterns``; a bad one is named on its own."""
+    key = tuple(patterns)
+    rx = _COMPILED.get(key)
+    if rx is not None:
+        return rx
+    try:
+        rx = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+    except re.error:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"bad regex {p!r}: {exc}") from exc
+        raise
+    if len(_COMPILED) > 8192:
+        _COMPILED.clear()
+    _COMPILED[key] = rx
+    return rx
 
 
 def _regexes(patterns: list[str]) -> list[str]:
