@@ -24,8 +24,10 @@ def _log(tmp: Path) -> Path:
     return p
 
 
-def test_stored_with_their_message_and_counted_in_their_kind(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/s.db"
+def test_stored_with_their_message_and_counted_in_their_kind(
+    tmp_path: Path, store_url: str
+) -> None:
+    url = store_url
     doc = analyze([_log(tmp_path)], db_url=url, workers=1, attempts_days=3650).document
     assert doc["store"]["mx_replies"] == doc["totals"]["mx_replies"] == 16
     x, m, r, a = schema.mx_replies, schema.messages, schema.rejections, schema.attempts
@@ -63,8 +65,8 @@ def test_stored_with_their_message_and_counted_in_their_kind(tmp_path: Path) -> 
     assert by_provider == {p: n for p, n in report.items() if n}
 
 
-def test_retention_removes_them_with_the_attempts(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/s.db"
+def test_retention_removes_them_with_the_attempts(tmp_path: Path, store_url: str) -> None:
+    url = store_url
     analyze([_log(tmp_path)], db_url=url, workers=1, attempts_days=3650)
     engine = open_engine(url, create=False)
     try:
