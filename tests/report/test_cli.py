@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,20 @@ def test_store_prune_and_info(synthetic_log: Path, tmp_path: Path) -> None:
     r = mw("store", "info", "--db", db, env=env)
     assert "attempts: 0" in r.stdout and "daily_rollups:" in r.stdout
     assert "daily_rollups: 0" not in r.stdout  # rollups outlive the attempts
+
+
+def test_human_report_says_how_many_replies_came_from_an_earlier_mx() -> None:
+    """The bundled sample has greeting blocks at a first MX: the human report says how many of
+    a kind's count are such replies, as the JSON's ``mx_replies`` does."""
+    sample = data_dir() / "samples" / "postfix-sample.log"
+    doc: dict[str, Any] = json.loads(mw("analyze", "--json", "--no-store", str(sample)).stdout)
+    kinds = [k for p in doc["providers"] for k in p["rejections"] if k["mx_replies"]]
+    assert kinds
+    buf = io.StringIO()
+    render(doc, Console(file=buf, width=120, force_terminal=False))
+    shown = [
+        int(n.replace(",", ""))
+        for n in re.findall(r"([\d,]+) from an MX before the next", buf.getvalue())
+    ]
+    # every kind shown (the report lists the first few per provider) carries its own figure
+    assert shown and set(shown) <= {k["mx_replies"] for k in kinds}

@@ -125,10 +125,10 @@ def _rejections(doc: dict[str, Any], c: Console) -> None:
     if not provs:
         return
     c.print()
-    c.rule("Rejections by provider (attempts)", align="left")
+    c.rule("Rejections by provider (attempts and MX replies)", align="left")
     for p in provs[:MAX_PROVIDERS]:
         total = sum(k["count"] for k in p["rejections"])
-        c.print(f"\n[bold]{escape(p['provider'])}[/]  [dim]{total:,} rejected attempts[/]")
+        c.print(f"\n[bold]{escape(p['provider'])}[/]  [dim]{total:,} rejections[/]")
         for k in p["rejections"][:MAX_KINDS]:
             scope = k["scope"] or "-"
             code = " ".join(x for x in (str(k["code"] or ""), k["enhanced"]) if x) or "-"
@@ -147,6 +147,8 @@ def _rejections(doc: dict[str, Any], c: Console) -> None:
                 extra.append(f"issuer: {k['issuer']}")
             if k["cited_ip"]:
                 extra.append(f"cites: {k['cited_ip']}")
+            if k.get("mx_replies"):
+                extra.append(f"{k['mx_replies']:,} from an MX before the next was tried")
             if extra:
                 parts.append(
                     Padding(Text("  ".join(extra), style="dim"), (0, 0, 0, 9), expand=False)
