@@ -24,8 +24,10 @@ run: $(RUN_OK)
 	$(BIN)/mailwarden analyze
 
 ## make setup-test: Debian packages, built artefacts and system prerequisites of the test suite
-setup-test: $(DEV_OK)
+## (the packages first: gcc must be there when pip builds the C accelerator)
+setup-test: | $(BIN)/python
 	bash scripts/test-setup.sh
+	$(MAKE) $(DEV_OK)
 
 ## make test: everything the suite needs, then the whole suite
 test: setup-test
