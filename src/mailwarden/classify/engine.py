@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from mailwarden.classify.model import (
     Issuer,
@@ -85,7 +85,7 @@ class Rule:
 
     id: str  # "<table>/<pattern id>"
     reason: str
-    scope: str | None
+    scope: Scope | None
     issuer: str
     url: str
     regex: re.Pattern[str]
@@ -457,7 +457,7 @@ class Classifier:
 
     def _scope_of(self, rule: Rule | None, reason: str) -> Scope:
         if rule is not None and rule.scope:
-            return cast(Scope, rule.scope)
+            return rule.scope
         return self._scope[reason]
 
     def _find_issuer(self, text: str) -> Issuer | None:
@@ -484,9 +484,7 @@ class Classifier:
         inner = self._decide(prov, command, icode_s, ienh, fold(itext, icode, ienh), status)
         reason = rule.reason or inner.reason
         scope: Scope = (
-            cast(Scope, rule.scope)
-            if rule.scope
-            else (inner.scope if not rule.reason else self._scope[reason])
+            rule.scope if rule.scope else (inner.scope if not rule.reason else self._scope[reason])
         )
         return Decision(reason, scope, inner.issuer, rule.id, "", True)
 

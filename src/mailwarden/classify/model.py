@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -25,9 +25,7 @@ from pydantic import (
 )
 
 from mailwarden.errors import TableError
-from mailwarden.events import REASONS
-
-ScopeName = Literal["ours", "recipient", "transient", ""]  # "" only for delivered
+from mailwarden.events import REASONS, Scope
 
 #: SMTP stages as :class:`mailwarden.events.Reply` names them, for ``commands`` conditions.
 COMMANDS = frozenset(
@@ -134,7 +132,7 @@ class Sample(_Model):
     remote: bool = True
     rule: str | None = None
     reason: Reason | None = None
-    scope: ScopeName | None = None
+    scope: Scope | None = None
     issuer: str | None = None
     url: str | None = None
     cited_ip: str | None = None
@@ -159,7 +157,7 @@ class Pattern(_Model):
     id: Annotated[str, Field(pattern=_ID)]
     # may be empty only for internal rules that classify their inner text
     reason: Annotated[str, AfterValidator(lambda v: v if v == "" else _check_reason(v))] = ""
-    scope: ScopeName | None = None  # None: the reason's default scope
+    scope: Scope | None = None  # None: the reason's default scope
     issuer: str = ""
     url: str = ""  # a fixed lookup/delisting URL for this verdict (used when the text has none)
     match: Regexes
@@ -231,7 +229,7 @@ class ReasonsTable(_Model):
     """``reasons.toml``: internal deferrals, generic phrases (ordered), code fallbacks."""
 
     meta: ReasonsMeta
-    scope: dict[str, ScopeName]
+    scope: dict[str, Scope]
     internal: list[Pattern] = Field(default_factory=list)
     rule: list[Pattern] = Field(min_length=1)
     remap: list[Remap] = Field(default_factory=list)

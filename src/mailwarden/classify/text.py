@@ -25,14 +25,12 @@ _WRAPPER = re.compile(
     r"^\s*(?:host\s+\S+\s+(?:said|refused to talk to me):\s*|remote protocol error:\s*)",
     re.I,
 )
-_WS = re.compile(r"\s+")
 _IPV4 = r"(?<![\w.])(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}(?![\w.]*\w)"
 _IPV6 = (
     r"(?<![\w:.])(?=[0-9a-f:]*:[0-9a-f]*:)(?:[0-9a-f]{0,4}:){2,7}"
     r"(?:[0-9a-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])"
 )
 _IPV4_RE = re.compile(_IPV4)
-_IPV6_RE = re.compile(_IPV6, re.I)
 _LOCAL_CH = r"[\w.+=!#$%&'*/?^`{|}~-]"
 _EMAIL_LOCAL = re.compile(rf"(?<!{_LOCAL_CH}){_LOCAL_CH}{{1,64}}@(?=[a-z0-9-]{{1,63}}\.)", re.I)
 _LONGNUM = re.compile(r"(?<![\w.])\d{6,}(?![\w])")
