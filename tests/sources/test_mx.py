@@ -40,7 +40,7 @@ def test_session_key_is_host_program_and_pid_of_smtp_and_lmtp_only() -> None:
 
 
 def test_the_last_connect_failure_is_the_status_lines_twin() -> None:
-    """Postfix 3.7 (tests/sources/test_mx_postfix.py): two MX hosts refuse the connection;
+    """Postfix 3.7 (as in tests/data/sources/mx-replies.log): two MX hosts refuse the connection;
     a connect line for each, then the status lines repeat the second one."""
     out, c = claimed([C1, OTHER, C2, S1, S2])
     assert out == [

@@ -50,7 +50,6 @@ from mailwarden.sources.postfix import (
     _SKIP8,
     _TZ_SIGNS,
     IGNORED,
-    ConnectClaims,
     PostfixParser,
     _strip_angle,
 )
@@ -375,18 +374,18 @@ def correlate_lines(
     shard: tuple[int, int] | None = None,
     yield_unparsed: bool = False,
     flush: bool = True,
-    claims: ConnectClaims | None = None,
 ) -> Iterator[Message | InboundReject | SaslFailure | MxReply | Unparsed]:
-    """Raw syslog lines -> finished :class:`Message` s, in one loop (the analyze fast path).
+    """Raw syslog lines -> finished :class:`Message` s, in one fused loop (library API and
+    benchmarks; ``analyze`` uses ``parse_lines`` + ``Folder.events`` or the C accelerator).
 
     The same result as ``Correlator.run(parse_lines(lines))``, but the four most frequent line
     shapes (``removed``, ``(queue active)``, ``message-id=``, delivery status lines) update the
     open message directly instead of going through an event object. Also yields the events
     that belong to no message: :class:`InboundReject` (all of them, including those with a
     queue id, which also update their message), :class:`SaslFailure` and :class:`MxReply`
-    without queue id (``claims``: see :func:`mailwarden.sources.parse_lines`); and
-    :class:`Unparsed` when ``yield_unparsed``. ``shard=(me, n)``: keep only the lines of shard
-    ``me`` (see :func:`mailwarden.sources.shard_of`); the others are not even counted.
+    without queue id; and :class:`Unparsed` when ``yield_unparsed``. ``shard=(me, n)``: keep
+    only the lines of shard ``me`` (see :func:`mailwarden.sources.shard_of`); the others are
+    not even counted.
     """
     corr = correlator if correlator is not None else Correlator()
     if env is None:
@@ -420,11 +419,6 @@ def correlate_lines(
     latest = 0.0
     info: tuple[str, bool] | None
     done: list[Message] | None
-    twins0 = claims.twins if claims is not None else 0
-    if claims is not None:
-        if nshards > 1:  # each worker would count the twins: claim before sharding
-            raise ValueError("claims and shard: claim the lines before sharding them")
-        lines = claims.lines(lines)
     try:
         for raw in lines:
             this_offset = offset
@@ -614,9 +608,6 @@ def correlate_lines(
         if flush:
             yield from corr.flush()
     finally:
-        if claims is not None:
-            total += claims.twins - twins0
-            ignored += claims.twins - twins0
         stats.total += total
         stats.parsed += parsed
         stats.ignored += ignored

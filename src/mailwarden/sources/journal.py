@@ -23,7 +23,7 @@ from typing import Any
 from mailwarden.errors import SourceError
 from mailwarden.events import LogLine, PostfixEvent, Unparsed
 from mailwarden.sources.follow import Checkpoint, CheckpointStore, MemoryCheckpointStore
-from mailwarden.sources.postfix import IGNORED, PostfixParser, is_postfix
+from mailwarden.sources.postfix import IGNORED, PostfixParser
 from mailwarden.sources.stats import ParseStats
 
 SOURCE = "journal"
@@ -108,7 +108,6 @@ def parse_journal(
         stats = ParseStats()
     if parser is None:
         parser = PostfixParser()
-    programs: dict[str, bool] = {}
     for n, line in enumerate(lines):
         stats.total += 1
         out = split_record(line)
@@ -123,12 +122,7 @@ def parse_journal(
                 cursor[0] = cur
             else:
                 cursor.append(cur)
-        pf = programs.get(program)
-        if pf is None:
-            pf = is_postfix(program)
-            if len(programs) < 10_000 and len(program) <= 128:
-                programs[program] = pf
-        if not pf:
+        if not parser.program(program)[1]:
             stats.foreign += 1
             stats.program(program)
             continue

@@ -24,7 +24,7 @@ message. One message yields at most one event:
 smtp(8)/lmtp(8) write a line of their own (``MxReply``) when they give up on one MX host and
 try the next, or defer without a per-recipient status; the final MX's reply is only in the
 status lines. ``connect to`` failures are the exception: smtp(8) logs them without a queue id,
-for the last MX too (verified on Postfix 3.7, ``tests/sources/test_mx_postfix.py``).
+for the last MX too (recorded on Postfix 3.7: ``tests/data/sources/mx-replies.log``).
 :class:`ConnectClaims` gives them the queue id their process names next and drops the one
 that its status lines repeat (see there).
 
@@ -206,6 +206,14 @@ _MX_TLS = re.compile(
     rb"TLS is required, but (?:was not offered by )?host ([^\s\[\]]*)\[([^\]\s]*)\](?::(\d{1,5}))?"
 )
 _MX_AGENTS: Final = ("smtp", "lmtp")
+#: first 4 bytes -> (pattern, kind); a ``host ... refused to talk to me`` is kind "refused"
+_MX_SHAPES: Final = {
+    b"host": (_MX_HOST, "said"),
+    b"conn": (_MX_CONNECT, "connect"),
+    b"lost": (_MX_LOST, "lost"),
+    b"conv": (_MX_TIMEOUT, "timeout"),
+    b"TLS ": (_MX_TLS, "tls"),
+}
 
 #: Postfix messages that are understood and deliberately not turned into events (matched
 #: at the start of the message, after an optional "QID: "). Anything else is "unparsed".
@@ -276,11 +284,7 @@ _HEADS: Final = {
     b"plac": _HEAD_HOLD,
     b"rele": _HEAD_HOLD,
     b"rese": _HEAD_RESENT,
-    b"host": _HEAD_MX,
-    b"conn": _HEAD_MX,
-    b"conv": _HEAD_MX,
-    b"lost": _HEAD_MX,
-    b"TLS ": _HEAD_MX,
+    **dict.fromkeys(_MX_SHAPES, _HEAD_MX),
 }
 _NOTICE_KIND: Final = {
     b"non-delivery": "non-delivery",
@@ -539,26 +543,15 @@ class PostfixParser:
         message of a ``connect to`` line without queue id); None for other shapes."""
         if program.rpartition("/")[2] not in _MX_AGENTS:
             return None
-        c = rest[:4]
-        if c == b"host":
-            m = _MX_HOST.match(rest)
-            kind = "refused" if m is not None and m[4] != b"said" else "said"
-        elif c == b"conn":
-            m = _MX_CONNECT.match(rest)
-            kind = "connect"
-        elif c == b"lost":
-            m = _MX_LOST.match(rest)
-            kind = "lost"
-        elif c == b"conv":
-            m = _MX_TIMEOUT.match(rest)
-            kind = "timeout"
-        elif c == b"TLS ":
-            m = _MX_TLS.match(rest)
-            kind = "tls"
-        else:
+        shape = _MX_SHAPES.get(rest[:4])
+        if shape is None:
             return None
+        pattern, kind = shape
+        m = pattern.match(rest)
         if m is None:
             return None
+        if kind == "said" and m[4] != b"said":
+            kind = "refused"
         text = rest.decode("utf-8", "replace")
         if len(text) > 8192:  # a reply is at most a few KiB; keep what a row can hold
             text = text[:8192]
@@ -791,7 +784,7 @@ class ConnectClaims:
     smtp(8) logs a failed connection without a queue id, for every MX it tries, the last one
     included; the reply lines of a non-final MX carry the queue id, and the last MX's failure
     is repeated in the recipients' status lines (measured on Postfix 3.7,
-    ``tests/sources/test_mx_postfix.py``). One smtp process handles one delivery at a time,
+    ``tests/data/sources/mx-replies.log``). One smtp process handles one delivery at a time,
     so the next line of the same process (``host program[pid``, :func:`session_key`) that
     names a queue id is the delivery those connect lines belong to. This class holds each
     connect line until then and passes it on as ``QID: connect to ...``, except the last one
@@ -839,12 +832,10 @@ class ConnectClaims:
         key = session_key(raw, i)
         if key is None or key not in self.held:
             return None
-        j = raw.find(b": ", i + 3, i + 3 + _Q_MAX + 1)
-        if j < 0:
+        q = qid_of(raw)  # its ``]: `` is at ``i``
+        if q is None:
             return None
-        q = raw[i + 3 : j]
-        if len(q) < _Q_MIN or not q.isalnum() or q == b"NOQUEUE":
-            return None
+        j = i + 3 + len(q)
         lst = self.held.pop(key)
         twin = False
         last, li = lst[-1]

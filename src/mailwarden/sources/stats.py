@@ -40,13 +40,13 @@ class ParseStats:
         if len(self.errors) < 100:
             self.errors.append(message)
 
-    def program(self, name: str) -> None:
-        """Count one line of a foreign program (at most 1,000 names, the rest as "(other)")."""
+    def program(self, name: str, n: int = 1) -> None:
+        """Count ``n`` lines of a foreign program (at most 1,000 names, the rest as "(other)")."""
         programs = self.programs
         if name in programs or len(programs) < MAX_PROGRAMS:
-            programs[name] += 1
+            programs[name] += n
         else:
-            programs["(other)"] += 1
+            programs["(other)"] += n
 
     def unparsed_line(self, source: str, offset: int, line: bytes | str, why: str) -> Unparsed:
         """Count one unreadable line and keep it as a sample while there is room."""
@@ -72,10 +72,7 @@ class ParseStats:
         self.out_of_order += other.out_of_order
         self.why.update(other.why)
         for name, n in other.programs.items():
-            if name in self.programs or len(self.programs) < MAX_PROGRAMS:
-                self.programs[name] += n
-            else:
-                self.programs["(other)"] += n
+            self.program(name, n)
         self.errors_total += other.errors_total
         self.errors.extend(other.errors[: max(0, 100 - len(self.errors))])
         room = self.max_samples - len(self.samples)
