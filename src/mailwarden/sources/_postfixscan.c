@@ -330,7 +330,7 @@ static int unicode_eq(PyObject *a, PyObject *b)
 /* interned constants */
 static PyObject *S_empty, *S_sasl, *S_client, *S_uid, *S_bounce, *S_unknown, *S_daemon;
 static PyObject *S_sent, *S_deferred, *S_bounced, *S_expired, *S_local, *S_none;
-static PyObject *S_nondelivery, *S_delay, *S_delivery, *S_success, *S_reject, *S_rcpt;
+static PyObject *S_reject, *S_rcpt;
 
 /* ------------------------------------------------------------------------------------- */
 /* messages and the open table                                                            */
@@ -1668,7 +1668,7 @@ static int feed_event(Shard *s, PyObject *ev)
     if (m == NULL) {
         int belongs = cls == T_Delivery || cls == T_QueueActive || cls == T_MessageIdSeen ||
                       cls == T_BounceNotice || cls == T_Expired || cls == T_Held ||
-                      cls == T_InboundReject || (T_MxReply != NULL && cls == T_MxReply);
+                      cls == T_InboundReject || cls == T_MxReply;
         if (!belongs) {
             rc = 0;
             goto done;
@@ -1724,7 +1724,7 @@ static int feed_event(Shard *s, PyObject *ev)
         }
         rc = add_attempt(m, &a);
     }
-    else if (T_MxReply != NULL && cls == T_MxReply) {
+    else if (cls == T_MxReply) {
         if (m->mx == NULL && (m->mx = PyList_New(0)) == NULL)
             goto done;
         rc = PyList_Append(m->mx, ev);
@@ -2109,6 +2109,8 @@ static int stamp_of(Shard *s, const char *r, Py_ssize_t n, double *ts, Py_ssize_
     if (k == NULL)
         return -1;
     PyObject *v = PyDict_GetItemWithError(s->sec, k);
+    double d;
+    int fr = 0; /* 1: trad_fast read it into d (v stays NULL) */
     if (v != NULL)
         Py_INCREF(v);
     else if (PyErr_Occurred()) {
@@ -2117,21 +2119,13 @@ static int stamp_of(Shard *s, const char *r, Py_ssize_t n, double *ts, Py_ssize_
     }
     else {
         *asked = 1;
-        double t;
-        int fr = trad_fast(s, r, &t);
+        fr = trad_fast(s, r, &d);
         if (fr < 0) {
             Py_DECREF(k);
             return -1;
         }
-        if (fr > 0) {
-            Py_DECREF(k);
-            memcpy(s->memo_trad, r, 15);
-            s->memo_trad_ts = t;
-            s->memo_trad_ok = 1;
-            *ts = t;
-            *at = 16;
-            return 1;
-        }
+    }
+    if (v == NULL && !fr) {
         v = PyObject_CallOneArg(s->trad, k);
         if (v == NULL) {
             Py_DECREF(k);
@@ -2158,16 +2152,31 @@ static int stamp_of(Shard *s, const char *r, Py_ssize_t n, double *ts, Py_ssize_
         }
     }
     Py_DECREF(k);
-    double d = PyFloat_AsDouble(v);
-    Py_DECREF(v);
-    if (d == -1.0 && PyErr_Occurred())
-        return -1;
+    if (v != NULL) {
+        d = PyFloat_AsDouble(v);
+        Py_DECREF(v);
+        if (d == -1.0 && PyErr_Occurred())
+            return -1;
+    }
     memcpy(s->memo_trad, r, 15);
     s->memo_trad_ts = d;
     s->memo_trad_ok = 1;
     *ts = d;
     *at = 16;
     return 1;
+}
+
+/* the queue id a Postfix message p[0:n] starts with (up to its first ": ", 6..32 alnum
+ * bytes): its length, 0 when there is none, -1 for NOQUEUE */
+static Py_ssize_t queue_id_len(const char *p, Py_ssize_t n)
+{
+    Py_ssize_t c = find2(p, 0, n, ':', ' ');
+    if (c < Q_MIN || c > Q_MAX)
+        return 0;
+    for (Py_ssize_t i = 0; i < c; i++)
+        if (!is_alnum((unsigned char)p[i]))
+            return 0;
+    return c == 7 && memcmp(p, "NOQUEUE", 7) == 0 ? -1 : c;
 }
 
 static Py_ssize_t rfind_lit(const char *t, Py_ssize_t from, Py_ssize_t to, const char *lit,
@@ -2266,7 +2275,7 @@ static int noqueue(Shard *s, double ts, PyObject *host, const char *m, Py_ssize_
         s->outside++;
         return 1;
     }
-    PyObject *v[12] = {0};
+    PyObject *v[10] = {0};
     v[0] = PyFloat_FromDouble(ts);
     v[1] = astr(m + n0, n1 - n0);
     v[2] = astr(m + i0, i1 - i0);
@@ -2293,18 +2302,28 @@ static int noqueue(Shard *s, double ts, PyObject *host, const char *m, Py_ssize_
     return refresh_batch(s) < 0 ? -1 : 1;
 }
 
-/* the hot shapes; returns 1 handled, 0 -> Python, -1 error */
-static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const char *msg,
-               Py_ssize_t n)
+/* a hot line of a known shape: counted as parsed; 0 when outside the period (counted), else
+ * the log clock advanced: 1, or -1 on error */
+static inline int take(Shard *s, double ts)
 {
-    /* c = msg.find(b": "), 6 <= c <= 32, queue id alnum, not NOQUEUE */
-    Py_ssize_t c = find2(msg, 0, n, ':', ' ');
-    if (c < Q_MIN || c > Q_MAX)
+    s->parsed++;
+    if (!(s->since <= ts && ts < s->until)) {
+        s->outside++;
         return 0;
-    for (Py_ssize_t i = 0; i < c; i++)
-        if (!is_alnum((unsigned char)msg[i]))
-            return 0;
-    if (c == 7 && memcmp(msg, "NOQUEUE", 7) == 0)
+    }
+    return log_clock(s, ts) < 0 ? -1 : 1;
+}
+
+/* the hot shapes; returns 1 handled, 0 -> Python, -1 error */
+static int hot(Shard *s, double ts, PyObject *host, const char *msg, Py_ssize_t n)
+{
+    int w;
+    /* c = msg.find(b": "), 6 <= c <= 32, queue id alnum, not NOQUEUE (the first ": " is
+     * past the end of a queue id when it is not within Q_MAX + 2 bytes) */
+    Py_ssize_t c = queue_id_len(msg, n < Q_MAX + 2 ? n : Q_MAX + 2);
+    if (c == 0)
+        return 0;
+    if (c < 0)
         return noqueue(s, ts, host, msg, n);
     const char *q = msg;
     Py_ssize_t qn = c;
@@ -2425,6 +2444,8 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
         Py_ssize_t tn = tx0 >= 0 ? tx1 - tx0 : 0;
         const char *tp = rest + tx0;
         int fast250 = tn >= 10 && memcmp(tp, "250 ", 4) == 0 && tp[5] == '.' && tp[9] == ' ';
+        if ((w = take(s, ts)) <= 0)
+            return w ? -1 : 1;
         Att a;
         memset(&a, 0, sizeof(a));
         a.ts = ts;
@@ -2633,16 +2654,6 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
             att_clear(&a);
             return -1;
         }
-        s->parsed++;
-        if (!(s->since <= ts && ts < s->until)) {
-            s->outside++;
-            att_clear(&a);
-            return 1;
-        }
-        if (log_clock(s, ts) < 0) {
-            att_clear(&a);
-            return -1;
-        }
         Msg *m = slot_of(s, host, q, qn, NULL, ts);
         if (m == NULL) {
             att_clear(&a);
@@ -2652,13 +2663,8 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
     }
 
     if (rn == 7 && memcmp(rest, "removed", 7) == 0) {
-        s->parsed++;
-        if (!(s->since <= ts && ts < s->until)) {
-            s->outside++;
-            return 1;
-        }
-        if (log_clock(s, ts) < 0)
-            return -1;
+        if ((w = take(s, ts)) <= 0)
+            return w ? -1 : 1;
         Msg *m = table_find(&s->open, host, q, qn, key_hash(host, q, qn));
         if (m == NULL)
             return 1;
@@ -2669,74 +2675,58 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
     }
 
     if (memcmp(rest, "from", 4) == 0) {
-        /* _QACTIVE: from=<(.*?)>, size=(\d+), nrcpt=(\d+) \(queue active\)$ */
+        /* _QACTIVE: from=<(.*?)>, size=(\d+), nrcpt=(\d+) \(queue active\)$
+         * _EXPIRED: from=<(.*?)>, status=(?:force-)?expired, returned to sender$ */
         static const char tail[] = " (queue active)";
         static const char exp1[] = ">, status=expired, returned to sender";
         static const char exp2[] = ">, status=force-expired, returned to sender";
-        Py_ssize_t tl = sizeof(tail) - 1;
+        Py_ssize_t tl = sizeof(tail) - 1, e1 = sizeof(exp1) - 1, e2 = sizeof(exp2) - 1;
+        Py_ssize_t se, sz0 = 0, sz1 = 0, nr0 = 0, nr1 = 0; /* se: the sender's ">" */
+        int expired = 0;
         if (!STARTS(rest, rn, "from=<"))
             return 0;
-        if (rn < 6 + tl || memcmp(rest + rn - tl, tail, tl) != 0) {
-            /* _EXPIRED: from=<(.*?)>, status=(?:force-)?expired, returned to sender$ */
-            Py_ssize_t e1 = sizeof(exp1) - 1, e2 = sizeof(exp2) - 1, se;
-            if (rn >= 6 + e1 && memcmp(rest + rn - e1, exp1, e1) == 0)
-                se = rn - e1;
-            else if (rn >= 6 + e2 && memcmp(rest + rn - e2, exp2, e2) == 0)
-                se = rn - e2;
-            else
+        if (rn >= 6 + tl && memcmp(rest + rn - tl, tail, tl) == 0) {
+            Py_ssize_t k = rn - tl;
+            nr1 = k;
+            while (k > 0 && is_digit((unsigned char)rest[k - 1]))
+                k--;
+            nr0 = k;
+            if (nr1 == nr0 || nr1 - nr0 > 18 || k < 8 || memcmp(rest + k - 8, ", nrcpt=", 8) != 0)
                 return 0;
-            s->parsed++;
-            if (!(s->since <= ts && ts < s->until)) {
-                s->outside++;
-                return 1;
-            }
-            if (log_clock(s, ts) < 0)
-                return -1;
-            Msg *m = slot_of(s, host, q, qn, NULL, ts);
-            if (m == NULL)
-                return -1;
-            m->expired_at = ts;
-            m->has_expired = 1;
-            if (PyUnicode_GET_LENGTH(m->sender) == 0) {
-                PyObject *snd = astr(rest + 6, se - 6);
-                if (snd == NULL)
-                    return -1;
-                Py_SETREF(m->sender, snd);
-            }
-            return 1;
+            k -= 8;
+            sz1 = k;
+            while (k > 0 && is_digit((unsigned char)rest[k - 1]))
+                k--;
+            sz0 = k;
+            if (sz1 == sz0 || sz1 - sz0 > 18 || k < 8 || memcmp(rest + k - 8, ">, size=", 8) != 0)
+                return 0;
+            se = k - 8;
+            if (se < 6)
+                return 0;
         }
-        Py_ssize_t e = rn - tl, k = e;
-        while (k > 0 && is_digit((unsigned char)rest[k - 1]))
-            k--;
-        Py_ssize_t nr0 = k, nr1 = e;
-        if (nr1 == nr0 || nr1 - nr0 > 18 || k < 8 || memcmp(rest + k - 8, ", nrcpt=", 8) != 0)
+        else if (rn >= 6 + e1 && memcmp(rest + rn - e1, exp1, e1) == 0)
+            se = rn - e1, expired = 1;
+        else if (rn >= 6 + e2 && memcmp(rest + rn - e2, exp2, e2) == 0)
+            se = rn - e2, expired = 1;
+        else
             return 0;
-        k -= 8;
-        Py_ssize_t sz1 = k;
-        while (k > 0 && is_digit((unsigned char)rest[k - 1]))
-            k--;
-        Py_ssize_t sz0 = k;
-        if (sz1 == sz0 || sz1 - sz0 > 18 || k < 8 || memcmp(rest + k - 8, ">, size=", 8) != 0)
-            return 0;
-        Py_ssize_t se = k - 8; /* the ">" */
-        if (se < 6)
-            return 0;
-        s->parsed++;
-        if (!(s->since <= ts && ts < s->until)) {
-            s->outside++;
-            return 1;
-        }
-        if (log_clock(s, ts) < 0)
-            return -1;
+        if ((w = take(s, ts)) <= 0)
+            return w ? -1 : 1;
         Msg *m = slot_of(s, host, q, qn, NULL, ts);
         if (m == NULL)
             return -1;
+        if (expired) {
+            m->expired_at = ts;
+            m->has_expired = 1;
+        }
         if (PyUnicode_GET_LENGTH(m->sender) == 0) {
             PyObject *snd = astr(rest + 6, se - 6);
             if (snd == NULL)
                 return -1;
             Py_SETREF(m->sender, snd);
         }
+        if (expired)
+            return 1;
         PyObject *sz = PyLong_FromLongLong(digits_ll(rest + sz0, sz1 - sz0));
         PyObject *nr = PyLong_FromLongLong(digits_ll(rest + nr0, nr1 - nr0));
         if (!sz || !nr) {
@@ -2752,13 +2742,8 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
     if (memcmp(rest, "mess", 4) == 0) {
         if (!STARTS(rest, rn, "message-id=<") || rn < 13 || rest[rn - 1] != '>')
             return 0;
-        s->parsed++;
-        if (!(s->since <= ts && ts < s->until)) {
-            s->outside++;
-            return 1;
-        }
-        if (log_clock(s, ts) < 0)
-            return -1;
+        if ((w = take(s, ts)) <= 0)
+            return w ? -1 : 1;
         Msg *m = slot_of(s, host, q, qn, NULL, ts);
         if (m == NULL)
             return -1;
@@ -2777,13 +2762,8 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
         if (k == 4 || k - 4 > 18 || !STARTS(rest + k, rn - k, " from=<") || rest[rn - 1] != '>' ||
             rn < k + 8)
             return 0;
-        s->parsed++;
-        if (!(s->since <= ts && ts < s->until)) {
-            s->outside++;
-            return 1;
-        }
-        if (log_clock(s, ts) < 0)
-            return -1;
+        if ((w = take(s, ts)) <= 0)
+            return w ? -1 : 1;
         PyObject *uid = PyLong_FromLongLong(digits_ll(rest + 4, k - 4));
         PyObject *snd = uid ? astr(rest + k + 7, rn - 1 - (k + 7)) : NULL;
         int rc = snd ? arrive(s, host, q, qn, NULL, ts, uid, snd, S_empty, S_empty, S_empty,
@@ -2816,6 +2796,8 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
             while (k < rn && is_digit((unsigned char)rest[k]))
                 k++;
         }
+        if ((w = take(s, ts)) <= 0)
+            return w ? -1 : 1;
         /* kv = rest[k:]; "." does not match "\n" (none in a line) */
         PyObject *sm = S_empty, *su = S_empty;
         Py_INCREF(sm);
@@ -2858,20 +2840,9 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
             Py_DECREF(su);
             return -1;
         }
-        s->parsed++;
-        if (!(s->since <= ts && ts < s->until)) {
-            s->outside++;
-            Py_DECREF(sm);
-            Py_DECREF(su);
-            return 1;
-        }
-        int rc = log_clock(s, ts);
-        PyObject *cn = rc < 0 ? NULL : astr(rest + n0, n1 - n0);
+        PyObject *cn = astr(rest + n0, n1 - n0);
         PyObject *ci = cn ? astr(rest + i0, i1 - i0) : NULL;
-        if (ci)
-            rc = arrive(s, host, q, qn, NULL, ts, NULL, S_empty, cn, ci, sm, su);
-        else
-            rc = -1;
+        int rc = ci ? arrive(s, host, q, qn, NULL, ts, NULL, S_empty, cn, ci, sm, su) : -1;
         Py_XDECREF(cn);
         Py_XDECREF(ci);
         Py_DECREF(sm);
@@ -2888,26 +2859,17 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
             k = 11;
         else
             return 0;
-        PyObject *kind;
-        if (STARTS(rest + k, rn - k, "non-delivery")) {
-            kind = S_nondelivery;
+        /* the kind is not needed by the correlator or the fold, only the shape */
+        if (STARTS(rest + k, rn - k, "non-delivery"))
             k += 12;
-        }
-        else if (STARTS(rest + k, rn - k, "delivery status")) {
-            kind = S_delivery;
+        else if (STARTS(rest + k, rn - k, "delivery status"))
             k += 15;
-        }
-        else if (STARTS(rest + k, rn - k, "delay")) {
-            kind = S_delay;
+        else if (STARTS(rest + k, rn - k, "delay"))
             k += 5;
-        }
-        else if (STARTS(rest + k, rn - k, "success")) {
-            kind = S_success;
+        else if (STARTS(rest + k, rn - k, "success"))
             k += 7;
-        }
         else
             return 0;
-        (void)kind; /* the kind is not needed by the correlator or the fold */
         if (!STARTS(rest + k, rn - k, " notification: "))
             return 0;
         k += 15;
@@ -2917,13 +2879,8 @@ static int hot(Shard *s, double ts, PyObject *host, PyObject *program, const cha
         for (Py_ssize_t i = k; i < rn; i++)
             if (!is_alnum((unsigned char)rest[i]))
                 return 0;
-        s->parsed++;
-        if (!(s->since <= ts && ts < s->until)) {
-            s->outside++;
-            return 1;
-        }
-        if (log_clock(s, ts) < 0)
-            return -1;
+        if ((w = take(s, ts)) <= 0)
+            return w ? -1 : 1;
         Msg *m = slot_of(s, host, q, qn, NULL, ts);
         if (m == NULL)
             return -1;
@@ -2958,6 +2915,14 @@ static int shard_of_line(Shard *s, const char *raw, Py_ssize_t n, Py_ssize_t i)
     return sh;
 }
 
+/* the body of a line from start, without its line end */
+static Py_ssize_t body_end(const char *raw, Py_ssize_t n)
+{
+    if (n > 0 && raw[n - 1] == '\n')
+        n -= (n > 1 && raw[n - 2] == '\r') ? 2 : 1;
+    return n;
+}
+
 /* one line of this shard (see line()) */
 static int line_body(Shard *s, const char *raw, Py_ssize_t n)
 {
@@ -2978,9 +2943,7 @@ static int line_body(Shard *s, const char *raw, Py_ssize_t n)
     }
     if (fast) {
         /* raw[at : eol].split(b" ", 2) must give three parts */
-        Py_ssize_t end = n;
-        if (end > 0 && raw[end - 1] == '\n')
-            end -= (end > 1 && raw[end - 2] == '\r') ? 2 : 1;
+        Py_ssize_t end = body_end(raw, n);
         const char *sp1 = at < end ? memchr(raw + at, ' ', end - at) : NULL;
         const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', raw + end - sp1 - 1) : NULL;
         if (sp2 == NULL)
@@ -3063,7 +3026,7 @@ static int line_body(Shard *s, const char *raw, Py_ssize_t n)
     }
     int handled = 0;
     if (all_ascii(msg, mn)) {
-        handled = hot(s, ts, host, program, msg, mn);
+        handled = hot(s, ts, host, msg, mn);
         if (handled < 0)
             goto fail;
     }
@@ -3155,12 +3118,17 @@ static void held_remove(Shard *s, Py_ssize_t x) /* the caller owns the entry's r
     s->nheld--;
 }
 
-/* the body of a line from start, without its line end */
-static Py_ssize_t body_end(const char *raw, Py_ssize_t n)
+static int lines_as_they_are(Shard *s, PyObject *lines);
+
+/* the held lines of process x go on unclaimed, its entry removed first */
+static int held_release(Shard *s, Py_ssize_t x)
 {
-    if (n > 0 && raw[n - 1] == '\n')
-        n -= (n > 1 && raw[n - 2] == '\r') ? 2 : 1;
-    return n;
+    HeldProc hp = s->held[x];
+    held_remove(s, x);
+    int rc = lines_as_they_are(s, hp.lines);
+    Py_DECREF(hp.key);
+    Py_DECREF(hp.lines);
+    return rc;
 }
 
 /* a held line going on as it is (unclaimed): the shard filter, then line_body */
@@ -3192,16 +3160,9 @@ static int claims_hold(Shard *s, const char *raw, Py_ssize_t n, Py_ssize_t i)
         return -1;
     Py_ssize_t x = held_find(s, raw + ks, kn);
     if (x < 0) {
-        if (s->nheld >= MAX_HELD_PROCESSES) {
-            HeldProc first = s->held[0];
-            held_remove(s, 0);
-            int rc = lines_as_they_are(s, first.lines);
-            Py_DECREF(first.key);
-            Py_DECREF(first.lines);
-            if (rc < 0) {
-                Py_DECREF(b);
-                return -1;
-            }
+        if (s->nheld >= MAX_HELD_PROCESSES && held_release(s, 0) < 0) {
+            Py_DECREF(b);
+            return -1;
         }
         if (s->nheld == s->cheld) {
             Py_ssize_t nc = s->cheld ? s->cheld * 2 : 8;
@@ -3257,20 +3218,11 @@ static int claims_claim(Shard *s, const char *raw, Py_ssize_t n, Py_ssize_t i)
     Py_ssize_t x = held_find(s, raw + ks, kn);
     if (x < 0)
         return 0;
-    Py_ssize_t hi = i + 3 + Q_MAX + 1;
-    if (hi > n)
-        hi = n;
-    Py_ssize_t j = find2(raw, i + 3, hi, ':', ' ');
-    if (j < 0)
+    /* qid_of: raw.find(b": ", i + 3, i + 3 + _Q_MAX + 1), so at most Q_MAX - 1 bytes here */
+    Py_ssize_t qn = queue_id_len(raw + i + 3, n - (i + 3) < Q_MAX + 1 ? n - (i + 3) : Q_MAX + 1);
+    if (qn <= 0)
         return 0;
-    Py_ssize_t qn = j - (i + 3);
-    if (qn < Q_MIN)
-        return 0;
-    for (Py_ssize_t y = i + 3; y < j; y++)
-        if (!is_alnum((unsigned char)raw[y]))
-            return 0;
-    if (qn == 7 && memcmp(raw + i + 3, "NOQUEUE", 7) == 0)
-        return 0;
+    Py_ssize_t j = i + 3 + qn;
     HeldProc hp = s->held[x];
     held_remove(s, x);
     Py_ssize_t nl = PyList_GET_SIZE(hp.lines);
@@ -3326,7 +3278,7 @@ static int claims_claim(Shard *s, const char *raw, Py_ssize_t n, Py_ssize_t i)
 static int line(Shard *s, const char *raw, Py_ssize_t n)
 {
     Py_ssize_t i = -2;
-    if (s->nheld > 0 || (n > 14 && memchr(raw, ']', n) != NULL)) {
+    if (s->nheld > 0 || n > 14) {
         i = find3(raw, 0, n, "]: ");
         if (i > 0) {
             if (n - (i + 3) >= 11 && memcmp(raw + i + 3, "connect to ", 11) == 0) {
@@ -3490,18 +3442,9 @@ static PyObject *Shard_feed(Shard *s, PyObject *arg)
 /* the "connect to" lines still held at the end of a source, as they are (before end()) */
 static PyObject *Shard_release(Shard *s, PyObject *Py_UNUSED(ignored))
 {
-    int rc = 0;
-    while (s->nheld > 0) {
-        HeldProc hp = s->held[0];
-        held_remove(s, 0);
-        rc = lines_as_they_are(s, hp.lines);
-        Py_DECREF(hp.key);
-        Py_DECREF(hp.lines);
-        if (rc < 0)
-            break;
-    }
-    if (rc < 0)
-        return NULL;
+    while (s->nheld > 0)
+        if (held_release(s, 0) < 0)
+            return NULL;
     Py_RETURN_NONE;
 }
 
@@ -3594,11 +3537,6 @@ static PyObject *Shard_touch_provider(Shard *s, PyObject *name)
     if (prov_agg(s, name) == NULL)
         return NULL;
     Py_RETURN_NONE;
-}
-
-static PyObject *Shard_open_count(Shard *s, PyObject *Py_UNUSED(ignored))
-{
-    return PyLong_FromSsize_t(s->open.count);
 }
 
 static int Shard_traverse(Shard *s, visitproc visit, void *arg)
@@ -3709,7 +3647,6 @@ static PyMethodDef Shard_methods[] = {
      "feed_event(event): one Postfix event into the correlator."},
     {"finish", (PyCFunction)Shard_finish, METH_NOARGS,
      "finish() -> aggregates, after folding every open message."},
-    {"open_count", (PyCFunction)Shard_open_count, METH_NOARGS, "open messages now."},
     {"touch_provider", (PyCFunction)Shard_touch_provider, METH_O,
      "touch_provider(name): the provider's place in the order of providers."},
     {NULL, NULL, 0, NULL},
@@ -3730,16 +3667,14 @@ static PyTypeObject ShardType = {
 
 static PyObject *set_event_types(PyObject *Py_UNUSED(mod), PyObject *args)
 {
-    PyObject *t[10] = {0};
-    if (!PyArg_ParseTuple(args, "OOOOOOOOO|O", &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6],
+    PyObject *t[10];
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOO", &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6],
                           &t[7], &t[8], &t[9]))
         return NULL;
     PyObject **slots[] = {&T_Arrival,      &T_Delivery, &T_QueueActive, &T_MessageIdSeen,
                           &T_Removed,      &T_BounceNotice, &T_Expired, &T_Held,
                           &T_InboundReject, &T_MxReply};
     for (int i = 0; i < 10; i++) {
-        if (t[i] == NULL)
-            continue;
         if (!PyType_Check(t[i])) {
             PyErr_SetString(PyExc_TypeError, "event classes expected");
             return NULL;
@@ -4117,7 +4052,7 @@ static PyMethodDef module_methods[] = {
      "is returned as it is)"},
     {"set_event_types", set_event_types, METH_VARARGS,
      "set_event_types(Arrival, Delivery, QueueActive, MessageIdSeen, Removed, BounceNotice, "
-     "Expired, Held, InboundReject)"},
+     "Expired, Held, InboundReject, MxReply)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -4138,9 +4073,7 @@ PyMODINIT_FUNC PyInit__postfixscan(void)
         {&S_daemon, "MAILER-DAEMON"}, {&S_sent, "sent"},
         {&S_deferred, "deferred"}, {&S_bounced, "bounced"},
         {&S_expired, "expired"},  {&S_local, "local"},
-        {&S_none, "none"},        {&S_nondelivery, "non-delivery"},
-        {&S_delay, "delay"},      {&S_delivery, "delivery"},
-        {&S_success, "success"},  {&S_reject, "reject"},
+        {&S_none, "none"},        {&S_reject, "reject"},
         {&S_rcpt, "RCPT"},
     };
     for (size_t i = 0; i < sizeof(consts) / sizeof(consts[0]); i++) {
