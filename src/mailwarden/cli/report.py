@@ -58,21 +58,11 @@ def report(
         sys.stdout.write(render_text(doc))
     if mail:
         from mailwarden.report.alerts import Alert
-        from mailwarden.report.channels import MailChannel
+        from mailwarden.report.channels import mail_channel, never_park
 
-        al = settings.alerts
-        to = list(al.mail_to) or (
-            [settings.breaker.admin_mail] if settings.breaker.admin_mail else []
-        )
-        if not to:
+        ch = mail_channel(settings)
+        if ch is None:
             raise ConfigError("--mail: set [alerts] mail_to")
-        ch = MailChannel(
-            to,
-            sender=al.mail_from,
-            smarthost=al.smarthost or settings.breaker.mail_relay,
-            starttls=al.smarthost_starttls,
-            sendmail=al.sendmail,
-        )
         ch.send(
             Alert(
                 kind="report",
@@ -84,4 +74,4 @@ def report(
                 host=",".join(host or []),
             )
         )
-        typer.echo(f"mailwarden: report mailed to {', '.join(to)}", err=True)
+        typer.echo(f"mailwarden: report mailed to {', '.join(never_park(settings))}", err=True)

@@ -25,8 +25,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -356,16 +357,14 @@ class Dispatcher:
     def _decide_memory(
         self, a: Alert, ch: str, now: float, window: float, rate: int, floor: str
     ) -> str:
-        if a.rank() < SEVERITIES.index(floor) and a.kind != "report":
-            return "below-threshold"
-        last = self._mem_sent.get((ch, a.key))
-        if a.dedup and last is not None and now - last < window:
-            return "duplicate"
-        recent = [t for t in self._mem_rate.get(ch, []) if t > now - 3600]
-        self._mem_rate[ch] = recent
-        if len(recent) >= rate and a.kind != "report":
-            return "rate-limited"
-        return "send"
+        def over_rate() -> bool:
+            recent = [t for t in self._mem_rate.get(ch, []) if t > now - 3600]
+            self._mem_rate[ch] = recent
+            return len(recent) >= rate
+
+        return _verdict(
+            a, floor, now, window, last=lambda: self._mem_sent.get((ch, a.key)), over_rate=over_rate
+        )
 
     def _decide_stored(
         self,
@@ -395,17 +394,19 @@ class Dispatcher:
                     "data": a.data,
                 },
             )
+
+            def over_rate(channel: str) -> bool:
+                return sent_since(conn, channel, now - 3600) >= rate
+
             for ch in channels:
-                if a.rank() < SEVERITIES.index(floor) and a.kind != "report":
-                    out[ch.name] = "below-threshold"
-                    continue
-                last = last_sent(conn, ch.name, a.key)
-                if a.dedup and last is not None and now - last < window:
-                    out[ch.name] = "duplicate"
-                elif a.kind != "report" and sent_since(conn, ch.name, now - 3600) >= rate:
-                    out[ch.name] = "rate-limited"
-                else:
-                    out[ch.name] = "send"
+                out[ch.name] = _verdict(
+                    a,
+                    floor,
+                    now,
+                    window,
+                    last=partial(last_sent, conn, ch.name, a.key),
+                    over_rate=partial(over_rate, ch.name),
+                )
         return aid, out
 
     def _record(
@@ -431,6 +432,27 @@ class Dispatcher:
                     for ch, st in results.items()
                 ],
             )
+
+
+def _verdict(
+    a: Alert,
+    floor: str,
+    now: float,
+    window: float,
+    *,
+    last: Callable[[], float | None],
+    over_rate: Callable[[], bool],
+) -> str:
+    """What to do with ``a`` on one channel: below-threshold, duplicate (``last``: when the
+    channel last sent its key), rate-limited or send. Reports pass the floor and the rate
+    limit; ``last`` and ``over_rate`` are only asked when needed."""
+    if a.rank() < SEVERITIES.index(floor) and a.kind != "report":
+        return "below-threshold"
+    if a.dedup and (sent := last()) is not None and now - sent < window:
+        return "duplicate"
+    if a.kind != "report" and over_rate():
+        return "rate-limited"
+    return "send"
 
 
 class EgressAdapter:

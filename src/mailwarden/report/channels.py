@@ -81,8 +81,7 @@ def _body_text(a: Alert) -> str:
 
 
 def _body_html(a: Alert) -> str:
-    if a.html:
-        return a.html
+    """The HTML body of an alert without a rich one (``a.html``)."""
     links = "".join(
         f'<li><a href="{html.escape(u, quote=True)}">{html.escape(label)}</a></li>'
         for label, u in a.links
@@ -234,14 +233,15 @@ class WebhookChannel:
             return {"text": _slack(f"[{a.severity}] {a.title}"), "blocks": blocks}
         if self.fmt == "matrix":
             body = text + (f"\n{links}" if links else "")
+            rich = _body_html(a) if not a.html else f"<p>{html.escape(a.title)}</p>"
             return {
                 "msgtype": "m.text",
                 "body": body,
                 "format": "org.matrix.custom.html",
-                "formatted_body": _body_html(a) if not a.html else f"<p>{html.escape(a.title)}</p>",
+                "formatted_body": rich,
                 # hookshot's generic webhooks read these two
                 "text": body,
-                "html": _body_html(a) if not a.html else f"<p>{html.escape(a.title)}</p>",
+                "html": rich,
             }
         return {"event": "mailwarden.alert", **a.as_dict()}
 
@@ -305,23 +305,30 @@ class SyslogChannel:
             s.sendto(data, (host, int(port)))
 
 
+def mail_channel(settings: Settings) -> MailChannel | None:
+    """The mail channel to the alert addresses (:func:`never_park`), None when there are none."""
+    al, br = settings.alerts, settings.breaker
+    mail_to = never_park(settings)
+    if not mail_to:
+        return None
+    return MailChannel(
+        mail_to,
+        sender=al.mail_from,
+        smarthost=al.smarthost or br.mail_relay,
+        starttls=al.smarthost_starttls,
+        sendmail=al.sendmail,
+    )
+
+
 def build_channels(settings: Settings) -> list[Channel]:
     """The channels the configuration asks for (``[alerts]``, plus the older
     ``[breaker] webhook_url/admin_mail/mail_relay`` and ``[egress] webhook`` when ``[alerts]``
     does not set its own)."""
     al, br = settings.alerts, settings.breaker
     out: list[Channel] = [LogChannel()]
-    mail_to = list(al.mail_to) or ([br.admin_mail] if br.admin_mail else [])
-    if mail_to:
-        out.append(
-            MailChannel(
-                mail_to,
-                sender=al.mail_from,
-                smarthost=al.smarthost or br.mail_relay,
-                starttls=al.smarthost_starttls,
-                sendmail=al.sendmail,
-            )
-        )
+    mail = mail_channel(settings)
+    if mail is not None:
+        out.append(mail)
     url = al.webhook_url or br.webhook_url or settings.egress.webhook
     if url:
         out.append(WebhookChannel(url, fmt=al.webhook_format, token=al.webhook_token))

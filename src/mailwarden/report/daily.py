@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, func, select
 
 from mailwarden.store import schema
-from mailwarden.store.queries import rejected_replies
+from mailwarden.store.queries import provider_rejections
 
 if TYPE_CHECKING:
     from mailwarden.config import Settings
@@ -72,19 +72,6 @@ def _outcomes(
     for prov, status, n in conn.execute(q):
         out[prov][status] = int(n)
     return out
-
-
-def _rejections(
-    conn: Connection, since: float, until: float, hosts: Sequence[str] | None
-) -> dict[int, int]:
-    a, r = rejected_replies(since, until, hosts), schema.rejections
-    q = (
-        select(a.c.rejection_id, func.count())
-        .select_from(a.join(r, a.c.rejection_id == r.c.id))
-        .where(r.c.internal.is_(False))
-        .group_by(a.c.rejection_id)
-    )
-    return {int(k): int(n) for k, n in conn.execute(q)}
 
 
 def _origins(
@@ -171,29 +158,27 @@ def build_report(
     providers.sort(key=lambda r: (-(r["deferred"] + r["bounced"]), -r["attempts"], r["provider"]))
 
     # rejection kinds: counted in both periods; "new" = first seen in this one
-    r = schema.rejections
-    rc, rp = _rejections(conn, since, until, hosts), _rejections(conn, prev_since, since, hosts)
+    rc = {k.id: k for k in provider_rejections(conn, since=since, until=until, hosts=hosts)}
+    rp = {k.id: k for k in provider_rejections(conn, since=prev_since, until=since, hosts=hosts)}
     kinds: list[dict[str, Any]] = []
-    ids = sorted(set(rc) | set(rp))
-    for i in range(0, len(ids), 500):
-        q = select(r).where(r.c.id.in_(ids[i : i + 500]))
-        for krow in conn.execute(q).mappings():
-            kinds.append(
-                {
-                    "provider": krow["provider"],
-                    "reason": krow["reason"],
-                    "scope": krow["scope"],
-                    "code": krow["code"],
-                    "enhanced": krow["enhanced"],
-                    "issuer": krow["issuer"],
-                    "url": krow["url"],
-                    "sample": krow["sample"],
-                    "first_seen": krow["first_seen"],
-                    "count": rc.get(int(krow["id"]), 0),
-                    "prev_count": rp.get(int(krow["id"]), 0),
-                    "new": since <= float(krow["first_seen"]) < until,
-                }
-            )
+    for kid in sorted(rc.keys() | rp.keys()):
+        k = rc.get(kid) or rp[kid]
+        kinds.append(
+            {
+                "provider": k.provider,
+                "reason": k.reason,
+                "scope": k.scope,
+                "code": k.code,
+                "enhanced": k.enhanced,
+                "issuer": k.issuer,
+                "url": k.url,
+                "sample": k.sample,
+                "first_seen": k.kind_first_seen,
+                "count": rc[kid].count if kid in rc else 0,
+                "prev_count": rp[kid].count if kid in rp else 0,
+                "new": since <= k.kind_first_seen < until,
+            }
+        )
     kinds.sort(key=lambda k: (-k["count"], k["provider"], k["reason"]))
     reasons: dict[str, dict[str, int]] = defaultdict(lambda: {"count": 0, "prev_count": 0})
     for kd in kinds:
@@ -227,12 +212,7 @@ def build_report(
     # spikes (judged at the end of the period)
     from mailwarden.report.spikes import detect_spikes
 
-    spike_hosts = hosts
-    if spike_hosts is None:
-        spike_hosts = [
-            h for (h,) in conn.execute(select(schema.messages.c.host).distinct().limit(1000))
-        ]
-    spikes, no_history = detect_spikes(conn, st.alerts, hosts=spike_hosts, now=until)
+    spikes, no_history = detect_spikes(conn, st.alerts, hosts=hosts, now=until)
 
     # egress alerts (the recorder's table, tagged with the recording host)
     import json as _json

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, distinct, func, select
 
 from mailwarden.store import schema
+from mailwarden.store.ingest import day_of
 
 if TYPE_CHECKING:
     from mailwarden.config import AlertSettings
@@ -90,10 +91,6 @@ def threshold(med: float, mad: float, *, floor: float, factor: float, k: float) 
     return max(float(floor), factor * med, med + k * mad)
 
 
-def _day(ts: float) -> dt.date:
-    return dt.date(1970, 1, 1) + dt.timedelta(days=int(ts // DAY))
-
-
 def history_days(conn: Connection, host: str, before: dt.date) -> int:
     r = schema.daily_rollups
     q = select(func.count(distinct(r.c.day))).where(r.c.host == host, r.c.day < before)
@@ -133,7 +130,7 @@ def detect_spikes(
         c["prov"][prov] = c["prov"].get(prov, 0) + int(n)
     if not cur:
         return [], []
-    today = _day(now)
+    today = day_of(now)
     first = today - dt.timedelta(days=cfg.spike_baseline_days)
     skipped: list[str] = []
     judged_hosts = set()
@@ -175,37 +172,27 @@ def detect_spikes(
         if host not in judged_hosts:
             continue
         provs = tuple(p for p, _ in sorted(c["prov"].items(), key=lambda kv: -kv[1]))
-        hv = [float(vol[(host, oid)].get(d, 0)) for d in days]
-        med, mad = robust(hv)
-        thr = threshold(
-            med, mad, floor=cfg.spike_min_volume, factor=cfg.spike_factor, k=cfg.spike_mad
-        )
-        if c["n"] >= thr:
-            out.append(
-                Spike(
-                    host, c["kind"], c["ident"], c["name"], "volume", c["n"], med, mad, thr, provs
+        for metric, current, series, floor in (
+            ("volume", c["n"], vol, cfg.spike_min_volume),
+            ("providers", len(c["prov"]), spread, cfg.spike_min_providers),
+        ):
+            med, mad = robust([float(series[(host, oid)].get(d, 0)) for d in days])
+            thr = threshold(med, mad, floor=floor, factor=cfg.spike_factor, k=cfg.spike_mad)
+            if current >= thr:
+                out.append(
+                    Spike(
+                        host,
+                        c["kind"],
+                        c["ident"],
+                        c["name"],
+                        metric,
+                        current,
+                        med,
+                        mad,
+                        thr,
+                        provs,
+                    )
                 )
-            )
-        hs = [float(spread[(host, oid)].get(d, 0)) for d in days]
-        med_s, mad_s = robust(hs)
-        thr_s = threshold(
-            med_s, mad_s, floor=cfg.spike_min_providers, factor=cfg.spike_factor, k=cfg.spike_mad
-        )
-        if len(c["prov"]) >= thr_s:
-            out.append(
-                Spike(
-                    host,
-                    c["kind"],
-                    c["ident"],
-                    c["name"],
-                    "providers",
-                    len(c["prov"]),
-                    med_s,
-                    mad_s,
-                    thr_s,
-                    provs,
-                )
-            )
     return out, skipped
 
 
@@ -224,7 +211,7 @@ def spike_alert(s: Spike, *, now: float, public_url: str = "") -> Alert:
     links = (("dashboard", f"{public_url.rstrip('/')}/origins"),) if public_url else ()
     return Alert(
         kind="spike",
-        key=f"spike:{s.host}:{s.kind}:{s.ident}:{s.metric}:{_day(now).isoformat()}",
+        key=f"spike:{s.host}:{s.kind}:{s.ident}:{s.metric}:{day_of(now).isoformat()}",
         severity="critical" if s.current >= 3 * s.threshold else "warning",
         title=f"{s.who()}: {s.current} {what} in 24 h (usually {s.median:g})",
         text=text,

@@ -8,7 +8,8 @@
   :func:`find_messages` is made of, for callers with other criteria (the dashboard's search);
 * :func:`rejected_replies`: every reply that named a rejection kind (the recipients' attempts
   and the connection-level replies of ``mx_replies``), the one source of rejection counts;
-* :func:`provider_rejections`: rejection kinds per provider over a time window;
+* :func:`provider_rejections`: rejection kinds with their reply counts over a time window
+  (the dashboard's rejections page and the daily report);
 * :func:`daily_counts`: the long-term rollups.
 
 All functions take an :class:`~sqlalchemy.engine.Engine` or an open ``Connection`` and return
@@ -86,9 +87,14 @@ class RejectionCount:
     url: str
     sample: str
     internal: bool
-    count: int
-    first_seen: float
+    count: int  # replies in the window
+    first_seen: float  # the first and last of them
     last_seen: float
+    id: int = 0
+    command: str = ""
+    cited_ip: str = ""
+    rule: str = ""
+    kind_first_seen: float = 0.0  # when the kind itself was first stored (may be before since)
 
 
 def message_id_matches(message_id: str) -> ColumnElement[bool]:
@@ -262,17 +268,19 @@ def rejected_replies(
     return union_all(qa, qx).subquery("rejected")
 
 
-def provider_rejections(
-    bind: Engine | Connection,
+def rejection_counts_query(
     *,
     since: float | None = None,
     until: float | None = None,
+    hosts: Sequence[str] | None = None,
     provider: str | None = None,
+    reason: str | None = None,
+    issuer: str | None = None,
     include_internal: bool = False,
-) -> list[RejectionCount]:
-    """Rejection kinds per provider counted from the stored replies in ``[since, until)``
-    (:func:`rejected_replies`)."""
-    a, r = rejected_replies(since, until), schema.rejections
+    limit: int | None = None,
+) -> Select[Any]:
+    """The SELECT behind :func:`provider_rejections`."""
+    a, r = rejected_replies(since, until, hosts), schema.rejections
     n = func.count()
     q = (
         select(
@@ -288,17 +296,76 @@ def provider_rejections(
             n,
             func.min(a.c.ts),
             func.max(a.c.ts),
+            r.c.id,
+            r.c.command,
+            r.c.cited_ip,
+            r.c.rule,
+            r.c.first_seen,
         )
-        .join(a, a.c.rejection_id == r.c.id)
+        .select_from(a.join(r, r.c.id == a.c.rejection_id))
         .group_by(r.c.id)
-        .order_by(r.c.provider, n.desc())
+        .order_by(n.desc(), r.c.provider, r.c.id)
     )
     if provider is not None:
         q = q.where(r.c.provider == provider)
+    if reason is not None:
+        q = q.where(r.c.reason == reason)
+    if issuer is not None:
+        q = q.where(r.c.issuer == issuer)
     if not include_internal:
         q = q.where(r.c.internal.is_(False))
+    if limit is not None:
+        q = q.limit(limit)
+    return q
+
+
+def provider_rejections(
+    bind: Engine | Connection,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    hosts: Sequence[str] | None = None,
+    provider: str | None = None,
+    reason: str | None = None,
+    issuer: str | None = None,
+    include_internal: bool = False,
+    limit: int | None = None,
+) -> list[RejectionCount]:
+    """Rejection kinds counted from the stored replies in ``[since, until)`` of the syslog
+    ``hosts`` (:func:`rejected_replies`), most replies first (then by provider and id)."""
+    q = rejection_counts_query(
+        since=since,
+        until=until,
+        hosts=hosts,
+        provider=provider,
+        reason=reason,
+        issuer=issuer,
+        include_internal=include_internal,
+        limit=limit,
+    )
     with connected(bind) as conn:
-        return [RejectionCount(*row) for row in conn.execute(q)]
+        return [
+            RejectionCount(
+                provider=row[0],
+                reason=row[1],
+                scope=row[2],
+                code=row[3],
+                enhanced=row[4],
+                issuer=row[5],
+                url=row[6],
+                sample=row[7],
+                internal=row[8],
+                count=int(row[9]),
+                first_seen=float(row[10]),
+                last_seen=float(row[11]),
+                id=int(row[12]),
+                command=row[13],
+                cited_ip=row[14],
+                rule=row[15],
+                kind_first_seen=float(row[16]),
+            )
+            for row in conn.execute(q)
+        ]
 
 
 def daily_counts(

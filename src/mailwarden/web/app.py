@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -248,7 +249,6 @@ def create_app(
         hosts: list[str] = []
         if session is not None:
             hosts = known_hosts()
-        nav = {"host": host, "days": days} if host else {"days": days}
         return templates.TemplateResponse(
             request,
             name,
@@ -258,7 +258,7 @@ def create_app(
                 "host": host,
                 "days": days,
                 "hosts": hosts,
-                "nav_qs": urlencode(nav),
+                "nav_qs": qs(host=host, days=days),
                 "now": time.time(),
                 "refresh": 0,
                 **ctx,
@@ -401,10 +401,7 @@ def create_app(
         daylist = p.day_list()
         shown = [r for r in providers if r.provider == provider] if provider else providers
         totals = wq.daily_totals(shown, p)
-        sums: dict[str, int] = {}
-        for _, c in totals:
-            for k, v in c.items():
-                sums[k] = sums.get(k, 0) + v
+        sums = sum((r.counts for r in shown), Counter())  # the rollups' days are the chart's
         known = {r["provider"] for r in states if r["host"] == local}
         extra_parked = sorted(
             k for k, v in parked.items() if (v.parked or v.held) and k not in known
@@ -612,10 +609,7 @@ def create_app(
         return control
 
     def _back(host: str, days: int, done: str) -> str:
-        qs = {"days": days, "done": done}
-        if host:
-            qs["host"] = host
-        return "/?" + urlencode(qs)
+        return "/?" + qs(days=days, done=done, host=host)
 
     @app.post("/breaker/open")
     def breaker_open(

@@ -21,12 +21,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, select, text
 
 from mailwarden.store import schema
+from mailwarden.store.ingest import day_of
 from mailwarden.store.queries import (
+    RejectionCount,
     StoredMessage,
     load_messages,
     message_id_matches,
     message_select,
-    rejected_replies,
+    provider_rejections,
 )
 
 #: Statuses shown as columns, in this order; anything else is counted under "other".
@@ -34,11 +36,8 @@ STATUSES = ("sent", "deferred", "bounced", "expired")
 DAY = 86400.0
 
 
-def day_of(ts: float) -> dt.date:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).date()
-
-
 def day_start(d: dt.date) -> float:
+    """The first second of the UTC day ``d`` (as :func:`~mailwarden.store.ingest.day_of`)."""
     return dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp()
 
 
@@ -173,70 +172,6 @@ def daily_totals(rows: list[ProviderRow], p: Period) -> list[tuple[dt.date, Coun
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class KindRow:
-    id: int
-    provider: str
-    reason: str
-    scope: str
-    code: int | None
-    enhanced: str
-    command: str
-    issuer: str
-    url: str
-    cited_ip: str
-    rule: str
-    sample: str
-    count: int  # attempts in the period (and host)
-    first: float
-    last: float
-
-
-def rejection_kinds_query(
-    p: Period,
-    host: str,
-    *,
-    provider: str = "",
-    reason: str = "",
-    issuer: str = "",
-    limit: int = 500,
-) -> Any:
-    """The SELECT behind :func:`rejection_kinds`."""
-    a, r = rejected_replies(p.since, p.until, [host] if host else None), schema.rejections
-    n = func.count()
-    q = (
-        select(
-            r.c.id,
-            r.c.provider,
-            r.c.reason,
-            r.c.scope,
-            r.c.code,
-            r.c.enhanced,
-            r.c.command,
-            r.c.issuer,
-            r.c.url,
-            r.c.cited_ip,
-            r.c.rule,
-            r.c.sample,
-            n,
-            func.min(a.c.ts),
-            func.max(a.c.ts),
-        )
-        .select_from(a.join(r, r.c.id == a.c.rejection_id))
-        .where(r.c.internal.is_(False))
-        .group_by(r.c.id)
-        .order_by(n.desc(), r.c.provider, r.c.id)
-        .limit(limit)
-    )
-    if provider:
-        q = q.where(r.c.provider == provider)
-    if reason:
-        q = q.where(r.c.reason == reason)
-    if issuer:
-        q = q.where(r.c.issuer == issuer)
-    return q
-
-
 def rejection_kinds(
     conn: Connection,
     p: Period,
@@ -246,19 +181,23 @@ def rejection_kinds(
     reason: str = "",
     issuer: str = "",
     limit: int = 500,
-) -> list[KindRow]:
-    """Rejection kinds seen in the period (attempt counts), with the full stored reply."""
-    q = rejection_kinds_query(p, host, provider=provider, reason=reason, issuer=issuer, limit=limit)
-    out: list[KindRow] = []
-    for row in conn.execute(q):
-        v: tuple[Any, ...] = (*row[:12], int(row[12]), float(row[13]), float(row[14]))
-        out.append(KindRow(*v))
-    return out
+) -> list[RejectionCount]:
+    """Rejection kinds seen in the period (reply counts), with the full stored reply."""
+    return provider_rejections(
+        conn,
+        since=p.since,
+        until=p.until,
+        hosts=[host] if host else None,
+        provider=provider or None,
+        reason=reason or None,
+        issuer=issuer or None,
+        limit=limit,
+    )
 
 
 def filter_kinds(
-    kinds: list[KindRow], *, provider: str = "", reason: str = "", issuer: str = ""
-) -> list[KindRow]:
+    kinds: list[RejectionCount], *, provider: str = "", reason: str = "", issuer: str = ""
+) -> list[RejectionCount]:
     return [
         k
         for k in kinds
@@ -268,7 +207,7 @@ def filter_kinds(
     ]
 
 
-def kind_facets(kinds: list[KindRow]) -> dict[str, Counter[str]]:
+def kind_facets(kinds: list[RejectionCount]) -> dict[str, Counter[str]]:
     """Attempt counts by provider, by reason and by issuer (for the filter links)."""
     out: dict[str, Counter[str]] = {"provider": Counter(), "reason": Counter(), "issuer": Counter()}
     for k in kinds:
@@ -316,10 +255,9 @@ class OriginRow:
     def spike(self) -> bool:
         """The busiest hour has at least 20 messages and 5 times the typical active hour."""
         _, top = self.peak
-        others = [v for v in self.hourly.values()]
         if top < 20:
             return False
-        if len(others) == 1:
+        if len(self.hourly) == 1:
             return True  # everything in one hour: a burst out of silence
         return top >= 5 * self.typical
 
