@@ -238,7 +238,7 @@ def status(
 
     w = build(_settings(), background=False)
     try:
-        states = fleet_states(w.store.engine, _check_host(host))
+        states = fleet_states(w.store.engine, check_host(host))
         inv: dict[str, Any] = {}
         if queue and (not host or host == w.host):
             try:
@@ -307,7 +307,7 @@ _STATUS_FIELDS = (
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
 
-def _check_host(name: str) -> str:
+def check_host(name: str) -> str:
     """A host name as the store keys rows (``""``: none given)."""
     if name and not _HOST.fullmatch(name):
         raise ConfigError(f"bad host name {name!r} (letters, digits, '.', '_', '-')")
@@ -380,7 +380,7 @@ def open_(
         raise ConfigError(str(exc)) from None
     if secs is not None and secs == float("inf"):
         secs = None
-    w = build(_settings(), host=_check_host(host), background=False)
+    w = build(_settings(), host=check_host(host), background=False)
     try:
         t = w.engine.open(name, duration=secs, note=reason)
     finally:
@@ -400,7 +400,7 @@ def close(
     from mailwarden.store.breaker import fleet_states
 
     name = _check_provider(provider)
-    w = build(_settings(), host=_check_host(host), background=False)
+    w = build(_settings(), host=check_host(host), background=False)
     try:
         if not release:
             w.engine.hooks = None
@@ -448,7 +448,7 @@ def history(
     settings = _settings()
     rows = fleet_history(
         open_engine(settings.db_url()),
-        host=_check_host(host),
+        host=check_host(host),
         provider=_check_provider(provider) if provider else "",
         limit=limit,
     )

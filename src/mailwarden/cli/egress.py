@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mailwarden.cli import app
+from mailwarden.cli.breaker import check_host
 
 if TYPE_CHECKING:
     from mailwarden.config import Settings
@@ -90,7 +91,7 @@ def ingest(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     s = _settings()
-    me = host_id(s, _check_host(host))
+    me = host_id(s, check_host(host))
     db = open_engine(s.db_url())
     dispatcher = dispatcher_from_settings(s, db, me)
     rec = Recorder(
@@ -137,16 +138,6 @@ def ingest(
         dispatcher.close()
 
 
-def _check_host(name: str) -> str:
-    import re
-
-    from mailwarden.errors import ConfigError
-
-    if name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}", name):
-        raise ConfigError(f"bad host name {name!r} (letters, digits, '.', '_', '-')")
-    return name
-
-
 _CONTROL = dict.fromkeys([*range(0x20), 0x7F, *range(0x80, 0xA0)], "?")
 
 
@@ -171,7 +162,7 @@ def top(
     from mailwarden.store.db import open_engine
 
     rows = q(
-        open_engine(_settings().db_url()), since=_since(hours), limit=limit, host=_check_host(host)
+        open_engine(_settings().db_url()), since=_since(hours), limit=limit, host=check_host(host)
     )
     if as_json:
         typer.echo(json.dumps({"rows": rows}))
@@ -210,7 +201,7 @@ def alerts_cmd(
     from mailwarden.egress.summary import alerts as q
     from mailwarden.store.db import open_engine
 
-    rows = q(open_engine(_settings().db_url()), since=_since(hours), host=_check_host(host))
+    rows = q(open_engine(_settings().db_url()), since=_since(hours), host=check_host(host))
     fleet = len({a["host"] for a in rows}) > 1
     if as_json:
         typer.echo(json.dumps({"alerts": rows}))

@@ -7,8 +7,8 @@
 
 The breaker buttons act through the same wiring as ``mailwarden breaker open/close``
 (:func:`mailwarden.cli.breaker.build`: store, enforcement view, Postfix hooks, alerts);
-``mailwarden run`` serves the same app beside its loop (:func:`wire` builds the breaker control and
-queue inventory, :func:`mailwarden.web.server.start_in_thread` serves).
+``mailwarden run`` serves the same app beside its loop, with the same :func:`wire` (breaker
+control and queue inventory) and :func:`credentials`.
 Exit codes: 0 (or death by the SIGTERM/SIGINT it was stopped with, as uvicorn re-raises it after
 a clean shutdown), 2 error (bad bind address, bad config, port taken).
 """
@@ -19,7 +19,7 @@ import ipaddress
 import re
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -28,6 +28,7 @@ from mailwarden.errors import ConfigError
 
 if TYPE_CHECKING:
     from mailwarden.config import Settings
+    from mailwarden.web.auth import Credentials
     from mailwarden.web.services import BreakerControl, ParkedSource
 
 _BIND = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$")
@@ -59,17 +60,35 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def wire(settings: Settings) -> tuple[BreakerControl, ParkedSource, Callable[[], None]]:
-    """Breaker control and queue inventory over the real engine and Postfix (and a closer)."""
+def wire(
+    settings: Settings, **build_kw: Any
+) -> tuple[BreakerControl, ParkedSource, Callable[[], None]]:
+    """Breaker control and queue inventory over the real engine and Postfix (and a closer);
+    ``build_kw`` go to :func:`mailwarden.cli.breaker.build` (``host``, ``dispatcher``,
+    ``store_engine``)."""
     from mailwarden.cli.breaker import build
     from mailwarden.web.services import EngineControl, Parked
 
-    w = build(settings, background=True)
+    w = build(settings, background=True, **build_kw)
 
     def parked() -> dict[str, Parked]:
         return {p: Parked(q.parked, q.held) for p, q in w.queue.inventory().items()}
 
     return EngineControl(w.engine, host=w.host), parked, w.close
+
+
+def credentials(settings: Settings) -> tuple[Credentials, str]:
+    """The login of ``[web] token`` / ``password_hash``; without either, a one-time token made
+    for this run, returned second (else "") for the caller to show."""
+    import secrets
+
+    from mailwarden.web.auth import Credentials
+
+    w = settings.web
+    if w.token or w.password_hash:
+        return Credentials(w.token, w.password_hash), ""
+    one_time = secrets.token_urlsafe(24)
+    return Credentials(one_time), one_time
 
 
 @app.command()
@@ -94,7 +113,6 @@ def web(
         return
 
     import logging
-    import secrets
 
     import uvicorn
 
@@ -102,7 +120,6 @@ def web(
     from mailwarden.errors import MailwardenError
     from mailwarden.store.db import open_engine
     from mailwarden.web.app import create_app
-    from mailwarden.web.auth import Credentials
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = load_settings()
@@ -115,12 +132,8 @@ def web(
             "put it behind an HTTPS proxy",
             err=True,
         )
-    w = settings.web
-    if w.token or w.password_hash:
-        creds = Credentials(w.token, w.password_hash)
-    else:
-        one_time = secrets.token_urlsafe(24)
-        creds = Credentials(one_time)
+    creds, one_time = credentials(settings)
+    if one_time:
         shown = f"[{host}]" if ":" in host else host
         typer.echo(
             f"mailwarden: no [web] token or password_hash configured; this run's token is\n"
@@ -131,7 +144,7 @@ def web(
     control = parked = None
     closer: Callable[[], None] = lambda: None  # noqa: E731
     try:
-        control, parked, closer = wire(settings)
+        control, parked, closer = wire(settings, store_engine=engine)
     except MailwardenError as exc:
         typer.echo(f"mailwarden: warning: breaker control unavailable ({exc}); read-only", err=True)
     try:

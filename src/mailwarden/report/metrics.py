@@ -30,7 +30,7 @@ metric                                                 type   labels
 host's ``/metrics`` shows the fleet); the queue gauges are the scraped host's own Postfix.
 Deliveries count attempts (each retry counts), from the daily rollups, so they survive the
 pruning of attempts. Log line counts are kept in ``store_meta`` by :func:`record_line_counts`,
-which whoever reads logs calls after each batch (the analyze pipeline, the daemon).
+which the daemon's store writer calls in the transaction of each unit it writes.
 """
 
 from __future__ import annotations
@@ -53,24 +53,31 @@ _META_PREFIX = "lines."
 BREAKER_STATES = ("closed", "slowed", "open", "probing")
 
 
-def record_line_counts(engine: Engine, counts: Mapping[str, int]) -> None:
+def record_line_counts(store: Engine | Connection, counts: Mapping[str, int]) -> None:
     """Add ``counts`` (``parsed``/``ignored``/``unparsed`` lines, as in the analyze document's
-    ``lines``) to the running totals kept in ``store_meta``."""
-    from mailwarden.store.db import write_transaction
+    ``lines``) to the running totals kept in ``store_meta``.
 
+    ``store`` is the connection of an open write transaction (the daemon's store writer passes
+    its unit's, so the counts commit with the rows and checkpoints they belong to), or an engine
+    for a write transaction of their own."""
+    if isinstance(store, Engine):
+        from mailwarden.store.db import write_transaction
+
+        with write_transaction(store) as conn:
+            record_line_counts(conn, counts)
+        return
     t = schema.store_meta
-    with write_transaction(engine) as conn:
-        for key in LINE_RESULTS:
-            n = int(counts.get(key, 0) or 0)
-            if n <= 0:
-                continue
-            k = _META_PREFIX + key
-            old = conn.execute(select(t.c.value).where(t.c.key == k)).scalar()
-            if old is None:
-                conn.execute(t.insert().values(key=k, value=str(n)))
-            else:
-                new = (int(old) if str(old).isdigit() else 0) + n
-                conn.execute(t.update().where(t.c.key == k).values(value=str(new)))
+    for key in LINE_RESULTS:
+        n = int(counts.get(key, 0) or 0)
+        if n <= 0:
+            continue
+        k = _META_PREFIX + key
+        old = store.execute(select(t.c.value).where(t.c.key == k)).scalar()
+        if old is None:
+            store.execute(t.insert().values(key=k, value=str(n)))
+        else:
+            new = (int(old) if str(old).isdigit() else 0) + n
+            store.execute(t.update().where(t.c.key == k).values(value=str(new)))
 
 
 ParkedFn = Callable[[], Mapping[str, Any]]
@@ -309,10 +316,10 @@ def newest_per_host(conn: Connection) -> dict[str, float]:
     if not last_days:  # rollups not written (yet): one probe over everything
         row = conn.execute(select(m.c.host, func.max(m.c.arrival)).group_by(m.c.host)).all()
         return {str(h): float(t) for h, t in row if t is not None}
-    import datetime as dt
+    from mailwarden.web.queries import day_start
 
     for host, day in last_days:
-        start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+        start = day_start(day)
         # a message arrives before its attempts: look one day further back for the arrival
         arr = conn.execute(
             select(func.max(m.c.arrival)).where(m.c.arrival >= start - 86400, m.c.host == host)

@@ -111,7 +111,7 @@ class Daemon:
         settings: Settings,
         *,
         paths: list[str] | None = None,
-        journal: bool | None = None,
+        journal: bool = False,
         from_start: bool = False,
         socketmap: bool = True,
         host: str = "",
@@ -122,9 +122,8 @@ class Daemon:
         self.settings = settings
         self.config_path = config_path
         self.db_override = db_url
-        self.host_override = host
         self.host = host_id(settings, host)
-        self.journal = settings.log.journal if journal is None else journal
+        self.journal = journal
         self.paths = list(paths or [])
         self.from_start = from_start
         self.serve_socketmap = socketmap
@@ -364,9 +363,8 @@ class Daemon:
         the same store (the log thread's engine picks the change up within a second), and
         their transitions are alerted through the daemon's dispatcher."""
         try:
-            from mailwarden.cli.web import parse_bind
+            from mailwarden.cli.web import credentials, parse_bind, wire
             from mailwarden.web.app import create_app
-            from mailwarden.web.auth import Credentials
         except ImportError:
             log.info("web dashboard not available in this installation; not serving it")
             return None
@@ -374,35 +372,20 @@ class Daemon:
 
         s = self.settings
         host, port = parse_bind(s.web.bind)
-        w = s.web
-        if w.token or w.password_hash:
-            creds = Credentials(w.token, w.password_hash)
-        else:
-            import secrets
-
-            one_time = secrets.token_urlsafe(24)
-            creds = Credentials(one_time)
+        creds, one_time = credentials(s)
+        if one_time:
             log.warning(
                 "no [web] token or password_hash configured: this run's login token follows",
                 extra={"token": one_time, "login": f"http://{host}:{port}/login"},
             )
 
         def serve(stop: threading.Event) -> None:
-            from mailwarden.cli.breaker import build as build_breaker
-            from mailwarden.web.services import EngineControl, Parked
-
             control = parked = None
             closer: Any = None
             try:
-                wb = build_breaker(
+                control, parked, closer = wire(
                     s, host=self.host, dispatcher=self.dispatcher, store_engine=self.engine
                 )
-                control = EngineControl(wb.engine, host=wb.host)
-
-                def parked_fn() -> dict[str, Parked]:
-                    return {p: Parked(q.parked, q.held) for p, q in wb.queue.inventory().items()}
-
-                parked, closer = parked_fn, wb.close
             except Exception as exc:
                 log.warning("dashboard without breaker control", extra={"error": str(exc)[:200]})
             app = create_app(

@@ -30,7 +30,12 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mailwarden.events import Delivery, MxReply, SaslFailure, Unparsed
-from mailwarden.sources.follow import Checkpoint, Follower
+from mailwarden.sources.follow import (
+    Checkpoint,
+    Follower,
+    MemoryCheckpointStore,
+    checkpoint_from_dict,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -52,8 +57,6 @@ class Unit:
     batches: list[Batch] = field(default_factory=list)
     sasl: list[tuple[Any, ...]] = field(default_factory=list)
     checkpoints: dict[str, dict[str, Any] | str] = field(default_factory=dict)
-    lines: int = 0
-    created: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)  # parsed / ignored / unparsed lines
 
 
@@ -81,7 +84,6 @@ class StoreWriter:
         attempts_days: int = 90,
         max_units: int = 64,
         backoff_max: float = 5.0,
-        on_written: Callable[[list[Unit]], None] | None = None,
         on_outage: Callable[[float, str], None] | None = None,
         outage_after: float = 60.0,
     ) -> None:
@@ -91,7 +93,6 @@ class StoreWriter:
         self.host = host
         self.attempts_days = attempts_days
         self.backoff_max = backoff_max
-        self.on_written = on_written
         self.stats = WriterStats()
         self._q: queue.Queue[Unit] = queue.Queue(maxsize=max_units)
         self._pending: list[Unit] = []  # taken from the queue, not committed yet
@@ -161,25 +162,19 @@ class StoreWriter:
                         "units": len(self._pending),
                     },
                 )
-                if stop.wait(backoff) and self._give_up_on_stop():
+                # On shutdown the store may still be down: what is not committed is simply read
+                # again after the restart (its checkpoint was not saved), so nothing is lost by
+                # leaving.
+                if stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, self.backoff_max)
                 continue
             backoff = 0.1
             failing_since, reported = None, False
-            done, self._pending = self._pending, []
-            if self.on_written is not None:
-                try:
-                    self.on_written(done)
-                except Exception:
-                    log.exception("after-write hook failed")
-
-    def _give_up_on_stop(self) -> bool:
-        # On shutdown the store may still be down: what is not committed is simply read again
-        # after the restart (its checkpoint was not saved), so nothing is lost by leaving.
-        return True
+            self._pending = []
 
     def write(self, units: list[Unit]) -> None:
+        from mailwarden.report.metrics import record_line_counts
         from mailwarden.store.db import write_transaction
         from mailwarden.store.ingest import Writer
         from mailwarden.store.retention import cutoffs
@@ -189,6 +184,10 @@ class StoreWriter:
         now = time.time()
         checkpoints: dict[str, dict[str, Any] | str] = {}
         n_msg = n_att = 0
+        counts: dict[str, int] = {}
+        for u in units:
+            for k, v in u.counts.items():
+                counts[k] = counts.get(k, 0) + v
         with write_transaction(self.engine) as conn:
             sasl: list[tuple[Any, ...]] = []
             for u in units:
@@ -205,6 +204,12 @@ class StoreWriter:
             n_sasl = insert_sasl(conn, sasl)
             for source, data in checkpoints.items():
                 save_checkpoint(conn, self.host, source, data, now)
+            if any(counts.values()):
+                try:  # the /metrics line counters: best effort, the rows go in without them
+                    with conn.begin_nested():
+                        record_line_counts(conn, counts)
+                except Exception as exc:
+                    log.debug("line counts not recorded: %s", exc)
         s = self.stats
         s.units += len(units)
         s.transactions += 1
@@ -213,48 +218,6 @@ class StoreWriter:
         s.sasl += n_sasl
         s.last_commit = now
         s.waiting = self._q.qsize()
-        counts: dict[str, int] = {}
-        for u in units:
-            for k, v in u.counts.items():
-                counts[k] = counts.get(k, 0) + v
-        if any(counts.values()):
-            try:  # the /metrics line counters (best effort: a separate transaction)
-                from mailwarden.report.metrics import record_line_counts
-
-                record_line_counts(self.engine, counts)
-            except Exception as exc:
-                log.debug("line counts not recorded: %s", exc)
-
-
-class _Preloaded:
-    """A :class:`~mailwarden.sources.CheckpointStore` answering from what was loaded at start;
-    saving is the writer's job (with the rows, in one transaction), so ``save`` does nothing."""
-
-    def __init__(self, cps: dict[str, Checkpoint]) -> None:
-        self.cps = cps
-
-    def load(self, path: str) -> Checkpoint | None:
-        return self.cps.get(path)
-
-    def save(self, checkpoint: Checkpoint) -> None:
-        self.cps[checkpoint.path] = checkpoint
-
-
-def checkpoint_from(data: Any) -> Checkpoint | None:
-    if not isinstance(data, dict):
-        return None
-    try:
-        return Checkpoint(
-            path=str(data["path"]),
-            inode=int(data["inode"]),
-            offset=int(data["offset"]),
-            first_line_hash=str(data["first_line_hash"]),
-            saved_at=float(data.get("saved_at", 0.0)),
-            rotated=tuple((int(i), int(o), str(h)) for i, o, h in data.get("rotated", ())),
-            cursor=str(data.get("cursor", "")),
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def sasl_row(ev: SaslFailure) -> tuple[Any, ...]:
@@ -296,14 +259,13 @@ class JournalSource:
 
     key = "journal:"
 
-    def __init__(self, cursor: str, journalctl: str = "journalctl") -> None:
-        from mailwarden.sources.follow import MemoryCheckpointStore
+    def __init__(self, cursor: str) -> None:
         from mailwarden.sources.journal import CHECKPOINT_KEY, JournalReader
 
         store = MemoryCheckpointStore()
         if cursor:
             store.save(Checkpoint(CHECKPOINT_KEY, 0, 0, "", cursor=cursor))
-        self.reader = JournalReader(store=store, journalctl=journalctl)
+        self.reader = JournalReader(store=store)
         self.cursor = cursor
         self._q: queue.Queue[bytes] = queue.Queue(maxsize=100_000)
         self._stop = threading.Event()
@@ -352,12 +314,10 @@ class LogIngest:
         classifier: Classifier,
         paths: Iterable[str] = (),
         journal: bool = False,
-        journalctl: str = "journalctl",
         from_start: bool = False,
         tz: Any = None,
         commit_interval: float = 1.0,
         observe: Callable[[Delivery], object] | None = None,
-        on_sasl: Callable[[SaslFailure], None] | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -365,12 +325,10 @@ class LogIngest:
         self.classifier = classifier
         self.paths = [str(p) for p in paths]
         self.journal = journal
-        self.journalctl = journalctl
         self.from_start = from_start
         self.tz = tz
         self.commit_interval = commit_interval
         self.observe = observe
-        self.on_sasl = on_sasl
         self.stats = IngestStats()
         self.hosts: set[str] = set()  # syslog host names seen (fleet: whose rows these are)
         self.followers: list[tuple[Follower, Any, Any]] = []  # (follower, envelope, parser)
@@ -400,11 +358,15 @@ class LogIngest:
             except (ValueError, TypeError, KeyError) as exc:
                 log.error("correlator snapshot unreadable; starting without it: %s", exc)
         if self.journal:
-            cp = checkpoint_from(load_checkpoint(self.engine, self.host, JournalSource.key))
-            self.jsource = JournalSource(cp.cursor if cp else "", self.journalctl)
+            cp = checkpoint_from_dict(load_checkpoint(self.engine, self.host, JournalSource.key))
+            self.jsource = JournalSource(cp.cursor if cp else "")
         for p in self.paths:
-            cp = checkpoint_from(load_checkpoint(self.engine, self.host, p))
-            store = _Preloaded({p: cp} if cp is not None else {})
+            # saving is the writer's job (with the rows, in one transaction): the follower's
+            # store only answers with what was loaded here
+            store = MemoryCheckpointStore()
+            cp = checkpoint_from_dict(load_checkpoint(self.engine, self.host, p))
+            if cp is not None:
+                store.save(cp)
             f = Follower(p, store=store, from_start=self.from_start)
             env = Envelope(source=p, tz=self.tz)
             self.followers.append((f, env, PostfixParser()))
@@ -479,8 +441,6 @@ class LogIngest:
             elif cls is SaslFailure:
                 self.stats.sasl_failures += 1
                 self._sasl.append(sasl_row(ev))  # type: ignore[arg-type]
-                if self.on_sasl is not None:
-                    self.on_sasl(ev)  # type: ignore[arg-type]
                 continue
             batch.append(ev)
             self.hosts.add(ev.host)  # type: ignore[union-attr]
@@ -515,7 +475,7 @@ class LogIngest:
         self._flush_open()
         folder.flush_batch()
         folder.agg = Aggregate()  # the daemon keeps no running report: bounded memory
-        unit = Unit(self._batches, self._sasl, {}, self.stats.lines, time.time(), self._counts)
+        unit = Unit(self._batches, self._sasl, {}, self._counts)
         self._batches, self._sasl, self._counts = [], [], {}
         for f, _env, _p in self.followers:
             cp = f.checkpoint()

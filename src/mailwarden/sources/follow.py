@@ -69,6 +69,24 @@ class Checkpoint:
     cursor: str = ""
 
 
+def checkpoint_from_dict(raw: object) -> Checkpoint | None:
+    """The :class:`Checkpoint` saved as ``raw`` (its ``asdict``), or None when it is not one."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return Checkpoint(
+            path=str(raw["path"]),
+            inode=int(raw["inode"]),
+            offset=int(raw["offset"]),
+            first_line_hash=str(raw["first_line_hash"]),
+            saved_at=float(raw.get("saved_at", 0.0)),
+            rotated=tuple((int(i), int(o), str(h)) for i, o, h in raw.get("rotated", ())),
+            cursor=str(raw.get("cursor", "")),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 class CheckpointStore(Protocol):
     """Persistence of follow positions, by log path."""
 
@@ -100,23 +118,7 @@ class JsonCheckpointStore:
     def load(self, path: str) -> Checkpoint | None:
         with self._lock:
             raw = self._read().get(path)
-        if not isinstance(raw, dict):
-            return None
-        try:
-            return Checkpoint(
-                path=str(raw["path"]),
-                inode=int(raw["inode"]),  # type: ignore[call-overload]
-                offset=int(raw["offset"]),  # type: ignore[call-overload]
-                first_line_hash=str(raw["first_line_hash"]),
-                saved_at=float(raw.get("saved_at", 0.0)),  # type: ignore[arg-type]
-                rotated=tuple(
-                    (int(i), int(o), str(h))
-                    for i, o, h in raw.get("rotated", ())  # type: ignore[attr-defined]
-                ),
-                cursor=str(raw.get("cursor", "")),
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
+        return checkpoint_from_dict(raw)
 
     def save(self, checkpoint: Checkpoint) -> None:
         with self._lock:

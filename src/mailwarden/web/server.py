@@ -1,7 +1,8 @@
 """Serving the dashboard from inside another process: uvicorn in a background thread.
 
-``mailwarden web`` runs uvicorn in the foreground; ``mailwarden run`` (the daemon) keeps its
-own main loop and serves the same app beside it::
+``mailwarden web`` runs uvicorn in the foreground; a process that keeps its own main loop can
+serve the same app beside it (``mailwarden run`` does not use this: its web component is
+supervised like the others, see :mod:`mailwarden.service.daemon`)::
 
     app = create_app(settings, engine=engine, control=EngineControl(breaker_engine), parked=...)
     running = start_in_thread(app, *parse_bind(settings.web.bind))
