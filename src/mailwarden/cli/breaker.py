@@ -215,7 +215,7 @@ def _check_provider(name: str) -> str:
 
 
 _HOST_HELP = (
-    "This host's name in the store (default: [log] host, else the host name; the name "
+    "This host's name in the store (default: \\[log] host, else the host name; the name "
     "`mailwarden run --host` gives its rows)."
 )
 

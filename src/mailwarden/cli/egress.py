@@ -72,7 +72,7 @@ def ingest(
     host: Annotated[
         str,
         typer.Option(
-            "--host", help="name this host's records carry (default: [log] host, host name)"
+            "--host", help="name this host's records carry (default: \\[log] host, host name)"
         ),
     ] = "",
 ) -> None:

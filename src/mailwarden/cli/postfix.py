@@ -29,7 +29,7 @@ postfix_app = typer.Typer(help="The Postfix actuator (configuration, transport l
 app.add_typer(postfix_app, name="postfix")
 
 _CONFIG_DIR = typer.Option(
-    None, "-c", "--config-dir", help="Postfix configuration directory (default: [breaker])."
+    None, "-c", "--config-dir", help="Postfix configuration directory (default: \\[breaker])."
 )
 
 
@@ -95,8 +95,8 @@ def teardown(
 
 @postfix_app.command("socketmap")
 def socketmap(
-    host: str = typer.Option("", help="Listen address (default: [breaker] socketmap_host)."),
-    port: int = typer.Option(0, help="Listen port (default: [breaker] socketmap_port)."),
+    host: str = typer.Option("", help="Listen address (default: \\[breaker] socketmap_host)."),
+    port: int = typer.Option(0, help="Listen port (default: \\[breaker] socketmap_port)."),
     view: Path | None = typer.Option(None, help="Enforcement view (default: in state_dir)."),
 ) -> None:
     """Serve the breaker's transport lookup in the foreground."""

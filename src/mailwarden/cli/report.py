@@ -27,7 +27,7 @@ def report(
     db: str = typer.Option(
         None, "--db", metavar="URL", help="Store URL (sqlite:///…, postgresql://…)."
     ),
-    mail: bool = typer.Option(False, "--mail", help="Mail it to [alerts] mail_to."),
+    mail: bool = typer.Option(False, "--mail", help="Mail it to \\[alerts] mail_to."),
 ) -> None:
     """Daily report: what changed since the period before, per provider, origin and host."""
     import time

@@ -23,7 +23,7 @@ from mailwarden.cli import app
 @app.command()
 def run(
     logs: list[Path] = typer.Argument(
-        None, help="Mail logs to follow (default: [log] files, [log] journal, the system log)."
+        None, help="Mail logs to follow (default: \\[log] files, \\[log] journal, the system log)."
     ),
     from_start: bool = typer.Option(
         False, "--from-start", help="Read the log from its beginning on the first start."
@@ -36,9 +36,9 @@ def run(
     host: str = typer.Option(
         None, "--host", help="Name this host's rows carry in a shared store (fleet)."
     ),
-    web: bool = typer.Option(None, "--web/--no-web", help="Serve the dashboard ([web] bind)."),
+    web: bool = typer.Option(None, "--web/--no-web", help="Serve the dashboard (\\[web] bind)."),
     log_format: str = typer.Option(
-        None, "--log-format", help="json, logfmt or text ([service] log_format)."
+        None, "--log-format", help="json, logfmt or text (\\[service] log_format)."
     ),
 ) -> None:
     """Run mailwarden as a service: follow, store, protect, alert, report."""
