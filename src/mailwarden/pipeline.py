@@ -373,20 +373,9 @@ class Folder:
             touched.append(prov)
             c, kind = self.classify(d, prov)
             kinds = agg.mx_internal if c.internal else pa.mx
-            ka = kinds.get(kind)
+            self._fold_kind(kinds, prov, kind, c, d, ts, replace_new=False)
             rp = r.reply
-            if ka is None:
-                ka = kinds[kind] = KindAgg(
-                    c.reason, c.scope, rp.code if rp else None, _enhanced(d),
-                    rp.command if rp else "", c.issuer, c.url, c.cited_ip, c.rule, _sample(d),
-                )  # fmt: skip
-            ka.add(ts)
             if store:
-                if (prov, kind) not in b.kinds:
-                    b.kinds[(prov, kind)] = (
-                        prov, kind, ka.reason, ka.scope, ka.code, ka.enhanced, ka.command,
-                        ka.issuer, ka.url, ka.cited_ip, ka.rule, c.internal, ka.sample, ts, ts,
-                    )  # fmt: skip
                 n = seq[(ts, r.text)] = seq.get((ts, r.text), -1) + 1
                 key = hashlib.blake2b(
                     f"{r.qid}|{r.kind}|{r.relay_ip}|{n}|{r.text}".encode("utf-8", "replace"),
@@ -493,6 +482,37 @@ class Folder:
             cached,
         )
 
+    def _fold_kind(
+        self,
+        kinds: dict[str, KindAgg],
+        prov: str,
+        kind: str,
+        c: Any,
+        d: Delivery,
+        ts: float,
+        *,
+        replace_new: bool,
+    ) -> None:
+        """Count one non-success reply ``d`` (classified ``c``, of ``kind``) in ``kinds``,
+        creating its :class:`KindAgg` from this first one; when storing, put the kind's row
+        in the batch (``Batch.kinds``) if the batch has none yet, or, with ``replace_new``,
+        when the kind is new to ``kinds``."""
+        ka = kinds.get(kind)
+        new = ka is None
+        if ka is None:
+            r = d.reply
+            ka = kinds[kind] = KindAgg(
+                c.reason, c.scope, r.code if r else None, _enhanced(d), r.command if r else "",
+                c.issuer, c.url, c.cited_ip, c.rule, _sample(d),
+            )  # fmt: skip
+        ka.add(ts)
+        b = self.batch
+        if self.store and ((new and replace_new) or (prov, kind) not in b.kinds):
+            b.kinds[(prov, kind)] = (
+                prov, kind, ka.reason, ka.scope, ka.code, ka.enhanced, ka.command, ka.issuer,
+                ka.url, ka.cited_ip, ka.rule, c.internal, ka.sample, ts, ts,
+            )  # fmt: skip
+
     def message(self, m: Message) -> None:
         agg = self.agg
         agg.messages += 1
@@ -538,59 +558,7 @@ class Folder:
                 c, kind = self.classify(d, prov)
                 reason = c.reason
                 kinds = agg.internal if c.internal else pa.kinds
-                ka = kinds.get(kind)
-                if ka is None:
-                    r = d.reply
-                    sample = _sample(d)
-                    ka = kinds[kind] = KindAgg(
-                        c.reason,
-                        c.scope,
-                        r.code if r else None,
-                        _enhanced(d),
-                        r.command if r else "",
-                        c.issuer,
-                        c.url,
-                        c.cited_ip,
-                        c.rule,
-                        sample,
-                    )
-                    if store:
-                        b.kinds[(prov, kind)] = (
-                            prov,
-                            kind,
-                            c.reason,
-                            c.scope,
-                            ka.code,
-                            ka.enhanced,
-                            ka.command,
-                            c.issuer,
-                            c.url,
-                            c.cited_ip,
-                            c.rule,
-                            c.internal,
-                            sample,
-                            ts,
-                            ts,
-                        )
-                elif store and (prov, kind) not in b.kinds:
-                    b.kinds[(prov, kind)] = (
-                        prov,
-                        kind,
-                        ka.reason,
-                        ka.scope,
-                        ka.code,
-                        ka.enhanced,
-                        ka.command,
-                        ka.issuer,
-                        ka.url,
-                        ka.cited_ip,
-                        ka.rule,
-                        c.internal,
-                        ka.sample,
-                        ts,
-                        ts,
-                    )
-                ka.add(ts)
+                self._fold_kind(kinds, prov, kind, c, d, ts, replace_new=True)
             final[d.recipient[:_MAX_TEXT]] = (status, prov)
             if store:
                 r = d.reply
@@ -738,15 +706,13 @@ class ShardWriter:
             )
 
     def take(self, msg: Any) -> None:
-        if not self.plan.skip:
-            with self._turn(), self._tx(self.engine) as conn:
-                self.writer.write(msg[1], conn)
+        with self._turn(), self._tx(self.engine) as conn:
+            self.writer.write(msg[1], conn)
 
     def finish(self) -> tuple[Any, list[tuple[str, str, str]]]:
         try:
-            if not self.plan.skip:
-                with self._turn(), self._tx(self.engine) as conn:
-                    self.writer.finish(conn)
+            with self._turn(), self._tx(self.engine) as conn:
+                self.writer.finish(conn)
             return self.writer.stats, self.writer.unresolved_links()
         finally:
             self.engine.dispose()
@@ -785,18 +751,8 @@ def run_shard(
     ``files`` (oldest first)."""
     from mailwarden.sources.stats import ParseStats
 
-    writer = ShardWriter(plan, turn) if plan is not None and not plan.skip else None
+    writer, folder = _shard_folder(classifier, plan, since, until, turn)
     stats = ParseStats()
-    folder = Folder(
-        classifier,
-        store=writer is not None,
-        since=since,
-        until=until,
-        send=writer.take if writer is not None else None,
-        batch_messages=(
-            BATCH_MESSAGES if plan is None or plan.base.max_id == 0 else BATCH_MESSAGES_FULL_STORE
-        ),
-    )
     unparsed: list[Unparsed] = []
     read = fold_files(
         files,
@@ -809,7 +765,33 @@ def run_shard(
         progress=progress,
         tz=tz,
     )
-    res = ShardResult(folder.agg, stats, unparsed, read)
+    return _finish_shard(ShardResult(folder.agg, stats, unparsed, read), writer)
+
+
+def _shard_folder(
+    classifier: Classifier,
+    plan: StorePlan | None,
+    since: float | None,
+    until: float | None,
+    turn: Any = None,
+) -> tuple[ShardWriter | None, Folder]:
+    """The writer (None: nothing to store) and the folder of one shard."""
+    writer = ShardWriter(plan, turn) if plan is not None and not plan.skip else None
+    folder = Folder(
+        classifier,
+        store=writer is not None,
+        since=since,
+        until=until,
+        send=writer.take if writer is not None else None,
+        batch_messages=(
+            BATCH_MESSAGES if plan is None or plan.base.max_id == 0 else BATCH_MESSAGES_FULL_STORE
+        ),
+    )
+    return writer, folder
+
+
+def _finish_shard(res: ShardResult, writer: ShardWriter | None) -> ShardResult:
+    """``res`` with what its writer stored (the writer's last batch committed)."""
     if writer is not None:
         res.stored, res.links = writer.finish()
     return res
@@ -933,15 +915,8 @@ def run_journal(
     exe = shutil.which(cmd[0])
     if exe is None:
         raise SourceError(f"{cmd[0]} not found (is this a systemd host?)", source=SOURCE)
-    writer = ShardWriter(plan) if plan is not None and not plan.skip else None
+    writer, folder = _shard_folder(classifier, plan, since, until)
     stats = ParseStats()
-    folder = Folder(
-        classifier,
-        store=writer is not None,
-        since=since,
-        until=until,
-        send=writer.take if writer is not None else None,
-    )
     unparsed: list[Unparsed] = []
     counter = [0]
     with tempfile.TemporaryFile() as err:
@@ -958,10 +933,7 @@ def run_journal(
             detail = err.read(2000).decode("utf-8", "replace").strip()
             raise SourceError(f"{cmd[0]} failed (exit {rc}): {detail}", source=SOURCE)
     folder.finish()
-    res = ShardResult(folder.agg, stats, unparsed, {SOURCE: counter[0]})
-    if writer is not None:
-        res.stored, res.links = writer.finish()
-    return res
+    return _finish_shard(ShardResult(folder.agg, stats, unparsed, {SOURCE: counter[0]}), writer)
 
 
 def _worker(
@@ -973,21 +945,7 @@ def _worker(
     opts: dict[str, Any],
 ) -> None:
     try:
-        progress = (lambda n: conn.send(("progress", n))) if opts["progress"] and me == 0 else None
-        res = run_shard(
-            files,
-            me,
-            nshards,
-            classifier,
-            since=opts["since"],
-            until=opts["until"],
-            show_unparsed=opts["show_unparsed"],
-            plan=opts["plan"],
-            progress=progress,
-            tz=opts["tz"],
-            turn=opts["turn"],
-        )
-        conn.send(("done", res))
+        conn.send(("done", run_shard(files, me, nshards, classifier, **opts)))
     except BaseException as exc:  # report any failure to the parent, which raises it
         import traceback
 
@@ -1095,24 +1053,22 @@ def analyze(
             "until": until,
             "show_unparsed": show_unparsed,
             "plan": plan,
-            "progress": progress is not None,
             "tz": tz,
         }
         results = _run_parallel(files, n, classifier, opts, prog)
-    store_doc = importer.end(results) if importer is not None else None
-
     from mailwarden.sources.stats import ParseStats
 
     agg = Aggregate()
     stats = ParseStats()
     unparsed: list[Unparsed] = []
-    read: dict[str, int] = {}
+    read: dict[str, int] = {}  # per file: every worker reads every byte
     for r in results:
         agg.merge(r.agg)
         stats.merge(r.stats)
         unparsed.extend(r.unparsed)
         for k, v in r.bytes_read.items():
             read[k] = max(read.get(k, 0), v)
+    store_doc = importer.end(results, read) if importer is not None else None
     unparsed.sort(key=lambda u: (u.source, u.offset))
     lines = {
         "total": stats.total,
@@ -1190,21 +1146,7 @@ def _run_parallel(
     try:
         # Shard 0 in this process: it would otherwise wait idle, holding its memory (a third
         # of the process tree's), while the others work.
-        results.append(
-            run_shard(
-                files,
-                0,
-                n,
-                classifier,
-                since=opts["since"],
-                until=opts["until"],
-                show_unparsed=opts["show_unparsed"],
-                plan=opts["plan"],
-                progress=progress,
-                tz=opts["tz"],
-                turn=opts["turn"],
-            )
-        )
+        results.append(run_shard(files, 0, n, classifier, progress=progress, **opts))
         while pending:
             for c in cast(list[Any], wait(pending)):
                 try:
@@ -1213,10 +1155,7 @@ def _run_parallel(
                     pending.remove(c)
                     continue
                 tag = msg[0]
-                if tag == "progress":
-                    if progress is not None:
-                        progress(msg[1])
-                elif tag == "done":
+                if tag == "done":
                     results.append(msg[1])
                     pending.remove(c)
                 elif tag == "error":
@@ -1273,7 +1212,8 @@ class Importer:
         self.plan = StorePlan(self.url, base, a_cut, skip)
         return self.plan
 
-    def end(self, results: list[ShardResult]) -> dict[str, Any]:
+    def end(self, results: list[ShardResult], read: dict[str, int]) -> dict[str, Any]:
+        """``read``: the bytes read per file (see :func:`analyze`)."""
         from mailwarden.store.db import open_engine, safe_url, write_transaction
         from mailwarden.store.imports import record_imports
         from mailwarden.store.ingest import ImportStats, apply_links, restore_indexes
@@ -1291,10 +1231,6 @@ class Importer:
                 restore_indexes(conn)
                 if not self.plan.skip:
                     apply_links(conn, [ln for r in results for ln in r.links], self.plan.base)
-                    read: dict[str, int] = {}
-                    for r in results:
-                        for k, v in r.bytes_read.items():
-                            read[k] = max(read.get(k, 0), v)
                     if not self.partial:
                         record_imports(conn, self.fps, read, st, self.started)
             pr = prune(engine, attempts_days=self.attempts_days, rollup_days=self.rollup_days)

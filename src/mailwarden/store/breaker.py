@@ -31,7 +31,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    delete,
     event,
     func,
     insert,
@@ -40,6 +39,7 @@ from sqlalchemy import (
 )
 
 from mailwarden.store import _hostkey
+from mailwarden.store.bulk import update_or_insert
 from mailwarden.store.db import connected, write_transaction
 from mailwarden.store.schema import PK, metadata
 
@@ -183,19 +183,12 @@ class BreakerStore:
         trs = list(transitions)
         if not sts and not trs:
             return
-        t = breaker_state
         with write_transaction(self.engine) as conn:
             for st in sts:
                 values: dict[str, Any] = {f: st[f] for f in STATE_FIELDS}
                 values["updated"] = now
-                key = (t.c.host == self.host, t.c.provider == st["provider"], t.c.ip == st["ip"])
-                done = conn.execute(t.update().where(*key).values(**values)).rowcount
-                if not done:
-                    conn.execute(
-                        insert(t).values(
-                            host=self.host, provider=st["provider"], ip=st["ip"], **values
-                        )
-                    )
+                keys = {"host": self.host, "provider": st["provider"], "ip": st["ip"]}
+                update_or_insert(conn, breaker_state, keys, values)
             if trs:
                 conn.execute(
                     insert(breaker_transitions),
@@ -226,14 +219,6 @@ class BreakerStore:
                 .order_by(h.c.ts)
             ).all()
         return [(float(a), str(b), str(c), str(d)) for a, b, c, d in rows]
-
-    def prune_hits(self, before: float) -> None:
-        with write_transaction(self.engine) as conn:
-            conn.execute(
-                delete(breaker_hits).where(
-                    breaker_hits.c.host == self.host, breaker_hits.c.ts < before
-                )
-            )
 
     def newest_rule_activity(self) -> float:
         """The newest rule hit or rule-made transition of this host (0.0 when none): lines

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Table, and_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ClauseElement
 
@@ -110,3 +110,13 @@ def upsert_add(
         set_={c: table.c[c] + stmt.excluded[c] for c in add},
     )
     return BulkStatement(conn, stmt, columns)
+
+
+def update_or_insert(
+    conn: Connection, table: Table, keys: dict[str, Any], values: dict[str, Any]
+) -> None:
+    """Set ``values`` on the row with ``keys`` (column = value, all of them); insert that row
+    when there is none. One row, two plain statements, on any dialect."""
+    cond = and_(*(table.c[k] == v for k, v in keys.items()))
+    if not conn.execute(update(table).where(cond).values(**values)).rowcount:
+        conn.execute(table.insert().values(**keys, **values))

@@ -106,13 +106,9 @@ def open_engine(url: str, *, create: bool = True, echo: bool = False) -> Engine:
             _load_table_modules()
             # with the write lock from the start: two processes creating a new store at once
             # must queue, not fail upgrading a read transaction
-            with engine.connect() as conn:
-                conn = conn.execution_options(mailwarden_write_lock=True)
-                with conn.begin():
-                    if not is_sqlite(conn):
-                        conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})"))
-                    schema.metadata.create_all(conn, checkfirst=True)
-                    _check_version(conn)
+            with _locked(engine) as conn:
+                schema.metadata.create_all(conn, checkfirst=True)
+                _check_version(conn)
             _restore_indexes(engine)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot open the store {safe_url(url)}: {_first_line(exc)}") from exc
@@ -164,14 +160,21 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     transaction-scoped advisory lock, so two importers never allocate the same message ids.
     """
     try:
-        with engine.connect() as conn:
-            conn = conn.execution_options(mailwarden_write_lock=True)
-            with conn.begin():
-                if not is_sqlite(conn):
-                    conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})"))
-                yield conn
+        with _locked(engine) as conn:
+            yield conn
     except SQLAlchemyError as exc:
         raise StoreError(f"store write failed: {_first_line(exc)}") from exc
+
+
+@contextmanager
+def _locked(engine: Engine) -> Iterator[Connection]:
+    """:func:`write_transaction` without its error wrapping."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(mailwarden_write_lock=True)
+        with conn.begin():
+            if not is_sqlite(conn):
+                conn.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})"))
+            yield conn
 
 
 def _first_line(exc: BaseException) -> str:

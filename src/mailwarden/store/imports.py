@@ -14,9 +14,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 
 from mailwarden.store import schema
+from mailwarden.store.bulk import update_or_insert
 from mailwarden.store.ingest import ImportStats
 
 
@@ -65,14 +66,5 @@ def record_imports(
             "started": started,
             "finished": now,
         }
-        key = (
-            (t.c.first_line_hash == fp.first_line_hash)
-            & (t.c.inode == fp.inode)
-            & (t.c.size == fp.size)
-        )
-        if conn.execute(update(t).where(key).values(**values)).rowcount == 0:
-            conn.execute(
-                t.insert().values(
-                    first_line_hash=fp.first_line_hash, inode=fp.inode, size=fp.size, **values
-                )
-            )
+        keys = {"first_line_hash": fp.first_line_hash, "inode": fp.inode, "size": fp.size}
+        update_or_insert(conn, t, keys, values)

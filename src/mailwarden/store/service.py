@@ -33,13 +33,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    and_,
     func,
     select,
-    update,
 )
 
-from mailwarden.store.bulk import insert_rows
+from mailwarden.store.bulk import insert_rows, update_or_insert
 from mailwarden.store.db import connected
 from mailwarden.store.schema import PK, metadata
 
@@ -112,12 +110,6 @@ service_state = Table(
 SASL_COLUMNS = ("host", "ts", "key", "client_name", "client_ip", "method", "username", "detail")
 
 
-def _upsert(conn: Connection, table: Table, keys: dict[str, Any], values: dict[str, Any]) -> None:
-    cond = and_(*(table.c[k] == v for k, v in keys.items()))
-    if not conn.execute(update(table).where(cond).values(**values)).rowcount:
-        conn.execute(table.insert().values(**keys, **values))
-
-
 def _json_scalar(bind: Engine | Connection, q: Select[Any]) -> Any:
     """The JSON text ``q`` selects, decoded; None when there is no row or it is not JSON."""
     with connected(bind) as conn:
@@ -142,7 +134,7 @@ def save_checkpoint(
 ) -> None:
     """Upsert one checkpoint (``data``: a dict, or its JSON text already encoded)."""
     text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    _upsert(
+    update_or_insert(
         conn, service_checkpoints, {"host": host, "source": source}, {"data": text, "updated": now}
     )
 
@@ -162,7 +154,7 @@ def get_state(bind: Engine | Connection, host: str, name: str) -> Any:
 
 
 def set_state(conn: Connection, host: str, name: str, value: Any, now: float) -> None:
-    _upsert(
+    update_or_insert(
         conn,
         service_state,
         {"host": host, "name": name},
@@ -198,37 +190,6 @@ def add_deliveries(conn: Connection, rows: Iterable[dict[str, Any]]) -> None:
         conn.execute(alert_deliveries.insert(), rows)
 
 
-def recent_alerts(
-    bind: Engine | Connection,
-    *,
-    since: float,
-    until: float | None = None,
-    host: str | None = None,
-    kinds: Iterable[str] | None = None,
-) -> list[dict[str, Any]]:
-    """Alerts raised in ``[since, until)``, oldest first, ``data`` decoded."""
-    t = alerts
-    q = select(t).where(t.c.ts >= since)
-    if until is not None:
-        q = q.where(t.c.ts < until)
-    if host:
-        q = q.where(t.c.host == host)
-    if kinds is not None:
-        q = q.where(t.c.kind.in_(list(kinds)))
-    q = q.order_by(t.c.ts, t.c.id)
-    with connected(bind) as conn:
-        rows = conn.execute(q).mappings().all()
-    out = []
-    for r in rows:
-        d = dict(r)
-        try:
-            d["data"] = json.loads(d["data"])
-        except ValueError:
-            d["data"] = {}
-        out.append(d)
-    return out
-
-
 __all__ = [
     "SASL_COLUMNS",
     "add_alert",
@@ -239,7 +200,6 @@ __all__ = [
     "insert_sasl",
     "last_sent",
     "load_checkpoint",
-    "recent_alerts",
     "sasl_failures",
     "save_checkpoint",
     "sent_since",
