@@ -141,13 +141,15 @@ def test_a_reused_pid_is_not_mistaken_for_the_connecting_process(tmp_path: Path)
         rest = ["S", "1"] + ["0"] * 17 + [str(int(start_s * tick))] + ["0"] * 10
         (d / "stat").write_text(f"4242 (php) {' '.join(rest)}\n")
 
-    a = Attributor(load_tables(), [], proc=tmp_path)
+    def attributor() -> Attributor:  # a new one each time: nothing cached from the last call
+        return Attributor(load_tables(), [], proc=tmp_path)
+
     stat(50.0)  # started before the connect at t=100 s since boot: the same process
-    who = a._who_uncached(4242, argv=("/usr/lib/cgi-bin/php",), at_boot=100.0)
+    who = attributor()._who(4242, argv=("/usr/lib/cgi-bin/php",), at_boot=100.0)
     assert (who["script"], who["unit"]) == ("/var/www/form.php", "apache2.service")
     stat(150.0)  # started after the connect: the pid was reused, /proc is about someone else
-    who = a._who_uncached(4242, argv=("/usr/lib/cgi-bin/php",), at_boot=100.0)
+    who = attributor()._who(4242, argv=("/usr/lib/cgi-bin/php",), at_boot=100.0)
     assert (who["script"], who["unit"]) == ("", "")
     stat(50.0)  # same pid and age but another program (exec'd since): not trusted either
-    who = a._who_uncached(4242, argv=("/usr/bin/python3", "x.py"), cwd="/w", at_boot=100.0)
+    who = attributor()._who(4242, argv=("/usr/bin/python3", "x.py"), cwd="/w", at_boot=100.0)
     assert (who["script"], who["unit"]) == ("/w/x.py", "")

@@ -22,7 +22,7 @@ import pytest
 from mailwarden.egress.attribute import Attributor
 from mailwarden.egress.bpf import BpfCollector
 from mailwarden.egress.enrich import load_tables
-from mailwarden.egress.fpm import FpmError, _pair, _record, status
+from mailwarden.egress.fpm import FpmError, StatusPages, _pair, _record, status
 
 from .conftest import EgressNet, why_no_bpf
 from .test_bpf import drain
@@ -149,3 +149,53 @@ def test_fpm_request_is_attributed_to_its_script_and_pool(
     assert e.pool == "mwtest" and e.cmdline[0].startswith("php-fpm: pool mwtest")
     assert e.script == (script if with_status else "")
     assert e.exe.startswith("/usr/sbin/php-fpm")
+
+
+def test_status_pages_are_reused_but_a_request_started_since_is_still_seen(
+    egress_net: EgressNet, fpm_pool: tuple[Path, str]
+) -> None:
+    d, sock = fpm_pool
+    addr = f"unix:{sock}"
+    script = str(d / "www" / "send.php")
+
+    def asked() -> int:  # requests the pool accepted (this one included)
+        return int(status(addr)["accepted conn"])
+
+    def boottime() -> float:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+    pids = [p["pid"] for p in status(addr)["processes"]]
+    pages = StatusPages([addr], ttl=5.0)  # long: only what a page shows decides below
+    before = asked()
+    connect = boottime()
+    # connects made before the page was asked for: one page answers them all
+    assert pages.script_of(pids[0], connect)[1] == "mwtest"
+    assert pages.script_of(pids[1], connect)[1] == "mwtest"
+    assert pages.script_of(99999999, connect) == ("", "")
+    assert asked() == before + 2  # the page once, and asked() itself
+
+    # a worker idle on that page (or serving the page itself: "Running" with no script)
+    # starts a request and connects right away: the page is asked for again
+    box: dict[str, bytes] = {}
+    t = threading.Thread(
+        target=lambda: box.update(out=fcgi_request(sock, script, f"h={egress_net.b4}&p=25"))
+    )
+    t.start()
+    try:
+        deadline = time.monotonic() + 5
+        running: list[int] = []
+        while not running and time.monotonic() < deadline:
+            running = [
+                p["pid"]
+                for p in status(addr)["processes"]
+                if p["state"] == "Running" and p["script"] == script
+            ]
+        assert running
+        before = asked()
+        assert pages.script_of(running[0], boottime()) == (script, "mwtest")
+        # while the page is fresh, it answers for the worker it shows mid-request
+        assert pages.script_of(running[0], boottime()) == (script, "mwtest")
+        assert asked() == before + 2
+    finally:
+        t.join(10)
+    assert b"ok" in box["out"]

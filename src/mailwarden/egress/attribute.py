@@ -21,6 +21,7 @@ from mailwarden.egress.enrich import (
     unit_of,
     user_name,
 )
+from mailwarden.egress.fpm import StatusPages
 from mailwarden.events import EgressConnect
 
 
@@ -86,8 +87,7 @@ class Attributor:
         self.proc = proc
         self.cgroups = CgroupIndex(cgroup2_mount())
         self.offset = boottime_offset()
-        self.fpm_status = list(fpm_status or [])
-        self.fpm_status_path = fpm_status_path
+        self.fpm = StatusPages(fpm_status, fpm_status_path) if fpm_status else None
         self._cache = _BurstCache(4096)  # by process image (pid, argv, exe, cwd, parent, cgroup)
         self._raw_cache = _BurstCache(1024)  # by the eBPF event's process bytes, before decoding
 
@@ -107,31 +107,6 @@ class Attributor:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        who = self._who_uncached(
-            pid,
-            argv=argv,
-            exe=exe,
-            cwd=cwd,
-            ppid=ppid,
-            pcomm=pcomm,
-            cgroup_id=cgroup_id,
-            at_boot=at_boot,
-        )
-        self._cache.put(key, who)
-        return who
-
-    def _who_uncached(
-        self,
-        pid: int | None,
-        *,
-        argv: tuple[str, ...] = (),
-        exe: str = "",
-        cwd: str = "",
-        ppid: int | None = None,
-        pcomm: str = "",
-        cgroup_id: int | None = None,
-        at_boot: float | None = None,
-    ) -> dict[str, object]:
         info = read_proc(pid, self.proc) if pid else ProcInfo(alive=False)
         # /proc/<pid> is the connecting process only if it started before the connect (the pid
         # may have been reused since) and has not exec'd something else meanwhile.
@@ -156,12 +131,10 @@ class Attributor:
         if not cgroup and cgroup_id:
             cgroup = self.cgroups.path_of(cgroup_id)
         script, pool = find_script(argv, exe=exe, cwd=cwd, env=info.env, tables=self.tables)
-        if pool and not script and pid and self.fpm_status:
-            # a PHP-FPM worker: its pool's status page says which script it runs now
-            from mailwarden.egress.fpm import script_of
-
-            script = script_of(pid, self.fpm_status, self.fpm_status_path)[0]
-        return {
+        if pool and not script and pid and self.fpm is not None:
+            # a PHP-FPM worker: its pool's status page says which script it ran at the connect
+            script = self.fpm.script_of(pid, at_boot)[0]
+        who: dict[str, object] = {
             "cmdline": argv,
             "exe": exe,
             "cwd": cwd,
@@ -173,6 +146,8 @@ class Attributor:
             "script": script,
             "pool": pool,
         }
+        self._cache.put(key, who)
+        return who
 
     def from_bpf(self, raw: object) -> EgressConnect:
         """From a :class:`mailwarden.egress.bpf.RawEvent`."""

@@ -152,16 +152,16 @@ def nft_apply(p: Policy, *, netns: str | None = None) -> None:
 
 def nft_remove(p: Policy, *, netns: str | None = None) -> bool:
     """Delete our table; False if it was not there."""
-    if not _nft_exists(p, netns):
+    if not _nft_exists(p.table, netns):
         return False
     _run(["nft", "delete", "table", "inet", p.table], netns=netns)
     return True
 
 
-def _nft_exists(p: Policy, netns: str | None) -> bool:
+def _nft_exists(table: str, netns: str | None) -> bool:
     data = json.loads(_run(["nft", "-j", "list", "tables"], netns=netns) or "{}")
     return any(
-        t.get("table", {}).get("family") == "inet" and t["table"].get("name") == p.table
+        t.get("table", {}).get("family") == "inet" and t["table"].get("name") == table
         for t in data.get("nftables", [])
     )
 
@@ -293,13 +293,9 @@ def rule_installed(backend: str, table: str = "mailwarden", *, netns: str | None
         if backend == "iptables":
             _run(["iptables", "-w", "-S", CHAIN], netns=netns)
             return True
-        data = json.loads(_run(["nft", "-j", "list", "tables"], netns=netns) or "{}")
+        return _nft_exists(table, netns)
     except (ActuatorError, ValueError, OSError):
         return False
-    return any(
-        t.get("table", {}).get("family") == "inet" and t["table"].get("name") == table
-        for t in data.get("nftables", [])
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -348,7 +344,7 @@ class Firewall:
         import difflib
 
         if self.backend == "nft":
-            if not _nft_exists(self.policy, self.netns):
+            if not _nft_exists(self.policy.table, self.netns):
                 return CheckResult(False)
             live = _strip_counters(
                 _run(["nft", "list", "table", "inet", self.policy.table], netns=self.netns)

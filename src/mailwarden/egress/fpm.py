@@ -3,19 +3,25 @@
 A PHP-FPM worker's environment does not hold the request's SCRIPT_FILENAME; its pool's status
 page does (``pm.status_path``, ``?full&json``: one entry per worker with ``pid``, ``state`` and
 ``script``). This is a minimal FastCGI client (standard library only) that asks a pool's listen
-socket (``unix:/run/php/php8.2-fpm.sock`` or ``tcp:127.0.0.1:9000``) for that page.
+socket (``unix:/run/php/php8.2-fpm.sock`` or ``tcp:127.0.0.1:9000``) for that page, and
+:class:`StatusPages`, which keeps the pages it read briefly (the collector asks per connect).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import struct
+import time
+from dataclasses import dataclass
 from typing import Any
 
 FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT = 1, 3, 4, 5, 6
 FCGI_RESPONDER = 1
 MAX_RESPONSE = 4 << 20
+
+log = logging.getLogger(__name__)
 
 
 class FpmError(Exception):
@@ -118,20 +124,87 @@ def status(address: str, path: str = "/status", *, timeout: float = 1.0) -> dict
     return data
 
 
-def script_of(pid: int, addresses: list[str], path: str = "/status") -> tuple[str, str]:
-    """``(script, pool)`` of the request worker ``pid`` is running, from the first status page
-    that lists it; ``("", "")`` if none does."""
-    for addr in addresses:
+@dataclass
+class _Page:
+    """One parsed status page: ``pid -> (script, running)`` and when it was asked for."""
+
+    taken: float  # CLOCK_BOOTTIME when the request was sent
+    pool: str
+    workers: dict[int, tuple[str, bool]]
+
+    def answers(self, pid: int, at_boot: float | None, now: float, ttl: float) -> bool:
+        """Does this page tell what ``pid`` ran at its connect (``at_boot``, None: unknown)?
+
+        Yes if it was asked for after the connect (a fresh page would say no more), or for a
+        worker it shows mid-request if it is younger than ``ttl``. A worker it shows idle or
+        does not list may have started a request (or been spawned) since."""
+        if at_boot is not None and at_boot <= self.taken:
+            return True
+        w = self.workers.get(pid)
+        return w is not None and w[1] and now - self.taken < ttl
+
+
+class StatusPages:
+    """The pools' status pages (``addresses``), asked as rarely as attribution allows.
+
+    A page is reused for every connect made before it was requested and, for ``ttl`` seconds,
+    for the workers it shows running a request; an address that failed is left alone for
+    ``backoff`` seconds (a saturated pool answers its status page late, if at all)."""
+
+    def __init__(
+        self,
+        addresses: list[str],
+        path: str = "/status",
+        *,
+        ttl: float = 0.1,
+        backoff: float = 5.0,
+        timeout: float = 1.0,
+    ) -> None:
+        self.addresses = list(addresses)
+        self.path = path
+        self.ttl = ttl
+        self.backoff = backoff
+        self.timeout = timeout
+        self._pages: dict[str, _Page] = {}
+        self._down: dict[str, float] = {}  # address -> CLOCK_BOOTTIME until which it is skipped
+
+    def script_of(self, pid: int, at_boot: float | None = None) -> tuple[str, str]:
+        """``(script, pool)`` of the request worker ``pid`` ran at its connect (``at_boot``,
+        CLOCK_BOOTTIME seconds), from the first status page that lists it; ``("", "")`` if
+        none does."""
+        # the pool whose page listed the pid last is asked first
+        for addr in sorted(self.addresses, key=lambda a: pid not in self._listed(a)):
+            page = self._page(addr, pid, at_boot)
+            hit = page.workers.get(pid) if page is not None else None
+            if page is not None and hit is not None:
+                return hit[0], page.pool
+        return "", ""
+
+    def _listed(self, addr: str) -> dict[int, tuple[str, bool]]:
+        page = self._pages.get(addr)
+        return page.workers if page is not None else {}
+
+    def _page(self, addr: str, pid: int, at_boot: float | None) -> _Page | None:
+        now = time.clock_gettime(time.CLOCK_BOOTTIME)
+        page = self._pages.get(addr)
+        if page is not None and page.answers(pid, at_boot, now, self.ttl):
+            return page
+        if self._down.get(addr, 0.0) > now:
+            return None
         try:
-            st = status(addr, path)
-        except FpmError:
-            continue
+            st = status(addr, self.path, timeout=self.timeout)
+        except FpmError as exc:
+            log.debug("PHP-FPM status page: %s (not asked again for %gs)", exc, self.backoff)
+            self._down[addr] = time.clock_gettime(time.CLOCK_BOOTTIME) + self.backoff
+            return None
+        workers: dict[int, tuple[str, bool]] = {}
         for proc in st.get("processes", []):
-            if isinstance(proc, dict) and proc.get("pid") == pid:
+            if isinstance(proc, dict) and isinstance(proc.get("pid"), int):
                 script = proc.get("script", "")
-                pool = st.get("pool", "")
-                return (
-                    script if isinstance(script, str) and script != "-" else "",
-                    pool if isinstance(pool, str) else "",
-                )
-    return "", ""
+                script = script if isinstance(script, str) and script != "-" else ""
+                # running a script (the worker serving this very page shows "Running" and "-")
+                workers[proc["pid"]] = (script, proc.get("state") == "Running" and bool(script))
+        pool = st.get("pool", "")
+        page = _Page(now, pool if isinstance(pool, str) else "", workers)
+        self._pages[addr] = page
+        return page

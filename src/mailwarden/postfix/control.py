@@ -240,14 +240,14 @@ class Postfix:
         """``postqueue -i ID``: schedule one deferred message for immediate delivery."""
         self._run("postqueue", "-i", validate.queue_id(queue_id), privileged=True)
 
-    def hold(self, queue_ids: Iterable[str], queue: str = "deferred") -> None:
-        """``postsuper -h - QUEUE``: only from ``queue`` (default deferred), never from under
-        the queue manager (active)."""
+    def hold(self, queue_ids: Iterable[str]) -> None:
+        """``postsuper -h - deferred``: only from the deferred queue, never from under the queue
+        manager (active)."""
         ids = [validate.queue_id(q) for q in queue_ids]
-        if queue not in ("deferred", "incoming"):
-            raise ValueError(f"refusing to hold from the {queue} queue")
         if ids:
-            self._run("postsuper", "-h", "-", queue, input="\n".join(ids) + "\n", privileged=True)
+            self._run(
+                "postsuper", "-h", "-", "deferred", input="\n".join(ids) + "\n", privileged=True
+            )
 
     def release(self, queue_ids: Iterable[str]) -> None:
         """``postsuper -H -``: queue ids on stdin."""

@@ -149,13 +149,7 @@ class QueueActuator:
         if pq is None:
             return []
         ids = sorted(pq.parked_ids)[:count]
-        for qid in ids:
-            try:
-                self.pf.deliver(qid)
-            except PrivilegeError:
-                raise
-            except MailwardenError as exc:  # it may have just left the queue
-                log.debug("postqueue -i %s: %s", qid, exc)
+        self._deliver(ids)
         return ids
 
     # ------------------------------------------------------------------------- release

@@ -35,12 +35,11 @@ from typing import Any
 
 from mailwarden.errors import ValidationError
 from mailwarden.postfix import validate
-from mailwarden.postfix.mx import MxCache
+from mailwarden.postfix.mx import Hosts, MxCache
 
 log = logging.getLogger(__name__)
 
 NOTFOUND = b"9:NOTFOUND ,"
-_LOCAL_OK = validate.LOCAL_PART
 MAP_NAME = "transport"
 VIEW_VERSION = 1
 
@@ -217,44 +216,47 @@ class Policy:
         self._host_provider: dict[str, str] = {}
         self._probes: dict[str, tuple[int, int]] = {}  # provider -> (round, used)
 
-    def _domain(self, name: str, key: str) -> str | None:
-        """The recipient domain to decide on, or None for NOTFOUND right away."""
+    def _domain(self, name: str, key: str) -> tuple[str, Hosts | None] | None:
+        """The recipient domain to decide on and its cached MX hosts (None on a cache miss), or
+        None for NOTFOUND right away."""
         if name != MAP_NAME or "@" not in key:
             return None
         view = self.watcher.view
         if not view.providers:
             return None
         local, _, dom = key.rpartition("@")
-        if not _LOCAL_OK.fullmatch(local):
+        if not validate.LOCAL_PART.fullmatch(local):
             return None
         dom = dom.lower()
-        if self.mx.cached(dom) is None:  # cached domains were validated when they went in
+        hosts = self.mx.cached(dom)
+        if hosts is None:  # cached domains were validated when they went in
             try:
                 dom = validate.domain(dom)
             except ValidationError:
                 return None
+            hosts = self.mx.cached(dom)
         if dom in view.never_park or (
             view.never_park and f"{local.lower()}@{dom}" in view.never_park
         ):
             return None
-        return dom
+        return dom, hosts
 
     def answer_now(self, name: str, key: str) -> bytes | None:
         """The answer if it needs no DNS query; None when the caller must await :meth:`answer`."""
-        dom = self._domain(name, key)
-        if dom is None:
+        found = self._domain(name, key)
+        if found is None:
             return NOTFOUND
-        hosts = self.mx.cached(dom)
+        hosts = found[1]
         if hosts is None:
             return None
         return self._decide(hosts)
 
     async def answer(self, name: str, key: str) -> bytes:
         """Full lookup with a deadline; fails open."""
-        dom = self._domain(name, key)
-        if dom is None:
+        found = self._domain(name, key)
+        if found is None:
             return NOTFOUND
-        hosts = self.mx.cached(dom)
+        dom, hosts = found
         if hosts is None:
             task = self.mx.resolve(dom)
             try:

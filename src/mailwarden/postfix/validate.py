@@ -11,9 +11,8 @@ import re
 
 from mailwarden.errors import ValidationError
 
-_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
 #: A dot-atom local part (no quotes, spaces or control characters), for fast checks.
-LOCAL_PART = _LOCAL
+LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
 _TRANSPORT = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _PARAM = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _QID = re.compile(r"^[0-9A-Za-z]{6,20}$")
@@ -55,7 +54,7 @@ def address(value: str) -> tuple[str, str]:
     if not isinstance(value, str) or not value or len(value) > 320:
         raise ValidationError(f"bad address: {str(value)[:80]!r}")
     local, sep, dom = value.rpartition("@")
-    if not sep or not local or not _LOCAL.fullmatch(local):
+    if not sep or not local or not LOCAL_PART.fullmatch(local):
         raise ValidationError(f"bad address: {value[:80]!r}")
     return local, domain(dom)
 
