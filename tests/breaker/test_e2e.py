@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from fixtures.mail import make_message, sendmail, smtp_submit
+from fixtures.slot import free_port
 from fixtures.smtp import ACCEPT, REPLIES, Behaviour, at_rcpt
 from mailwarden.tables import data_dir
 
@@ -40,12 +41,6 @@ DOMAINS = {
     "yahoo": ("yahoo.com", "ymail.com"),
     "gmx": ("gmx.net", "gmx.de"),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def port_open(port: int) -> bool:

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from fixtures.mail import make_message, sendmail
 from mailwarden.classify import Classifier
 from mailwarden.postfix.control import Postfix, sudoers
 from mailwarden.postfix.setup import Setup
+from service.helpers import wait_for
 
 from .conftest import RunningMap
 
@@ -199,14 +199,6 @@ def _world(
     return Cli(pw, d, cfg), m, setup
 
 
-def _wait(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)
-
-
 def _titles(sink: WebhookSink) -> list[str]:
     return [r.json()["title"] for r in sink.requests]
 
@@ -247,7 +239,7 @@ def test_unprivileged_actions_go_through_sudo_and_work(
             r = cli("breaker", "close", "swisscom", "--note", "delisted")
             assert r.returncode == 0, r.stderr
             assert "released 3 recipients" in r.stdout, r.stdout + r.stderr
-            _wait(lambda: sum(len(x.delivered_to()) for x in swiss) == 3, 60, "released mail")
+            wait_for(lambda: sum(len(x.delivered_to()) for x in swiss) == 3, 60, "released mail")
             got = sorted(a for x in swiss for a in x.delivered_to())
             assert got == sorted(rcpts)  # each exactly once
             assert "sudo refused" not in r.stderr

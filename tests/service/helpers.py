@@ -15,6 +15,8 @@ from typing import Any
 
 from sqlalchemy import select
 
+from fixtures.slot import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 GENLOG = ROOT / "bench" / "genlog.py"
 
@@ -63,7 +65,7 @@ def write_config(path: Path, state: Path, url: str, **sections: dict[str, Any]) 
     """A mailwarden.toml for a test daemon: tight timers, nothing that reaches out."""
     base: dict[str, dict[str, Any]] = {
         "store": {"url": url},
-        "breaker": {"poll": 0.05, "socketmap_port": _free_port()},
+        "breaker": {"poll": 0.05, "socketmap_port": free_port()},
         "service": {
             "commit_interval": 0.2,
             "dnsbl_interval": 0,
@@ -82,14 +84,6 @@ def write_config(path: Path, state: Path, url: str, **sections: dict[str, Any]) 
             lines.append(f"{k} = {json.dumps(v)}")
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class DaemonProc:
@@ -299,6 +293,48 @@ def one_shot(log: Path, url: str, env: dict[str, str]) -> None:
         timeout=300,
     )
     assert p.returncode == 0, p.stderr
+
+
+#: The store tables a followed log must fill exactly as a one-shot import of the same log does.
+STORE_TABLES = ("messages", "attempts", "rollups", "rejections", "inbound")
+
+
+def same_as_one_shot(
+    log: Path,
+    url: str,
+    env: dict[str, str],
+    ref_path: Path,
+    tables: tuple[str, ...] = STORE_TABLES,
+    hosts: list[str] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Import ``log`` one-shot into a new SQLite store at ``ref_path`` and assert that ``tables``
+    of the store at ``url`` (only ``hosts``' rows, if given) equal the reference's. Returns both
+    dumps, ``(got, want)``, for further checks."""
+    ref = f"sqlite:///{ref_path}"
+    one_shot(log, ref, env)
+    got, want = dump_store(url, hosts=hosts), dump_store(ref)
+    for table in tables:
+        assert got[table] == want[table], (hosts, table) if hosts else table
+    return got, want
+
+
+def daemon_on(
+    tmp_path: Path, n: int, seed: int, head: int, **sections: dict[str, Any]
+) -> tuple[list[bytes], Path, Path, str, DaemonProc]:
+    """A generated log of ``n`` lines (``full.log``), its first ``head`` lines written to
+    ``mail.log``, and a (not yet started) daemon following ``mail.log`` from its start into
+    ``daemon.db``; ``sections`` go to :func:`write_config`. Returns ``(lines, full, log, url,
+    daemon)``."""
+    full = tmp_path / "full.log"
+    lines = genlog(full, n, seed=seed)
+    log = tmp_path / "mail.log"
+    log.write_bytes(b"".join(lines[:head]))
+    url = f"sqlite:///{tmp_path / 'daemon.db'}"
+    cfg = write_config(tmp_path / "mw.toml", tmp_path / "state", url, **sections)
+    d = DaemonProc(
+        cfg, tmp_path / "etc", ["--from-start", "--no-socketmap", str(log)], tmp_path / "run.log"
+    )
+    return lines, full, log, url, d
 
 
 def sasl_rows(log: Path) -> int:

@@ -18,7 +18,14 @@ import pytest
 from fixtures.alerts import WebhookSink
 from mailwarden.egress.wire import encode, encode_msg
 from mailwarden.events import EgressConnect
-from service.helpers import DaemonProc, checkpoint_offset, genlog, wait_for, write_config
+from service.helpers import (
+    DaemonProc,
+    checkpoint_offset,
+    daemon_on,
+    genlog,
+    wait_for,
+    write_config,
+)
 
 pytestmark = [pytest.mark.slow]
 
@@ -105,14 +112,8 @@ def test_socketmap_restarted_when_it_dies_and_gone_with_the_daemon(tmp_path: Pat
 
 
 def test_sighup_reloads_config_and_rules_keeping_state(tmp_path: Path) -> None:
-    full = tmp_path / "full.log"
-    lines = genlog(full, 1200, seed=9)
-    log = tmp_path / "mail.log"
-    log.write_bytes(b"".join(lines[:600]))
-    url = f"sqlite:///{tmp_path / 'd.db'}"
-    cfg = write_config(tmp_path / "mw.toml", tmp_path / "state", url)
-    etc = tmp_path / "etc"
-    d = DaemonProc(cfg, etc, ["--from-start", "--no-socketmap", str(log)], tmp_path / "run.log")
+    lines, _, log, url, d = daemon_on(tmp_path, 1200, seed=9, head=600)
+    cfg, etc = d.config, tmp_path / "etc"
     try:
         d.start()
         wait_for(lambda: checkpoint_offset(url, str(log)) == log.stat().st_size, 60, "ingested")
@@ -308,7 +309,7 @@ def test_dashboard_and_metrics_served_by_the_daemon(tmp_path: Path) -> None:
     import urllib.error
     import urllib.request
 
-    from fixtures.alerts import free_port
+    from fixtures.slot import free_port
 
     log = tmp_path / "mail.log"
     genlog(log, 600, seed=4)

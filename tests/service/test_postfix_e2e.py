@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from fixtures.alerts import free_port
 from fixtures.mail import make_message, sendmail, smtp_submit
+from fixtures.slot import free_port
 from fixtures.smtp import REPLIES, at_rcpt
-from service.helpers import DaemonProc, checkpoint_offset, dump_store, one_shot, wait_for
+from service.helpers import DaemonProc, checkpoint_offset, same_as_one_shot, wait_for
 from service.helpers import write_config as _write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.postfix]
@@ -82,11 +82,7 @@ def test_daemon_follows_real_postfix_across_a_kill(
     with open(postfix.log_path, "rb") as f:
         f.seek(start)
         piece.write_bytes(f.read(end - start))
-    ref = f"sqlite:///{tmp_path / 'ref.db'}"
-    one_shot(piece, ref, d.env)
-    got, want = dump_store(url), dump_store(ref)
-    for table in ("messages", "attempts", "rollups", "rejections", "inbound"):
-        assert got[table] == want[table], table
+    got, _ = same_as_one_shot(piece, url, d.env, tmp_path / "ref.db")
     # every recipient is there with the receiver's verdict
     final = {a[3]: (a[5], a[6], a[9]) for a in got["attempts"]}
     # (the sender gets the bounce notifications: Postfix's own messages, origin "bounce")

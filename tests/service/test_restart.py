@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
+from mailwarden.config import Settings
+from mailwarden.service.daemon import host_id
 from service.helpers import (
     DaemonProc,
     checkpoint_offset,
-    dump_store,
-    genlog,
-    one_shot,
+    daemon_on,
+    same_as_one_shot,
     sasl_rows,
     wait_for,
-    write_config,
 )
 
 pytestmark = [pytest.mark.slow]
@@ -61,41 +61,13 @@ def _health(url: str) -> dict[str, Any] | None:
 
     e = open_engine(url)
     try:
-        return get_state(e, "vm", "health") or get_state(e, _hostname(), "health")
-    finally:
-        e.dispose()
-
-
-def _hostname() -> str:
-    import socket
-
-    return socket.gethostname().split(".")[0]
-
-
-def _sasl_stored(url: str) -> int:
-    from sqlalchemy import func, select
-
-    from mailwarden.store.db import open_engine
-    from mailwarden.store.service import sasl_failures
-
-    e = open_engine(url)
-    try:
-        with e.connect() as c:
-            return int(c.execute(select(func.count()).select_from(sasl_failures)).scalar() or 0)
+        return get_state(e, host_id(Settings()), "health")
     finally:
         e.dispose()
 
 
 def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path: Path) -> None:
-    full = tmp_path / "full.log"
-    lines = genlog(full, 6000, seed=11)
-    log = tmp_path / "mail.log"
-    log.write_bytes(b"".join(lines[:1500]))
-    url = f"sqlite:///{tmp_path / 'daemon.db'}"
-    cfg = write_config(tmp_path / "mw.toml", tmp_path / "state", url)
-    d = DaemonProc(
-        cfg, tmp_path / "etc", ["--from-start", "--no-socketmap", str(log)], tmp_path / "run.log"
-    )
+    lines, full, log, url, d = daemon_on(tmp_path, 6000, seed=11, head=1500)
     try:
         d.start()
         wait_for(lambda: checkpoint_offset(url, str(log)) > 0, 60, "first commit")
@@ -118,13 +90,9 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path: Pat
         d.stop()
     assert log.read_bytes() == full.read_bytes()
 
-    ref = f"sqlite:///{tmp_path / 'oneshot.db'}"
-    one_shot(full, ref, d.env)
-    got, want = dump_store(url), dump_store(ref)
+    got, want = same_as_one_shot(full, url, d.env, tmp_path / "oneshot.db")
     assert len(want["messages"]) > 500 and len(want["attempts"]) > 500  # a real workload
-    for table in ("messages", "attempts", "rollups", "rejections", "inbound"):
-        assert got[table] == want[table], table
-    assert _sasl_stored(url) == sasl_rows(full) > 0
+    assert len(got["sasl"]) == sasl_rows(full) > 0
     # the breaker saw the re-read lines again: none of its rule hits is counted twice
     hits = _breaker_hits(url)
     assert hits and len(hits) == len(set(hits))
@@ -134,16 +102,9 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path: Pat
 
 
 def test_sigterm_commits_everything_and_exits_zero(tmp_path: Path) -> None:
-    full = tmp_path / "full.log"
-    lines = genlog(full, 800, seed=3)
-    log = tmp_path / "mail.log"
-    log.write_bytes(b"".join(lines[:300]))
-    url = f"sqlite:///{tmp_path / 'daemon.db'}"
-    cfg = write_config(
-        tmp_path / "mw.toml", tmp_path / "state", url, service={"commit_interval": 30}
-    )  # after the first commit, only the shutdown commits
-    d = DaemonProc(
-        cfg, tmp_path / "etc", ["--from-start", "--no-socketmap", str(log)], tmp_path / "run.log"
+    # after the first commit, only the shutdown commits
+    lines, full, log, url, d = daemon_on(
+        tmp_path, 800, seed=3, head=300, service={"commit_interval": 30}
     )
     try:
         d.start()
@@ -158,10 +119,7 @@ def test_sigterm_commits_everything_and_exits_zero(tmp_path: Path) -> None:
     finally:
         d.stop()
     assert checkpoint_offset(url, str(log)) == log.stat().st_size
-    ref = f"sqlite:///{tmp_path / 'oneshot.db'}"
-    one_shot(full, ref, d.env)
-    got, want = dump_store(url), dump_store(ref)
-    assert got["attempts"] == want["attempts"] and got["messages"] == want["messages"]
+    same_as_one_shot(full, url, d.env, tmp_path / "oneshot.db", tables=("attempts", "messages"))
     stopped = [e for e in d.events() if e.get("msg") == "stopped"]
     assert stopped and stopped[0]["lines"] == len(lines)
     # every line on stderr is one JSON event with the documented keys
@@ -170,15 +128,7 @@ def test_sigterm_commits_everything_and_exits_zero(tmp_path: Path) -> None:
 
 
 def test_log_rotated_while_the_daemon_was_down(tmp_path: Path) -> None:
-    full = tmp_path / "full.log"
-    lines = genlog(full, 3000, seed=17)
-    log = tmp_path / "mail.log"
-    log.write_bytes(b"".join(lines[:1000]))
-    url = f"sqlite:///{tmp_path / 'daemon.db'}"
-    cfg = write_config(tmp_path / "mw.toml", tmp_path / "state", url)
-    d = DaemonProc(
-        cfg, tmp_path / "etc", ["--from-start", "--no-socketmap", str(log)], tmp_path / "run.log"
-    )
+    lines, full, log, url, d = daemon_on(tmp_path, 3000, seed=17, head=1000)
     try:
         d.start()
         wait_for(lambda: checkpoint_offset(url, str(log)) == log.stat().st_size, 60, "part 1")
@@ -195,8 +145,4 @@ def test_log_rotated_while_the_daemon_was_down(tmp_path: Path) -> None:
         assert d.term() == 0
     finally:
         d.stop()
-    ref = f"sqlite:///{tmp_path / 'oneshot.db'}"
-    one_shot(full, ref, d.env)
-    got, want = dump_store(url), dump_store(ref)
-    for table in ("messages", "attempts", "rollups", "rejections", "inbound"):
-        assert got[table] == want[table], table
+    same_as_one_shot(full, url, d.env, tmp_path / "oneshot.db")

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from fixtures.slot import free_port
 from mailwarden.store import schema
 from mailwarden.store.breaker import fleet_states
 from mailwarden.store.db import open_engine
@@ -48,12 +48,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium not installed (debian-packages)"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

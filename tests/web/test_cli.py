@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.slot import free_port
 from mailwarden.cli.web import is_loopback, parse_bind
 from mailwarden.errors import ConfigError
 from mailwarden.web.auth import verify_password
@@ -41,12 +42,6 @@ def env(tmp_path: Path, store: Imported) -> dict[str, str]:
         f'[breaker]\npostfix_config = "{tmp_path / "no-postfix"}"\nreload_on_trip = false\n'
     )
     return {**os.environ, "MAILWARDEN_CONFIG": str(cfg), "MAILWARDEN_ETC": str(tmp_path / "etc")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_hash_password_from_stdin(env: dict[str, str]) -> None:
