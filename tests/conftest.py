@@ -16,6 +16,7 @@ pytest_plugins = [
     "fixtures.smtp",
     "fixtures.postgres",
     "fixtures.alerts",
+    "fixtures.journal",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

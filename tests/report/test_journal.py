@@ -1,7 +1,7 @@
 """analyze --journal: the same report from journald records as from the log file.
 
-journalctl is replaced by a script that prints the records of the recorded log as
-``journalctl -o json`` does (and notes how it was called); no systemd is needed."""
+The records of the recorded log are in a real journal file (fixture ``real_journal``), read by
+the real journalctl: the facility match, ``--since``/``--until`` and ``-o json`` are its own."""
 
 from __future__ import annotations
 
@@ -14,55 +14,30 @@ from typing import Any
 
 import pytest
 
+from fixtures.journal import Journal, export_record, split_log
 from mailwarden.pipeline import analyze, journal_command
-from mailwarden.sources.syslog import Envelope
 
 
 @pytest.fixture
-def fake_journalctl(real_log: Path, tmp_path: Path) -> tuple[Path, Path]:
-    env = Envelope(reference=real_log.stat().st_mtime)
-    records = []
-    for n, raw in enumerate(real_log.read_bytes().splitlines(keepends=True)):
-        ts, host, program, pid, msg = env.split(raw)  # type: ignore[misc]
-        records.append(
-            {
-                "__CURSOR": f"s=1;i={n}",
-                "__REALTIME_TIMESTAMP": str(int(ts * 1e6)),
-                "_HOSTNAME": host,
-                "SYSLOG_IDENTIFIER": program,
-                "SYSLOG_PID": str(pid),
-                "MESSAGE": msg.decode(),
-            }
-        )
-    records.insert(
-        3,
-        {
-            "__REALTIME_TIMESTAMP": records[2]["__REALTIME_TIMESTAMP"],
-            "_HOSTNAME": "mail",
-            "SYSLOG_IDENTIFIER": "dovecot",
-            "MESSAGE": "imap-login: Login: user=<a>",
-        },
-    )
-    data = tmp_path / "journal.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in records) + "\n{not json\n")
-    calls = tmp_path / "calls.txt"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    exe = bin_dir / "journalctl"
-    exe.write_text(
-        f"#!{sys.executable}\n"
-        "import sys\n"
-        f"open({str(calls)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n')\n"
-        f"sys.stdout.write(open({str(data)!r}).read())\n"
-    )
-    exe.chmod(0o755)
-    return exe, calls
+def mail_journal(real_log: Path, real_journal: Journal) -> Journal:
+    """The recorded log as journald keeps it, plus a foreign mail record (dovecot), a mail
+    record without MESSAGE (unparsed) and a record of another facility (not read)."""
+    entries = split_log(real_log.read_bytes().splitlines(keepends=True), real_log.stat().st_mtime)
+    records = [export_record(*e, monotonic=n + 1) for n, e in enumerate(entries)]
+    ts, mono = entries[2][0], 3  # after the third record, at its time
+    records[3:3] = [
+        export_record(ts, "mail", "dovecot", None, b"imap-login: Login: user=<a>", monotonic=mono),
+        export_record(ts, "mail", "postfix/smtp", 11683, None, monotonic=mono),
+        export_record(ts, "mail", "sshd", 99, b"Accepted publickey", facility=4, monotonic=mono),
+    ]
+    real_journal.append(records)
+    return real_journal
 
 
 def test_the_journal_gives_the_same_report_as_the_file(
-    real_log: Path, fake_journalctl: tuple[Path, Path], classifier: Any, tmp_path: Path
+    real_log: Path, mail_journal: Journal, classifier: Any, tmp_path: Path
 ) -> None:
-    exe, calls = fake_journalctl
+    exe, calls = mail_journal.exe, mail_journal.calls
     from_file = analyze([real_log], classifier=classifier).document
     doc = analyze(
         [],
@@ -79,10 +54,8 @@ def test_the_journal_gives_the_same_report_as_the_file(
     assert "SYSLOG_FACILITY=2" in calls.read_text() and "--output=json" in calls.read_text()
 
 
-def test_journal_time_window_and_missing_journalctl(
-    fake_journalctl: tuple[Path, Path], tmp_path: Path
-) -> None:
-    exe, calls = fake_journalctl
+def test_journal_time_window_and_missing_journalctl(mail_journal: Journal, tmp_path: Path) -> None:
+    exe, calls = mail_journal.exe, mail_journal.calls
     env = {**os.environ, "PATH": f"{exe.parent}:{os.environ['PATH']}"}
     r = subprocess.run(
         [
@@ -95,6 +68,8 @@ def test_journal_time_window_and_missing_journalctl(
             "--no-store",
             "--since",
             "2026-11-27T17:20:00Z",
+            "--until",
+            "2026-11-27T17:20:42.5Z",
         ],
         capture_output=True,
         text=True,
@@ -105,7 +80,9 @@ def test_journal_time_window_and_missing_journalctl(
     assert r.returncode == 0, r.stderr
     assert "--since=@1795800000" in calls.read_text()
     doc = json.loads(r.stdout)
-    assert doc["lines"]["outside_period"] > 0  # the fake ignores --since: analyze cuts exactly
+    # journalctl's --until is whole seconds (@...043, inclusive: the 17:20:43 attempt is read);
+    # analyze cuts exactly
+    assert doc["lines"]["outside_period"] > 0
     env["PATH"] = str(tmp_path / "empty")
     r = subprocess.run(
         [sys.executable, "-m", "mailwarden.cli", "analyze", "--journal", "--no-store"],

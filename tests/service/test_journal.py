@@ -1,19 +1,17 @@
-"""``mailwarden run --journal``: the daemon follows the journal (a journalctl stand-in that
-replays recorded records and then follows, as ``journalctl -f -o json`` does), is killed with
-SIGKILL, resumes after the committed cursor, and stores exactly what a one-shot import of the
-same log as a syslog file stores."""
+"""``mailwarden run --journal``: the daemon follows a real journal file through the real
+``journalctl -f -o json`` (fixture ``real_journal``) while records are appended to it, is killed
+with SIGKILL, resumes after the committed cursor, and stores exactly what a one-shot import of
+the same log as a syslog file stores."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-import stat
-import sys
 from pathlib import Path
 
 import pytest
 
+from fixtures.journal import Journal, export_record, log_records, split_log
 from service.helpers import (
     DaemonProc,
     dump_store,
@@ -25,62 +23,27 @@ from service.helpers import (
 
 pytestmark = [pytest.mark.slow]
 
-FAKE = '''#!{python}
-"""journalctl -f -o json stand-in: records of {data!r} after --after-cursor, then follows."""
-import sys, time
-args = sys.argv[1:]
-after = next((a.split("=", 1)[1] for a in args if a.startswith("--after-cursor=")), None)
-f = open({data!r}, "rb")
-if after is not None:
-    for line in iter(f.readline, b""):
-        if (\'"__CURSOR":"%s"\' % after).encode() in line:
-            break
-while True:
-    line = f.readline()
-    if line.endswith(b"\\n"):
-        sys.stdout.buffer.write(line)
-        sys.stdout.buffer.flush()
-    else:
-        f.seek(f.tell() - len(line))
-        time.sleep(0.05)
-'''
 
-
-def to_journal(line: bytes, n: int) -> bytes:
-    """One RFC 3339 syslog line -> the journalctl -o json record journald would have."""
-    stamp, host, rest = line.decode().rstrip("\n").split(" ", 2)
-    tag, msg = rest.split(": ", 1)
-    prog, _, pid = tag.rstrip("]").partition("[")
-    us = round(dt.datetime.fromisoformat(stamp).timestamp() * 1_000_000)
-    rec = {
-        "__CURSOR": f"s=abc;i={n:x};b=1;m={n:x};t={us:x};x={n:x}",
-        "__REALTIME_TIMESTAMP": str(us),
-        "_HOSTNAME": host,
-        "SYSLOG_IDENTIFIER": prog,
-        "SYSLOG_PID": pid,
-        "_TRANSPORT": "syslog",
-        "MESSAGE": msg,
-    }
-    return json.dumps(rec, separators=(",", ":")).encode() + b"\n"
-
-
-def test_journal_followed_and_resumed_after_sigkill(tmp_path: Path) -> None:
+def test_journal_followed_and_resumed_after_sigkill(tmp_path: Path, real_journal: Journal) -> None:
     full = tmp_path / "full.log"
     lines = genlog(full, 2000, seed=13)
-    records = [to_journal(line, i + 1) for i, line in enumerate(lines)]
-    data = tmp_path / "journal.json"
-    data.write_bytes(b"".join(records[:800]))
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    exe = bindir / "journalctl"
-    exe.write_text(FAKE.format(python=sys.executable, data=str(data)))
-    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    records = log_records(lines)
+    ts = split_log(lines[:1])[0][0]
+    marks = [0]  # foreign records written before the log's (the cursor's i= counts them too)
+
+    def mark() -> None:
+        marks[0] += 1
+        real_journal.append([export_record(ts, "vm", "systemd", 1, b"mark", facility=3)])
+
+    mark()  # the journal file exists before journalctl opens it
     url = f"sqlite:///{tmp_path / 'd.db'}"
     cfg = write_config(tmp_path / "mw.toml", tmp_path / "state", url, log={"journal": True})
     d = DaemonProc(cfg, tmp_path / "etc", ["--no-socketmap"], tmp_path / "run.log")
-    d.env["PATH"] = f"{bindir}{os.pathsep}{d.env['PATH']}"
+    d.env["PATH"] = f"{real_journal.exe.parent}{os.pathsep}{d.env['PATH']}"
 
-    def cursor_index() -> int:
+    def seqnum() -> int:
+        """The sequence number in the journal file (``i=`` of the cursor) of the last record the
+        daemon committed; 0 before the first commit."""
         from sqlalchemy import select
 
         from mailwarden.store.db import open_engine
@@ -97,15 +60,27 @@ def test_journal_followed_and_resumed_after_sigkill(tmp_path: Path) -> None:
         cur = json.loads(raw)["cursor"]
         return int(cur.split(";")[1][2:], 16)
 
+    def cursor_index() -> int:
+        return seqnum() - marks[0]
+
+    def following() -> bool:
+        """A first start reads only what comes after the end of the journal (--lines=0): foreign
+        records are written until the daemon has read one, then the log's records."""
+        if seqnum() > 0:
+            return True
+        if real_journal.calls.exists():
+            mark()
+        return False
+
     try:
         d.start()
+        wait_for(following, 60, "journalctl following", poll=0.5)
+        real_journal.append(records[:800])
         wait_for(lambda: cursor_index() == 800, 60, "first part")
-        with data.open("ab") as f:
-            f.write(b"".join(records[800:1400]))
+        real_journal.append(records[800:1400])
         wait_for(lambda: cursor_index() > 800, 30, "following")
         d.kill9()
-        with data.open("ab") as f:
-            f.write(b"".join(records[1400:]))
+        real_journal.append(records[1400:])
         d.start()
         wait_for(lambda: cursor_index() == len(records), 60, "all of it")
         assert d.term() == 0

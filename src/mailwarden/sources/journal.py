@@ -168,7 +168,9 @@ class JournalReader:
     def command(self) -> list[str]:
         """The journalctl command line that is run."""
         cmd = [*self.journalctl, "--follow", "--output=json", "--all", "--no-pager"]
-        cmd += [f"--after-cursor={self.cursor}"] if self.cursor else ["--lines=0"]
+        # --follow alone shows the last 10 records: after a cursor, every one (--no-tail),
+        # else none of the past (--lines=0; --no-tail would cancel it)
+        cmd += [f"--after-cursor={self.cursor}", "--no-tail"] if self.cursor else ["--lines=0"]
         return cmd + self.extra_args
 
     def records(self, stop: threading.Event | None = None) -> Iterator[bytes]:
